@@ -1,0 +1,86 @@
+"""Classification metrics against values worked out by hand."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from textclf.metrics import classification_metrics, macro_f1
+
+# Worked example, labels a, b, c:
+#   a: 3 true, predicted a twice (both right)     -> P 2/2, R 2/3, F1 0.8
+#   b: 2 true, predicted b twice (one right)      -> P 1/2, R 1/2, F1 0.5
+#   c: 1 true, predicted c twice (one right)      -> P 1/2, R 1/1, F1 2/3
+Y_TRUE = ["a", "a", "a", "b", "b", "c"]
+Y_PRED = ["a", "a", "b", "b", "c", "c"]
+
+
+def test_known_example():
+    metrics = classification_metrics(Y_TRUE, Y_PRED, ["a", "b", "c"])
+
+    assert metrics["accuracy"] == pytest.approx(4 / 6)
+    assert metrics["f1_macro"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+    assert metrics["f1_weighted"] == pytest.approx((3 * 0.8 + 2 * 0.5 + 1 * 2 / 3) / 6)
+    expected = {"a": (1.0, 2 / 3, 0.8, 3), "b": (0.5, 0.5, 0.5, 2), "c": (0.5, 1.0, 2 / 3, 1)}
+    assert list(metrics["per_class"]) == ["a", "b", "c"]
+    for label, (precision, recall, f1, support) in expected.items():
+        got = metrics["per_class"][label]
+        assert got["precision"] == pytest.approx(precision)
+        assert got["recall"] == pytest.approx(recall)
+        assert got["f1"] == pytest.approx(f1)
+        assert got["support"] == support
+
+
+def test_macro_f1_matches_the_dict():
+    labels = ["a", "b", "c"]
+
+    assert macro_f1(Y_TRUE, Y_PRED, labels) == classification_metrics(
+        Y_TRUE, Y_PRED, labels)["f1_macro"]
+
+
+def test_a_label_never_predicted_still_counts_in_the_macro_average():
+    # c is never predicted: its precision is 0/0, scored as 0 (zero_division=0), not skipped.
+    metrics = classification_metrics(["a", "a", "b", "c"], ["a", "a", "b", "b"], ["a", "b", "c"])
+
+    assert metrics["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0,
+                                         "support": 1}
+    assert metrics["per_class"]["b"]["f1"] == pytest.approx(2 / 3)
+    assert metrics["f1_macro"] == pytest.approx((1 + 2 / 3 + 0) / 3)
+    assert metrics["f1_weighted"] == pytest.approx((2 * 1 + 1 * 2 / 3 + 1 * 0) / 4)
+    assert metrics["accuracy"] == pytest.approx(3 / 4)
+
+
+def test_a_label_absent_from_both_sides_still_counts_in_the_macro_average():
+    metrics = classification_metrics(["a", "b"], ["a", "b"], ["a", "b", "c"])
+
+    assert metrics["per_class"]["c"]["support"] == 0
+    assert metrics["f1_macro"] == pytest.approx(2 / 3)
+    assert metrics["f1_weighted"] == pytest.approx(1.0)  # weights are supports
+    assert metrics["accuracy"] == 1.0
+
+
+def test_perfect_predictions_score_one():
+    metrics = classification_metrics(Y_TRUE, Y_TRUE, ["a", "b", "c"])
+
+    assert metrics["accuracy"] == metrics["f1_macro"] == metrics["f1_weighted"] == 1.0
+    assert all(c["precision"] == c["recall"] == c["f1"] == 1.0
+               for c in metrics["per_class"].values())
+
+
+def test_label_order_changes_the_listing_not_the_scores():
+    forward = classification_metrics(Y_TRUE, Y_PRED, ["a", "b", "c"])
+    backward = classification_metrics(Y_TRUE, Y_PRED, ["c", "b", "a"])
+
+    assert list(backward["per_class"]) == ["c", "b", "a"]
+    assert backward["per_class"] == forward["per_class"]
+    assert backward["f1_macro"] == pytest.approx(forward["f1_macro"])
+
+
+def test_integer_labels_give_string_keys_and_plain_json_types():
+    metrics = classification_metrics([0, 1, 1], [0, 1, 0], [0, 1])
+
+    assert list(metrics["per_class"]) == ["0", "1"]
+    assert type(metrics["accuracy"]) is float
+    assert type(metrics["per_class"]["1"]["support"]) is int
+    assert json.loads(json.dumps(metrics)) == metrics
