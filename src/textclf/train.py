@@ -47,8 +47,11 @@ def build_optimizer(model, params: TrainParams, total_steps: int):
     for name, weight in model.named_parameters():
         if weight.requires_grad:
             (no_decay if weight.ndim < 2 else decay).append(weight)
+    # foreach: one multi-tensor kernel per step instead of a Python loop over
+    # ~100 weights (PyTorch picks it by default on CUDA only).
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": params.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=params.lr)
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=params.lr,
+                                  foreach=True)
     warmup = math.ceil(params.warmup_ratio * total_steps)
     return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
 

@@ -1,0 +1,73 @@
+"""Shared set-up for the benchmark scripts: data, machine facts, summaries."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+SST5 = REPO.parent / "shared" / "data" / "sst5"
+LABELS = ["0", "1", "2", "3", "4"]
+
+
+def sst5_or_standin(n_train: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """First `n_train` shuffled SST-5 training sentences and the dev set, or a stand-in.
+
+    The stand-in draws sentence lengths like SST-5's (about 19 words on average)
+    from the demo data's words; its labels are random, so accuracy means nothing there.
+    """
+    if (SST5 / "train.csv").is_file():
+        train = pd.read_csv(SST5 / "train.csv").sample(frac=1, random_state=seed)
+        dev = pd.read_csv(SST5 / "dev.csv")
+        frames = [train.iloc[:n_train], dev]
+        source = f"SST-5 (first {n_train} shuffled training sentences; dev {len(dev)})"
+    else:
+        rng = np.random.default_rng(seed)
+        words = " ".join(pd.read_csv(REPO / "data/reviews.csv")["text"]).split()
+        frames = []
+        for n in (n_train, 1101):
+            lengths = np.clip(rng.gamma(4.0, 4.8, size=n).astype(int), 2, 60)
+            frames.append(pd.DataFrame({
+                "text": [" ".join(rng.choice(words, size=k)) for k in lengths],
+                "label": rng.integers(0, 5, size=n)}))
+        source = "generated stand-in (SST-5 not found; accuracies are meaningless)"
+    for frame in frames:
+        frame["label"] = frame["label"].astype(str)
+    return frames[0].reset_index(drop=True), frames[1].reset_index(drop=True), source
+
+
+def machine(with_torch: bool = True) -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    facts = f"{cpu}, {os.cpu_count()} cores, python {platform.python_version()}"
+    if with_torch:
+        import torch
+
+        facts += f", torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    return facts
+
+
+def summary(values: list[float]) -> str:
+    """Median and range, e.g. '101.3 (97.0-104.2)'."""
+    return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
+
+
+def matmul_gflops(dtype, m: int, k: int, n: int, seconds: float = 1.0) -> float:
+    """Sustained GFLOP/s of an (m x k) @ (k x n) matmul in `dtype`."""
+    import torch
+
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    return 2 * m * k * n * count / (time.perf_counter() - start) / 1e9
