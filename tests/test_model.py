@@ -164,3 +164,17 @@ def test_pad_batch_masks_padding():
     batch = pad_batch([[5, 6, 7], [8]], pad_id=0)
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_freeze_embeddings_keeps_token_embeddings_and_trains_the_rest(tiny_model_dir):
+    torch.manual_seed(0)
+    tokenizer, model = load_pretrained(str(tiny_model_dir), LABELS)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    data = encode_split(tokenizer, toy_reviews(per_class=8), LABELS, max_length=32)
+    fit(model, data, data, TrainParams(batch_size=8, epochs=1, lr=1e-2, freeze_embeddings=True),
+        tokenizer.pad_token_id, torch.device("cpu"), "fp32", progress=False)
+    after = model.state_dict()
+    assert torch.equal(before["bert.embeddings.word_embeddings.weight"],
+                       after["bert.embeddings.word_embeddings.weight"])
+    assert not torch.equal(before["bert.encoder.layer.0.attention.self.query.weight"],
+                           after["bert.encoder.layer.0.attention.self.query.weight"])

@@ -92,6 +92,7 @@ class TrainParams:
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
     precision: Precision = "auto"
+    freeze_embeddings: bool = False
     seed: int = 42
 
     def check(self, fail) -> None:
@@ -196,6 +197,8 @@ def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:
         return [_coerce(item, args[0], source, f"{key}[{i}]") for i, item in enumerate(value)]
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if hint is bool and isinstance(value, bool):
+        return value
     if hint in (int, str) and isinstance(value, hint) and not isinstance(value, bool):
         return value
     raise ParamsError(f"{source}: {key} must be {_describe(hint)}, found {_show(value)}")
@@ -210,7 +213,8 @@ def _describe(hint: Any) -> str:
         return f"a list of {_describe(args[0])}"
     if origin is Literal:
         return f"one of {list(args)}"
-    return {int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+    return {int: "an integer", float: "a number", str: "a string",
+            bool: "true or false"}.get(hint, str(hint))
 
 
 def _show(value: Any) -> str:
