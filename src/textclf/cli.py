@@ -11,6 +11,7 @@ COMMANDS = {
     "train": "fine-tune the classifier and keep its best epoch",
     "evaluate": "score the saved model on the test split",
     "predict": "label new texts with a trained model folder",
+    "report": "compare experiments: one offline HTML page and a Markdown summary",
 }
 
 

@@ -1,0 +1,146 @@
+"""What people look at, rendered by headless Chromium: the report page and `dvc plots diff`."""
+
+from __future__ import annotations
+
+import base64
+import html
+import itertools
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import run
+from test_sweep import LOSS_TSV, fresh_clone, git_show
+
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--window-size=1400,2000", "--virtual-time-budget=10000"]
+VEGA_CDN = "https://cdn.jsdelivr.net/npm/vega@5.20.2"    # what dvc-render's pages load
+PLOTS = {"Training_loss": "loss", "Validation_accuracy": "accuracy",
+         "Validation_macro-F1": "f1_macro", "Test_confusion_matrix": "actual"}
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not CHROMIUM.exists(),
+                                 reason="needs /usr/bin/chromium (apt-get install -y chromium)")]
+
+# Chromium decodes the screenshot too: the PNG goes into a canvas as a data: URL (so the
+# canvas is not tainted) and the page writes its pixel counts into the DOM.
+PIXEL_PROBE = """<!DOCTYPE html><html><body><img id="shot" src="data:image/png;base64,{png}">
+<script>
+function count() {{
+  const img = document.getElementById("shot"), canvas = document.createElement("canvas");
+  canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+  const ctx = canvas.getContext("2d");
+  ctx.drawImage(img, 0, 0);
+  const px = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+  let ink = 0, colour = 0;
+  for (let i = 0; i < px.length; i += 4) {{
+    const hi = Math.max(px[i], px[i + 1], px[i + 2]), lo = Math.min(px[i], px[i + 1], px[i + 2]);
+    if (lo < 235) ink++;
+    if (hi - lo > 60) colour++;      // saturated: chart marks, not black or grey text
+  }}
+  document.body.dataset.pixels = JSON.stringify({{total: px.length / 4, ink, colour}});
+}}
+const shot = document.getElementById("shot");
+shot.complete ? count() : shot.addEventListener("load", count);
+</script></body></html>"""
+
+_profiles = itertools.count()
+
+
+def chromium(tmp: Path, page: Path, *args: str) -> str:
+    """Run headless Chromium on `page` with a new empty profile; return its stdout."""
+    profile = tmp / f"chromium-profile-{next(_profiles)}"
+    profile.mkdir()
+    result = subprocess.run([str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", *args,
+                             page.as_uri()], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def screenshot_pixels(tmp: Path, page: Path, png: Path) -> dict:
+    chromium(tmp, page, f"--screenshot={png}")
+    probe = tmp / f"{png.stem}-probe.html"
+    probe.write_text(PIXEL_PROBE.format(png=base64.b64encode(png.read_bytes()).decode()))
+    found = re.search(r'data-pixels="([^"]+)"', chromium(tmp, probe, "--dump-dom"))
+    assert found, "the pixel probe page did not run"
+    return json.loads(html.unescape(found[1]))
+
+
+def vega_specs(page_html: str) -> dict[str, dict]:
+    """The Vega-Lite spec dvc-render put in each plot <div>, by div id."""
+    specs = {}
+    for found in re.finditer(r'<div id = "([^"]+)">\s*<script type = "text/javascript">\s*'
+                             r"var spec = ", page_html):
+        specs[found[1]], _ = json.JSONDecoder().raw_decode(page_html, found.end())
+    return specs
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory, tiny_model_dir):
+    """A fresh clone with one experiment (batch size 16, 2 epochs) next to its baseline."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("OMP_NUM_THREADS", "1")
+        project = fresh_clone(tmp_path_factory.mktemp("browser"), tiny_model_dir)
+        run(["dvc", "exp", "run", "-n", "half-batch", "-S", "train.batch_size=16"], project)
+        yield project
+
+
+def test_report_page_draws_its_charts(compared, tmp_path):
+    page = tmp_path / "report.html"
+    run(["textclf", "report", "--html", str(page), "--markdown", str(tmp_path / "report.md")],
+        compared)
+
+    dom = chromium(tmp_path, page, "--dump-dom")
+    charts = re.findall(r"<svg\b.*?</svg>", dom, re.S)
+    assert len(charts) == 7, dom[:2000]       # leaderboard, per-class, 3 curves, 2 matrices
+    for chart in charts:
+        marks = re.findall(r"<(?:rect|polyline|circle)\b", chart)
+        assert len(marks) >= 2, chart[:500]
+    assert all("half-batch" in chart for chart in charts[:5])
+    pixels = screenshot_pixels(tmp_path, page, Path(tmp_path / "report.png"))
+    assert pixels["ink"] > 0.02 * pixels["total"], pixels
+    assert pixels["colour"] > 20_000, pixels   # bars, lines and matrix cells were painted
+
+
+@pytest.fixture(scope="module")
+def plots_page(compared, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("plots")
+    run(["dvc", "plots", "diff", "HEAD", "half-batch", "-o", str(out)], compared)
+    return out / "index.html"
+
+
+def test_plots_diff_puts_both_experiments_in_every_plot(compared, plots_page):
+    specs = vega_specs(plots_page.read_text())
+    head_epochs = len(git_show(compared, "HEAD", LOSS_TSV).decode().splitlines()) - 1
+
+    assert set(specs) == set(PLOTS)
+    for plot_id, field in PLOTS.items():
+        rows = specs[plot_id]["data"]["values"]
+        per_rev = {rev: [r for r in rows if r["rev"] == rev] for rev in ("HEAD", "half-batch")}
+        assert all(field in r for r in rows)
+        if plot_id == "Test_confusion_matrix":        # one row per test example, each run
+            assert len(per_rev["HEAD"]) == len(per_rev["half-batch"]) == 250
+            assert specs[plot_id]["facet"]["column"]["field"] == "rev"   # side by side
+        else:               # one row per epoch: the committed default run's, and 2
+            assert (len(per_rev["HEAD"]), len(per_rev["half-batch"])) == (head_epochs, 2)
+
+
+def test_plots_diff_page_draws_in_a_browser(plots_page, tmp_path):
+    # dvc-render bundles no JavaScript: its pages load vega from a CDN.
+    probe = tmp_path / "cdn-probe.html"
+    probe.write_text(f'<html><head><script src="{VEGA_CDN}"></script></head><body><script>'
+                     'document.body.dataset.vega = typeof vega;</script></body></html>')
+    if 'data-vega="object"' not in chromium(tmp_path, probe, "--dump-dom"):
+        pytest.skip(f"{VEGA_CDN} is unreachable, and `dvc plots diff` pages load vega from "
+                    "there: they cannot draw offline")
+    dom = chromium(tmp_path, plots_page, "--dump-dom")
+    for plot_id in PLOTS:
+        div = re.search(rf'<div id="{re.escape(plot_id)}".*?</div>', dom, re.S)
+        assert div and re.search(r"<(canvas|svg)\b", div[0]), plot_id
+    pixels = screenshot_pixels(tmp_path, plots_page, tmp_path / "plots.png")
+    assert pixels["colour"] > 20_000, pixels
