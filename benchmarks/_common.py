@@ -26,7 +26,8 @@ def sst5_or_standin(n_train: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataF
         train = pd.read_csv(SST5 / "train.csv").sample(frac=1, random_state=seed)
         dev = pd.read_csv(SST5 / "dev.csv")
         frames = [train.iloc[:n_train], dev]
-        source = f"SST-5 (first {n_train} shuffled training sentences; dev {len(dev)})"
+        source = f"SST-5 (first {n_train} shuffled training sentences; dev {len(dev)})" \
+            if n_train else f"SST-5 dev ({len(dev)} sentences)"
     else:
         rng = np.random.default_rng(seed)
         words = " ".join(pd.read_csv(REPO / "data/reviews.csv")["text"]).split()

@@ -20,17 +20,19 @@ import torch
 
 from _common import LABELS, machine, matmul_gflops, sst5_or_standin, summary
 from textclf.batching import encode
-from textclf.modeling import (DEFAULT_MODEL, choose_device, choose_precision, load_pretrained,
-                              predict_proba, quiet_transformers)
+from textclf.modeling import (DEFAULT_MODEL, attention_for, choose_device, choose_precision,
+                              load_pretrained, predict_proba, quiet_transformers)
 from textclf.params import TrainParams
 from textclf.train import Encoded, encode_split, fit
 
 
 def run_textclf(train, val_small, args, seed=0, freeze=False):
+    """As the train stage runs it: its attention kernel choice, precision and loop."""
     torch.manual_seed(seed)
-    tokenizer, model = load_pretrained(DEFAULT_MODEL, LABELS)
-    train_enc = encode_split(tokenizer, train, LABELS, args.max_length)
     device = choose_device()
+    tokenizer, model = load_pretrained(DEFAULT_MODEL, LABELS,
+                                       attention_for(device, args.max_length))
+    train_enc = encode_split(tokenizer, train, LABELS, args.max_length)
     params = TrainParams(batch_size=args.batch_size, epochs=1, lr=args.lr, warmup_ratio=0.1,
                          weight_decay=0.01, seed=seed, freeze_embeddings=freeze)
     start = time.perf_counter()
@@ -39,14 +41,14 @@ def run_textclf(train, val_small, args, seed=0, freeze=False):
     return model, tokenizer, time.perf_counter() - start
 
 
-def run_trainer(train, args, best: bool, n: int, seed: int = 0):
+def run_trainer(train, args, best: bool, n: int, seed: int = 0, attention: str | None = None):
     """best: group_by_length + bf16 + DataCollatorWithPadding; else the text-classification
     example's default: every batch padded to max_length, random batches, fp32."""
     from transformers import (DataCollatorWithPadding, Trainer, TrainingArguments,
                               default_data_collator)
 
     torch.manual_seed(seed)
-    tokenizer, model = load_pretrained(DEFAULT_MODEL, LABELS)
+    tokenizer, model = load_pretrained(DEFAULT_MODEL, LABELS, attention)
     label_ids = {label: i for i, label in enumerate(LABELS)}
     encoded = tokenizer(train["text"].iloc[:n].tolist(), truncation=True,
                         max_length=args.max_length,
@@ -108,7 +110,10 @@ def main() -> None:
                         labels=dev["label"].iloc[:32].astype(int).to_numpy())
     real_tokens = sum(len(ids) for ids in encode(tokenizer, train["text"].tolist(),
                                                  args.max_length))
-    speed = {"textclf": [], "textclf_frozen_emb": [], "trainer_best": [], "trainer_default": []}
+    # trainer_best_eager: the Trainer given textclf's CPU attention kernel too, to show
+    # how much of the gap that choice alone makes.
+    speed = {"textclf": [], "textclf_frozen_emb": [], "trainer_best": [],
+             "trainer_best_eager": [], "trainer_default": []}
     acc = {name: [] for name in speed}
     flops_per_epoch = None
     # Warm-up, not timed: first calls build oneDNN kernels and fill allocator caches.
@@ -125,8 +130,9 @@ def main() -> None:
             else:
                 if name == "trainer_default":
                     n = min(args.default_samples, len(train))
-                model, tok, seconds = run_trainer(train, args, best=name == "trainer_best", n=n,
-                                                  seed=round_)
+                model, tok, seconds = run_trainer(
+                    train, args, best=name.startswith("trainer_best"), n=n, seed=round_,
+                    attention="eager" if name.endswith("eager") else None)
             speed[name].append(n / seconds)
             if name != "trainer_default":  # trained on a subset: its accuracy is not comparable
                 acc[name].append(accuracy(model, tok, dev, args))
@@ -142,7 +148,8 @@ def main() -> None:
         print(f"  {name:16s} {summary(values)}{accs}")
     textclf_speed = statistics.median(speed["textclf"])
     for ours, theirs in (("textclf", "trainer_best"), ("textclf", "trainer_default"),
-                         ("textclf_frozen_emb", "trainer_best")):
+                         ("textclf_frozen_emb", "trainer_best"),
+                         ("textclf", "trainer_best_eager")):
         ratios = [a / b for a, b in zip(speed[ours], speed[theirs])]
         print(f"  {ours} / {theirs}: {statistics.median(ratios):.2f}x "
               f"(per round {', '.join(f'{r:.2f}' for r in ratios)})")

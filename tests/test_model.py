@@ -178,3 +178,24 @@ def test_freeze_embeddings_keeps_token_embeddings_and_trains_the_rest(tiny_model
                        after["bert.embeddings.word_embeddings.weight"])
     assert not torch.equal(before["bert.encoder.layer.0.attention.self.query.weight"],
                            after["bert.encoder.layer.0.attention.self.query.weight"])
+
+
+def test_attention_kernel_choice():
+    from textclf.modeling import attention_for
+
+    assert attention_for(torch.device("cpu"), 128) == "eager"   # measured faster on short texts
+    assert attention_for(torch.device("cpu"), 512) == "sdpa"
+    assert attention_for(torch.device("cuda"), 128) == "sdpa"
+
+
+def test_eager_and_sdpa_attention_agree(tiny_model_dir):
+    texts = toy_reviews(per_class=2)["text"].tolist()
+    probs = {}
+    for attention in ("eager", "sdpa"):
+        _, model = load_pretrained(str(tiny_model_dir), LABELS, attention)
+        tokenizer, _ = load_pretrained(str(tiny_model_dir), LABELS)
+        torch.manual_seed(0)
+        model.classifier.reset_parameters()
+        probs[attention] = predict_proba(model, encode(tokenizer, texts, 32),
+                                         tokenizer.pad_token_id, 4, torch.device("cpu"), "fp32")
+    np.testing.assert_allclose(probs["eager"], probs["sdpa"], atol=1e-5)

@@ -47,10 +47,10 @@ def main(argv: list[str] | None = None) -> None:
 
     params = load_params(args.params).evaluate
     quiet_transformers()
-    model, tokenizer, info = load_classifier(args.model_dir)
+    device = choose_device()
+    model, tokenizer, info = load_classifier(args.model_dir, device)
     labels = info["labels"]
     test = read_split(args.test)
-    device = choose_device()
     precision = choose_precision(device, params.precision)
     ids = encode(tokenizer, test["text"].tolist(), info["params"]["model"]["max_length"])
     probs = predict_proba(model.to(device), ids, tokenizer.pad_token_id, params.batch_size,

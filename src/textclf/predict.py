@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError("--input needs --output FILE (.csv or .jsonl)")
 
     quiet_transformers()
-    model, tokenizer, info = load_classifier(args.model)
+    model, tokenizer, info = load_classifier(args.model, choose_device())
     if args.input:
         rows = read_table(args.input, [args.text_column])
         texts = rows[args.text_column]

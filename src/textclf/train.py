@@ -18,8 +18,9 @@ from textclf.batching import encode, length_grouped_batches, pad_batch
 from textclf.dataset import fingerprint, read_labels, read_split
 from textclf.errors import exits_on_user_error
 from textclf.metrics import macro_f1
-from textclf.modeling import (autocast, choose_device, choose_precision, load_pretrained,
-                              predict_proba, quiet_transformers, save_classifier)
+from textclf.modeling import (attention_for, autocast, choose_device, choose_precision,
+                              load_pretrained, predict_proba, quiet_transformers,
+                              save_classifier)
 from textclf.outputs import atomic_dir
 from textclf.params import TrainParams, load_params
 
@@ -146,10 +147,11 @@ def main(argv: list[str] | None = None) -> None:
     quiet_transformers()
     transformers.set_seed(params.train.seed)
     labels = read_labels(args.labels)
-    tokenizer, model = load_pretrained(params.model.name, labels)
+    device = choose_device()
+    tokenizer, model = load_pretrained(params.model.name, labels,
+                                       attention_for(device, params.model.max_length))
     train = encode_split(tokenizer, read_split(args.train), labels, params.model.max_length)
     val = encode_split(tokenizer, read_split(args.val), labels, params.model.max_length)
-    device = choose_device()
     precision = choose_precision(device, params.train.precision)
     print(f"train: {params.model.name} on {device.type} ({precision}), "
           f"{len(train.ids)} train / {len(val.ids)} val examples, {len(labels)} labels")
