@@ -53,7 +53,8 @@ def project(tmp_path) -> Path:
     """A copy of the repository as a fresh git repository in tmp_path."""
     dest = tmp_path / "project"
     ignore = shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info", ".pytest_cache",
-                                    "cache", "tmp", "prepared", "resampled", "classifier")
+                                    "cache", "tmp", "config.local", "prepared", "resampled",
+                                    "classifier")
     shutil.copytree(REPO, dest, ignore=ignore)
     run(["git", "init", "-q"], dest)
     run(["git", "add", "-A"], dest)

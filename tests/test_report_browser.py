@@ -19,7 +19,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--window-size=1400,2000", "--virtual-time-budget=10000"]
-VEGA_CDN = "https://cdn.jsdelivr.net/npm/vega@5.20.2"    # what dvc-render's pages load
 PLOTS = {"Training_loss": "loss", "Validation_accuracy": "accuracy",
          "Validation_macro-F1": "f1_macro", "Test_confusion_matrix": "actual"}
 
@@ -114,6 +113,8 @@ def plots_page(compared, tmp_path_factory) -> Path:
     return out / "index.html"
 
 
+# `dvc plots diff` pages load Vega from a CDN (dvc-render bundles no JavaScript), and tests
+# send no traffic beyond loopback: the page is checked for its specs and data, not drawn.
 def test_plots_diff_puts_both_experiments_in_every_plot(compared, plots_page):
     specs = vega_specs(plots_page.read_text())
     head_epochs = len(git_show(compared, "HEAD", LOSS_TSV).decode().splitlines()) - 1
@@ -128,19 +129,3 @@ def test_plots_diff_puts_both_experiments_in_every_plot(compared, plots_page):
             assert specs[plot_id]["facet"]["column"]["field"] == "rev"   # side by side
         else:               # one row per epoch: the committed default run's, and 2
             assert (len(per_rev["HEAD"]), len(per_rev["half-batch"])) == (head_epochs, 2)
-
-
-def test_plots_diff_page_draws_in_a_browser(plots_page, tmp_path):
-    # dvc-render bundles no JavaScript: its pages load vega from a CDN.
-    probe = tmp_path / "cdn-probe.html"
-    probe.write_text(f'<html><head><script src="{VEGA_CDN}"></script></head><body><script>'
-                     'document.body.dataset.vega = typeof vega;</script></body></html>')
-    if 'data-vega="object"' not in chromium(tmp_path, probe, "--dump-dom"):
-        pytest.skip(f"{VEGA_CDN} is unreachable, and `dvc plots diff` pages load vega from "
-                    "there: they cannot draw offline")
-    dom = chromium(tmp_path, plots_page, "--dump-dom")
-    for plot_id in PLOTS:
-        div = re.search(rf'<div id="{re.escape(plot_id)}".*?</div>', dom, re.S)
-        assert div and re.search(r"<(canvas|svg)\b", div[0]), plot_id
-    pixels = screenshot_pixels(tmp_path, plots_page, tmp_path / "plots.png")
-    assert pixels["colour"] > 20_000, pixels
