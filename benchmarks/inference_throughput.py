@@ -14,7 +14,6 @@ import statistics
 import time
 
 import numpy as np
-import torch
 
 from _common import machine, sst5_or_standin, summary
 from textclf.batching import encode

@@ -15,7 +15,6 @@ import statistics
 import tempfile
 import time
 
-import numpy as np
 import torch
 
 from _common import LABELS, machine, matmul_gflops, sst5_or_standin, summary

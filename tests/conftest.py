@@ -62,6 +62,17 @@ def project(tmp_path) -> Path:
     return dest
 
 
+def set_params(project: Path, **sections) -> None:
+    """Update sections of a project's params.yaml, e.g. train={"epochs": 1}."""
+    import yaml
+
+    path = project / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for section, values in sections.items():
+        params[section].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
 # DVC experiments make git commits: give them an identity on machines without one.
 GIT_IDENTITY = {"GIT_AUTHOR_NAME": "textclf tests", "GIT_AUTHOR_EMAIL": "tests@example.invalid",
                 "GIT_COMMITTER_NAME": "textclf tests",

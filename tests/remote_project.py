@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
-import yaml
 from botocore.config import Config
 
-from conftest import GIT_IDENTITY, REPO, toy_reviews
+from conftest import GIT_IDENTITY, REPO, set_params, toy_reviews
 
 # What a pull or a checkout must restore byte for byte.
 OUTPUTS = ("data/v.csv", "data/prepared", "data/resampled", "models/classifier", "metrics")
@@ -106,14 +105,6 @@ class History:
     project: Path
     v1: dict[str, str]  # fingerprint at tag text-classifier@v1.0.0 (data v1)
     v2: dict[str, str]  # fingerprint at main = tag text-classifier@v2.0.0 (data v2)
-
-
-def set_params(project: Path, **sections) -> None:
-    path = project / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    for section, values in sections.items():
-        params[section].update(values)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def commit_all(project: Path, message: str, version: str | None = None) -> None:

@@ -6,19 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import run
+from conftest import run, set_params
 
 pytestmark = pytest.mark.slow
-
-
-def set_params(project: Path, **sections) -> None:
-    path = project / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    for section, values in sections.items():
-        params[section].update(values)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def experiments(project: Path) -> list[dict]:

@@ -13,13 +13,13 @@ from typing import Any
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd")
 
 
-def _e(text: Any) -> str:
+def escape(text: Any) -> str:
     return html.escape(str(text))
 
 
 def _svg(width: float, height: float, title: str, parts: list[str], subtitle: str = "") -> str:
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
-            f'viewBox="0 0 {width:.0f} {height:.0f}"><title>{_e(title)}</title>'
+            f'viewBox="0 0 {width:.0f} {height:.0f}"><title>{escape(title)}</title>'
             + _text(width / 2, 16, title, "middle", 'class="t"')
             + (_text(width / 2, 32, subtitle, "middle") if subtitle else "")
             + "".join(parts) + "</svg>")
@@ -27,8 +27,8 @@ def _svg(width: float, height: float, title: str, parts: list[str], subtitle: st
 
 def _text(x: float, y: float, text: str, anchor: str = "start", extra: str = "") -> str:
     shown = text if len(text) <= 44 else text[:43] + "…"     # full text in the tooltip
-    return (f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" {extra}>{_e(shown)}'
-            f"<title>{_e(text)}</title></text>")
+    return (f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" {extra}>{escape(shown)}'
+            f"<title>{escape(text)}</title></text>")
 
 
 def _legend(x: float, y: float, names: list[str]) -> list[str]:

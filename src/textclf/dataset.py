@@ -201,6 +201,12 @@ def read_split(path: str | Path) -> pd.DataFrame:
     return pd.read_parquet(path, columns=["text", "label"])
 
 
+def class_counts(frame: pd.DataFrame, labels: Sequence[str]) -> dict[str, int]:
+    """Examples per label, in label order, zero for a label with none."""
+    counts = frame["label"].value_counts()
+    return {label: int(counts.get(label, 0)) for label in labels}
+
+
 def write_labels(labels: list[str], path: str | Path) -> None:
     write_json(path, {"labels": labels})
 

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from textclf.batching import encode
 from textclf.dataset import DataError, read_table
@@ -22,9 +23,9 @@ from textclf.outputs import atomic_file
 
 
 def label_texts(model, tokenizer, texts: list[str], labels: list[str], max_length: int,
-                batch_size: int = 64, precision: str = "auto") -> pd.DataFrame:
+                device: torch.device, batch_size: int = 64,
+                precision: str = "auto") -> pd.DataFrame:
     """Predicted label and its probability for each text, in input order."""
-    device = choose_device()
     ids = encode(tokenizer, texts, max_length)
     probs = predict_proba(model.to(device), ids, tokenizer.pad_token_id, batch_size, device,
                           choose_precision(device, precision))
@@ -52,7 +53,8 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError("--input needs --output FILE (.csv or .jsonl)")
 
     quiet_transformers()
-    model, tokenizer, info = load_classifier(args.model, choose_device())
+    device = choose_device()
+    model, tokenizer, info = load_classifier(args.model, device)
     if args.input:
         rows = read_table(args.input, [args.text_column])
         texts = rows[args.text_column]
@@ -64,7 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         rows, texts = pd.DataFrame({"text": args.texts}), args.texts
     result = label_texts(model, tokenizer, texts, info["labels"],
-                         info["params"]["model"]["max_length"], args.batch_size, args.precision)
+                         info["params"]["model"]["max_length"], device, args.batch_size,
+                         args.precision)
     labelled = pd.concat([rows.reset_index(drop=True), result], axis=1)
     if args.output:
         write_predictions(labelled, Path(args.output))

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from textclf.dataset import (DataError, clean_examples, label_order, read_table,
-                             write_labels, write_split)
+from textclf.dataset import (DataError, class_counts, clean_examples, label_order,
+                             read_table, write_labels, write_split)
 from textclf.errors import exits_on_user_error
 from textclf.outputs import atomic_dir, write_json
 from textclf.params import load_params
@@ -44,11 +44,6 @@ def split_dataset(examples: pd.DataFrame, labels: list[str], val_size: float,
     # Rows keep the file's order inside each split: stable, and easy to diff.
     return {name: examples.iloc[np.sort(np.concatenate(idx))].reset_index(drop=True)
             for name, idx in parts.items()}
-
-
-def class_counts(frame: pd.DataFrame, labels: list[str]) -> dict[str, int]:
-    counts = frame["label"].value_counts()
-    return {label: int(counts.get(label, 0)) for label in labels}
 
 
 @exits_on_user_error

@@ -7,7 +7,6 @@ records from `dvc exp show --json` and from each experiment's git commit.
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import re
 import subprocess
@@ -16,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from textclf.charts import bar_chart, heatmap, line_chart
+from textclf.charts import bar_chart, escape, heatmap, line_chart
 from textclf.errors import UserError, exits_on_user_error
 from textclf.outputs import atomic_file
 
@@ -120,13 +119,13 @@ def build_report(exps: list[Experiment], sort_by: str = "f1_macro", ascending: b
                         [label[e.rev] for e in shown],
                         {sort_by: [e.metrics.get(sort_by) for e in shown]})
     css = ["best" if e is best else "baseline" if e.is_baseline else "" for e in ranked]
-    body = [f"<h1>Experiments: {_e(title)}</h1>",
-            *(re.sub(r"[*][*](.*?)[*][*]", r"<b>\1</b>", f"<p>{_e(line)}</p>")
+    body = [f"<h1>Experiments: {escape(title)}</h1>",
+            *(re.sub(r"[*][*](.*?)[*][*]", r"<b>\1</b>", f"<p>{escape(line)}</p>")
               for line in lines if line),
             "<h2>Leaderboard</h2>", leaders, _html_table(*board, css),
-            f"<h2>{_e(' against '.join(label[e.rev] for e in pair))}</h2>",
+            f"<h2>{escape(' against '.join(label[e.rev] for e in pair))}</h2>",
             _comparison_charts({label[e.rev]: e for e in pair}, classes)]
-    return PAGE.format(title=_e(title), body="\n".join(body)), md + "\n"
+    return PAGE.format(title=escape(title), body="\n".join(body)), md + "\n"
 
 
 def _comparison_charts(runs: dict[str, Experiment], classes: list[str]) -> str:
@@ -156,10 +155,6 @@ svg text{{font:11px sans-serif}} svg text.t{{font:bold 13px sans-serif}}</style>
 """
 
 
-def _e(text: Any) -> str:
-    return html.escape(str(text))
-
-
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
     lines = [header, ["---"] * len(header), *rows]
     return "\n".join("| " + " | ".join(str(c).replace("|", "\\|") for c in line) + " |"
@@ -167,8 +162,8 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _html_table(header: list[str], rows: list[list[str]], classes: list[str]) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "\n".join(f'<tr class="{css}">' + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>"
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "\n".join(f'<tr class="{css}">' + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>"
                      for row, css in zip(rows, classes))
     return f"<table><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>"
 

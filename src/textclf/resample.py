@@ -13,7 +13,7 @@ import shutil
 import numpy as np
 import pandas as pd
 
-from textclf.dataset import read_labels, read_split, write_split
+from textclf.dataset import class_counts, read_labels, read_split, write_split
 from textclf.errors import exits_on_user_error
 from textclf.outputs import atomic_dir, write_json
 from textclf.params import ParamsError, load_params
@@ -36,8 +36,7 @@ def resample_by_ratio(train: pd.DataFrame, labels: list[str], ratio: list[float]
     if len(ratio) != len(labels):
         raise ParamsError(f"data.class_ratio has {len(ratio)} numbers {ratio}; expected one "
                           f"per label in order {labels}")
-    counts = train["label"].value_counts()
-    before = {label: int(counts.get(label, 0)) for label in labels}
+    before = class_counts(train, labels)
     targets = ratio_targets(before, ratio)
     # Flooring can round a class down to nothing; training without it is never intended.
     emptied = [label for label, target in targets.items() if target == 0]
@@ -73,10 +72,9 @@ def main(argv: list[str] | None = None) -> None:
             shutil.copyfile(args.train, out / "train.parquet")
         else:
             write_split(resampled, out / "train.parquet")
-    before, after = (frame["label"].value_counts() for frame in (train, resampled))
     write_json(args.counts, {
-        "train_before": {label: int(before.get(label, 0)) for label in labels},
-        "train_after": {label: int(after.get(label, 0)) for label in labels},
+        "train_before": class_counts(train, labels),
+        "train_after": class_counts(resampled, labels),
         "train_rows": len(resampled),
     })
     print(f"resample: {len(train)} -> {len(resampled)} training examples "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import math
 import platform
@@ -117,8 +116,8 @@ def fit(model, train: Encoded, val: Encoded, params: TrainParams, pad_id: int,
         on_epoch(result)
         if result.val_f1_macro > best_f1:
             best_f1 = result.val_f1_macro
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in
-                                        model.state_dict().items()})
+            best_state = {k: v.detach().to("cpu", copy=True)
+                          for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
     return history
 
