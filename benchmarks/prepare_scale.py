@@ -46,7 +46,8 @@ def run_prepare(folder: Path) -> tuple[float, float]:
     Linux carries a parent's peak RSS into a forked child's ru_maxrss, so the
     parent stays small: the rows are generated in a process of their own.
     """
-    cmd = [sys.executable, "-m", "textclf.prepare", "--out-dir", str(folder / "prepared"),
+    cmd = [sys.executable, "-m", "textclf.prepare", "--data", "rows.csv",
+           "--out-dir", str(folder / "prepared"),
            "--stats", str(folder / "stats.json")]
     start = time.perf_counter()
     process = subprocess.Popen(cmd, cwd=folder, stdout=subprocess.DEVNULL)

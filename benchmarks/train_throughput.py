@@ -22,7 +22,7 @@ from textclf.batching import encode
 from textclf.modeling import (DEFAULT_MODEL, attention_for, choose_device, choose_precision,
                               load_pretrained, predict_proba, quiet_transformers)
 from textclf.params import TrainParams
-from textclf.train import Encoded, encode_split, fit
+from textclf.fitting import Encoded, encode_split, fit
 
 
 def run_textclf(train, val_small, args, seed=0, freeze=False):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +12,10 @@ import pytest
 # time out slowly); set before transformers / huggingface_hub are imported.
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-REPO = Path(__file__).resolve().parents[1]
+# Re-exported: tests import these from conftest or from harness.
+from harness import (GIT_IDENTITY, REPO, ReadmeWalk, copy_project, run,  # noqa: E402,F401
+                     set_params, walk_readme)
+
 SST5 = REPO.parent / "shared" / "data" / "sst5"
 LABELS = ["very negative", "negative", "neutral", "positive", "very positive"]
 
@@ -51,39 +52,11 @@ def toy_reviews(per_class: int = 30) -> pd.DataFrame:
 @pytest.fixture
 def project(tmp_path) -> Path:
     """A copy of the repository as a fresh git repository in tmp_path."""
-    dest = tmp_path / "project"
-    ignore = shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info", ".pytest_cache",
-                                    "cache", "tmp", "config.local", "prepared", "resampled",
-                                    "classifier")
-    shutil.copytree(REPO, dest, ignore=ignore)
-    run(["git", "init", "-q"], dest)
-    run(["git", "add", "-A"], dest)
-    run(["git", "commit", "-qm", "copy"], dest)
-    return dest
+    return copy_project(tmp_path / "project")
 
 
-def set_params(project: Path, **sections) -> None:
-    """Update sections of a project's params.yaml, e.g. train={"epochs": 1}."""
-    import yaml
-
-    path = project / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    for section, values in sections.items():
-        params[section].update(values)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-# DVC experiments make git commits: give them an identity on machines without one.
-GIT_IDENTITY = {"GIT_AUTHOR_NAME": "textclf tests", "GIT_AUTHOR_EMAIL": "tests@example.invalid",
-                "GIT_COMMITTER_NAME": "textclf tests",
-                "GIT_COMMITTER_EMAIL": "tests@example.invalid"}
-
-
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """Run a command (dvc, git, textclf) in `cwd`; fail the test with its output if it fails."""
-    env = {**os.environ, **GIT_IDENTITY, "DVC_NO_ANALYTICS": "1"}
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n"
-                             f"{result.stdout}\n{result.stderr}")
-    return result
+@pytest.fixture(scope="session")
+def readme_walk(tmp_path_factory, tiny_model_dir) -> ReadmeWalk:
+    """The README's main command, tour, own-data and sweep sections, run once in order in
+    one project with the tiny model; test_readme checks each claim, test_sweep goes on."""
+    return walk_readme(tmp_path_factory.mktemp("readme"), tiny_model_dir)

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
+import pandas as pd
 from botocore.config import Config
 
-from conftest import GIT_IDENTITY, REPO, set_params, toy_reviews
+from harness import GIT_IDENTITY, NOT_COPIED, REPO, set_params
+from conftest import toy_reviews
 
 # What a pull or a checkout must restore byte for byte.
 OUTPUTS = ("data/v.csv", "data/prepared", "data/resampled", "models/classifier", "metrics")
@@ -117,11 +119,12 @@ def commit_all(project: Path, message: str, version: str | None = None) -> None:
 
 def build_history(project: Path, tiny_model_dir: Path) -> History:
     """The project trained on data/v.csv (tracked by `dvc add`), then on 30 more rows."""
-    shutil.copytree(REPO, project, ignore=shutil.ignore_patterns(
-        ".venv", ".git", "__pycache__", "*.egg-info", ".pytest_cache", "cache", "tmp",
-        "config.local", "prepared", "resampled", "classifier"))
+    shutil.copytree(REPO, project, ignore=shutil.ignore_patterns(*NOT_COPIED))
     call(["git", "init", "-q", "-b", "main"], project)
-    shutil.copy(project / "data/reviews.csv", project / "data/v.csv")
+    # 40 reviews per class: what is pushed and pulled does not depend on the size, and
+    # each `dvc repro` here then takes seconds.
+    reviews = pd.read_csv(project / "data/reviews.csv")
+    reviews.groupby("label", sort=False).head(40).to_csv(project / "data/v.csv", index=False)
     call(["dvc", "add", "data/v.csv"], project)
     set_params(project, data={"path": "data/v.csv"},
                model={"name": str(tiny_model_dir)}, train={"epochs": 1})

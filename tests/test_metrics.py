@@ -84,3 +84,18 @@ def test_integer_labels_give_string_keys_and_plain_json_types():
     assert type(metrics["accuracy"]) is float
     assert type(metrics["per_class"]["1"]["support"]) is int
     assert json.loads(json.dumps(metrics)) == metrics
+
+
+def test_dvc_shows_the_headline_scores_only():
+    """`dvc exp show` gets a column per key of every DVC metrics file: only the test scores
+    are metrics, so a comparison fits a terminal. The rest are plain (cache: false) outputs."""
+    import yaml
+
+    from harness import REPO
+
+    pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    assert pipeline["metrics"] == ["metrics/evaluate/metrics.json"]
+    outs = {next(iter(o)) if isinstance(o, dict) else o: o
+            for stage in pipeline["stages"].values() for o in stage.get("outs", [])}
+    assert outs["metrics/class_counts.json"]["metrics/class_counts.json"] == {"cache": False}
+    assert not any("metrics" in stage for stage in pipeline["stages"].values())

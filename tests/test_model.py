@@ -17,8 +17,9 @@ from textclf.modeling import (BUNDLED_SHA256, DEFAULT_MODEL, ModelError, autocas
                               bundled_model_dir, choose_precision, load_classifier,
                               load_pretrained, predict_proba, resolve_model, save_classifier,
                               verify_sha256)
+from textclf.fitting import encode_split, fit
 from textclf.params import TrainParams
-from textclf.train import encode_split, fit
+from textclf.training_info import TrainingInfo
 
 
 def train_tiny(tiny_model_dir, epochs=3, seed=0, precision="fp32"):
@@ -65,12 +66,12 @@ def test_saved_model_predicts_the_same_after_reload(tiny_model_dir, tmp_path):
     texts = toy_reviews(per_class=4)["text"].tolist()
     ids = encode(tokenizer, texts, 32)
     before = predict_proba(model, ids, tokenizer.pad_token_id, 8, torch.device("cpu"), "fp32")
-    save_classifier(model, tokenizer, tmp_path, {"labels": LABELS,
-                                                 "params": {"model": {"max_length": 32}}})
+    save_classifier(model, tokenizer, tmp_path, TrainingInfo(labels=LABELS, max_length=32,
+                                                             base_model="tiny"))
     reloaded, tokenizer2, info = load_classifier(tmp_path)
     after = predict_proba(reloaded, encode(tokenizer2, texts, 32), tokenizer2.pad_token_id, 8,
                           torch.device("cpu"), "fp32")
-    assert info["labels"] == LABELS
+    assert info.labels == LABELS
     assert (before.argmax(1) == after.argmax(1)).all()
     np.testing.assert_allclose(before, after, atol=1e-5)
 
@@ -87,8 +88,8 @@ def test_saved_model_predicts_the_same_after_reload(tiny_model_dir, tmp_path):
 
 def test_predict_from_arguments(tiny_model_dir, tmp_path, capsys):
     model, tokenizer, _ = train_tiny(tiny_model_dir, epochs=1)
-    save_classifier(model, tokenizer, tmp_path, {"labels": LABELS,
-                                                 "params": {"model": {"max_length": 32}}})
+    save_classifier(model, tokenizer, tmp_path, TrainingInfo(labels=LABELS, max_length=32,
+                                                             base_model="tiny"))
     predict.main(["--model", str(tmp_path), "the food was superb", "dreadful room"])
     lines = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
     assert [l["text"] for l in lines] == ["the food was superb", "dreadful room"]
@@ -125,19 +126,49 @@ def test_unknown_model_name_gives_a_clear_error():
 
 
 def test_precision_choice(monkeypatch):
-    import textclf.modeling as modeling
+    import textclf.cpu_precision as cpu_precision
 
     cpu = torch.device("cpu")
-    monkeypatch.setattr(modeling, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(cpu_precision, "choose_cpu_precision", lambda purpose: "bf16")
     assert choose_precision(cpu) == "bf16"
     assert choose_precision(cpu, "fp32") == "fp32"  # the param forces fp32
-    monkeypatch.setattr(modeling, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(cpu_precision, "choose_cpu_precision", lambda purpose: "fp32")
     assert choose_precision(cpu) == "fp32"
     assert choose_precision(torch.device("mps")) == "fp32"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert choose_precision(torch.device("cuda")) == "fp16"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert choose_precision(torch.device("cuda")) == "bf16"
+
+
+@pytest.mark.parametrize("fp32, bf16, expected", [
+    (1.0, 0.3, "bf16"),     # AMX: several times faster
+    (1.0, 0.95, "fp32"),    # a gain within noise is not worth bf16's rounding
+    (1.0, 1.4, "fp32"),     # AVX512-BF16 without AMX: the casts cost more than they save
+])
+def test_cpu_precision_is_chosen_by_measurement_and_cached(tmp_path, fp32, bf16, expected):
+    from textclf.cpu_precision import choose_cpu_precision
+
+    calls = []
+
+    def measure(purpose):
+        calls.append(purpose)
+        return {"fp32": fp32, "bf16": bf16}
+
+    cache = tmp_path / "precision.json"
+    assert choose_cpu_precision("train", measure, cache) == expected
+    assert choose_cpu_precision("train", measure, cache) == expected
+    assert calls == ["train"], "measured once, then cached"
+    cache.write_text("{not json")
+    assert choose_cpu_precision("infer", measure, cache) == expected  # a bad cache is redone
+
+
+def test_layer_measurement_runs_both_precisions():
+    from textclf.cpu_precision import layer_seconds
+
+    for purpose in ("train", "infer"):
+        seconds = layer_seconds(purpose, repeats=1)
+        assert seconds.keys() == {"fp32", "bf16"} and all(0 < s < 5 for s in seconds.values())
 
 
 def test_bf16_autocast_on_cpu_runs_matmuls_in_bf16():

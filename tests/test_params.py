@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 
 import pytest
 import yaml
@@ -142,11 +143,19 @@ def test_class_ratio_needs_one_number_per_label(ratio):
     assert "data.class_ratio must be one number per label (5 labels" in message
 
 
-@pytest.mark.parametrize("ratio", [[2, 0, 1, 1, 1], [2, -1, 1, 1, 1], [1, float("inf"), 1, 1, 1]])
-def test_class_ratio_entries_must_be_positive_and_finite(ratio):
+@pytest.mark.parametrize("ratio", [[2, 0, 1, 1, 1], [2, -1, 1, 1, 1]])
+def test_class_ratio_entries_must_be_positive(ratio):
     message = error_for(with_value("data.class_ratio", ratio))
 
     assert "data.class_ratio must be null or a list of positive numbers" in message
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), float("-inf")])
+def test_class_ratio_entries_must_be_finite(bad):
+    message = error_for(with_value("data.class_ratio", [1, bad, 1, 1, 1]))
+
+    assert "data.class_ratio must be finite numbers" in message
+    assert repr(bad) in message
 
 
 def test_class_ratio_length_is_only_checked_against_explicit_labels():
@@ -241,3 +250,173 @@ def test_load_params_rejects_an_empty_file(tmp_path):
 
     with pytest.raises(ParamsError, match="top level must be a mapping, found null"):
         load_params(path)
+
+
+# YAML: read as DVC reads it (1.2); refuse what YAML 1.1 tools would read otherwise
+
+def load_with(tmp_path, old: str, new: str):
+    """load_params on the repository's params.yaml with one line's text replaced."""
+    text = (REPO / "params.yaml").read_text(encoding="utf-8")
+    assert old in text
+    path = tmp_path / "params.yaml"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    return load_params(path)
+
+
+def load_error(tmp_path, old: str, new: str) -> str:
+    with pytest.raises(ParamsError) as err:
+        load_with(tmp_path, old, new)
+    return str(err.value)
+
+
+@pytest.mark.parametrize("old, new, key", [
+    ("seed: 42", "seed: 0755", "data.seed"),
+    ("epochs: 6", "epochs: 010", "train.epochs"),
+    ("lr: 0.0001", "lr: 1:30", "train.lr"),
+    ("freeze_embeddings: false", "freeze_embeddings: no", "train.freeze_embeddings"),
+    ("freeze_embeddings: false", "freeze_embeddings: off", "train.freeze_embeddings"),
+    ("resume: true", "resume: yes", "train.resume"),
+    ("resume: true", "resume: On", "train.resume"),
+    ("- neutral", "- yes", "data.labels[2]"),
+    ("text_column: text", "text_column: 12:30", "data.text_column"),
+])
+def test_values_yaml_1_1_reads_otherwise_are_refused_naming_the_key(tmp_path, old, new, key):
+    message = load_error(tmp_path, old, new)
+
+    assert message.startswith(f"{tmp_path / 'params.yaml'}: {key} is ambiguous")
+    assert "DVC (YAML 1.2) reads" in message and "YAML 1.1 tools read" in message
+
+
+def test_a_key_yaml_1_1_reads_as_a_boolean_is_refused(tmp_path):
+    message = load_error(tmp_path, "evaluate:", "on: 1\nevaluate:")
+
+    assert "on (the key itself) is ambiguous" in message
+
+
+@pytest.mark.parametrize("old, new, attribute, value", [
+    ("lr: 0.0001", "lr: 1e-4", ("train", "lr"), 1e-4),        # a number for DVC, a str in 1.1
+    ("lr: 0.0001", "lr: 5E-5", ("train", "lr"), 5e-5),
+    ("seed: 42", "seed: 0o17", ("data", "seed"), 15),          # YAML 1.2 octal; a str in 1.1
+    ("seed: 42", 'seed: "42"', None, None),                    # quoted: a string, refused as such
+    ("- neutral", '- "yes"', ("data", "labels"), None),
+])
+def test_values_both_yaml_versions_agree_on_or_fail_loudly(tmp_path, old, new, attribute, value):
+    if attribute is None:
+        assert "data.seed must be an integer, found '42' (str)" in load_error(tmp_path, old, new)
+        return
+    params = load_with(tmp_path, old, new)
+    section, name = attribute
+    read = getattr(getattr(params, section), name)
+    if value is None:
+        assert "yes" in read
+    else:
+        assert read == pytest.approx(value) and type(read) is type(value)
+
+
+@pytest.mark.parametrize("key, line", [
+    ("train.lr", "lr: 0.0001"), ("train.weight_decay", "weight_decay: 0.01"),
+    ("train.max_grad_norm", "max_grad_norm: 1.0"), ("train.warmup_ratio", "warmup_ratio: 0.1"),
+    ("data.val_size", "val_size: 0.15"), ("data.test_size", "test_size: 0.2"),
+])
+@pytest.mark.parametrize("special", [".nan", ".inf", "-.inf", ".NaN", "+.inf"])
+def test_non_finite_floats_are_refused_naming_the_key(tmp_path, key, line, special):
+    name = line.split(":")[0]
+
+    message = load_error(tmp_path, line, f"{name}: {special}")
+
+    assert f"{key} must be a finite number, found" in message
+
+
+@pytest.mark.parametrize("special", [".nan", ".inf", "-.inf"])
+def test_non_finite_class_ratio_is_refused(tmp_path, special):
+    message = load_error(tmp_path, "class_ratio: null", f"class_ratio: [1, 1, {special}, 1, 1]")
+
+    assert "data.class_ratio must be finite numbers, found" in message
+
+
+def test_duplicate_keys_are_refused_as_dvc_refuses_them(tmp_path):
+    message = load_error(tmp_path, "  epochs: 6", "  epochs: 6\n  epochs: 7")
+
+    assert "not valid YAML" in message and "epochs" in message
+
+
+# seeds and the new training and model keys
+
+@pytest.mark.parametrize("key", ["data.seed", "train.seed"])
+@pytest.mark.parametrize("seed", [-1, 2**32, 2**64])
+def test_seeds_out_of_range_are_refused(key, seed):
+    message = error_for(with_value(key, seed))
+
+    assert f"{key} must be an integer from 0 to 4294967295, found {seed}" in message
+
+
+@pytest.mark.parametrize("key", ["data.seed", "train.seed"])
+@pytest.mark.parametrize("seed", [0, 2**32 - 1])
+def test_seeds_at_the_ends_of_the_range_are_accepted(key, seed):
+    section, name = key.split(".")
+
+    assert getattr(getattr(params_from_dict(with_value(key, seed)), section), name) == seed
+
+
+@pytest.mark.parametrize("key, default", [("train.resume", True), ("train.processes", 1),
+                                          ("model.init_from", None)])
+def test_new_keys_default_when_left_out_and_repository_sets_the_default(key, default):
+    section, name = key.split(".")
+
+    assert getattr(getattr(params_from_dict(without(key)), section), name) == default
+    assert getattr(getattr(load_params(REPO / "params.yaml"), section), name) == default
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("train.resume", "yes", "train.resume must be true or false"),
+    ("train.resume", 1, "train.resume must be true or false"),
+    ("train.processes", 0, "train.processes must be a positive integer"),
+    ("train.processes", -2, "train.processes must be a positive integer"),
+    ("train.processes", True, "train.processes must be an integer"),
+    ("train.processes", 2.0, "train.processes must be an integer"),
+    ("model.init_from", "", "model.init_from must be null or a model folder"),
+    ("model.init_from", "  ", "model.init_from must be null or a model folder"),
+    ("model.init_from", 3, "model.init_from must be"),
+])
+def test_new_keys_refuse_wrong_values(key, value, expected):
+    assert expected in error_for(with_value(key, value))
+
+
+@pytest.mark.parametrize("key, value", [("train.resume", False), ("train.processes", 4),
+                                        ("model.init_from", "models/base")])
+def test_new_keys_accept_good_values(key, value):
+    section, name = key.split(".")
+
+    assert getattr(getattr(params_from_dict(with_value(key, value)), section), name) == value
+
+
+@pytest.mark.parametrize("value", ["error", "drop_from_train"])
+def test_overlap_takes_its_two_choices(value):
+    assert params_from_dict(with_value("data.overlap", value)).data.overlap == value
+
+
+def test_overlap_refuses_anything_else():
+    assert "data.overlap must be one of ['error', 'drop_from_train']" in error_for(
+        with_value("data.overlap", "ignore"))
+
+
+@pytest.mark.slow
+def test_textclf_reads_what_dvc_params_diff_shows(tmp_path):
+    from conftest import run
+
+    text = (REPO / "params.yaml").read_text(encoding="utf-8")
+    (tmp_path / "params.yaml").write_text(text, encoding="utf-8")
+    (tmp_path / "dvc.yaml").write_text("stages:\n  s:\n    cmd: echo\n    params: [train, data]\n")
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"],
+                ["git", "commit", "-qm", "base"]):
+        run(cmd, tmp_path)
+    changed = (text.replace("lr: 0.0001", "lr: 3e-5").replace("seed: 42", "seed: 0o777", 1)
+               .replace("epochs: 6", "epochs: 1_0"))
+    (tmp_path / "params.yaml").write_text(changed, encoding="utf-8")
+
+    diff = json.loads(run(["dvc", "params", "diff", "--json"], tmp_path).stdout)["params.yaml"]
+    params = load_params(tmp_path / "params.yaml")
+
+    assert diff["train.lr"]["new"] == params.train.lr == 3e-5
+    assert diff["data.seed"]["new"] == params.data.seed == 511
+    assert diff["train.epochs"]["new"] == params.train.epochs == 10

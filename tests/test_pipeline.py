@@ -1,64 +1,43 @@
-"""The whole pipeline through DVC itself, in a temporary git repository."""
+"""The whole pipeline through DVC itself: what `dvc repro` and `dvc exp run` re-run, and what
+the report makes of a commit whose metrics are not its params' (in a clone of the project the
+`readme_walk` fixture trained, so nothing is trained twice)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from conftest import run, set_params
+from harness import clone, git_show, run, set_params
 
 pytestmark = pytest.mark.slow
 
 
-def experiments(project: Path) -> list[dict]:
-    """Flatten `dvc exp show --json` into one dict per row with params and metrics."""
-    rows = []
+def test_repro_trains_and_an_experiment_re_runs_only_what_changed(readme_walk):
+    published = readme_walk.project
+    scores = json.loads(git_show(published, "HEAD", "metrics/evaluate/metrics.json"))
+    assert 0.0 <= scores["accuracy"] <= 1.0 and 0.0 <= scores["f1_macro"] <= 1.0
+    # the main command on the committed run: nothing to re-run, the scores on screen
+    assert "Running stage" not in readme_walk.step("main-command", "dvc repro").stdout
 
-    def visit(entry):
-        data = entry.get("data") or {}
-        if data.get("params") is not None:
-            rows.append({"rev": entry.get("rev"), "name": entry.get("name"),
-                         "params": data["params"]["params.yaml"]["data"],
-                         "metrics": {path: m.get("data", {})
-                                     for path, m in (data.get("metrics") or {}).items()}})
-        for group in entry.get("experiments") or []:
-            for rev in group.get("revs", []):
-                visit(rev)
-
-    for entry in json.loads(run(["dvc", "exp", "show", "--json"], project).stdout):
-        visit(entry)
-    return rows
+    batch = readme_walk.step("tour", "dvc exp run --temp -S train.batch_size").stdout
+    assert "Running stage 'train'" in batch and "Running stage 'evaluate'" in batch
+    assert "Running stage 'prepare'" not in batch and "Running stage 'resample'" not in batch
+    ratio = readme_walk.step("tour", "dvc exp run --temp -S 'data.class_ratio").stdout
+    assert "Running stage 'resample'" in ratio and "Running stage 'prepare'" not in ratio
 
 
-def test_repro_then_experiment(project, tiny_model_dir):
-    set_params(project, model={"name": str(tiny_model_dir)}, train={"epochs": 2})
-    run(["git", "commit", "-qam", "tiny model"], project)
+def test_a_commit_whose_params_are_not_its_runs_is_listed_not_ranked(readme_walk, tmp_path):
+    # The report reads git only (params.yaml, dvc.lock, metrics at each commit): a plain
+    # clone without the DVC cache is enough.
+    project = clone(readme_walk.project, tmp_path / "clone")
+    set_params(project, train={"lr": 0.001})
+    run(["git", "commit", "-qam", "lr 0.001, committed without dvc repro"], project)
 
-    run(["dvc", "repro"], project)
-    assert (project / "models/classifier/model.safetensors").is_file()
-    baseline = json.loads((project / "metrics/evaluate/metrics.json").read_text())
-    assert 0.0 <= baseline["accuracy"] <= 1.0
-    run(["git", "add", "-A"], project)
-    run(["git", "commit", "-qm", "baseline run"], project)
-
-    exp = run(["dvc", "exp", "run", "-S", "train.batch_size=16"], project).stdout
-    assert "Running stage 'train'" in exp
-    assert "Running stage 'prepare'" not in exp and "Running stage 'resample'" not in exp
-
-    rows = experiments(project)
-    by_batch = {}
-    for row in rows:
-        if row["rev"] == "workspace":
-            continue
-        by_batch[row["params"]["train"]["batch_size"]] = row
-    assert set(by_batch) == {16, 32}, rows
-    for row in by_batch.values():
-        scores = row["metrics"]["metrics/evaluate/metrics.json"]
-        assert 0.0 < scores["f1_macro"] <= 1.0 and 0.0 < scores["accuracy"] <= 1.0
-        assert row["metrics"]["metrics/train/metrics.json"]["step"] == 1  # 2 epochs logged
-
-    again = run(["dvc", "repro"], project).stdout
-    assert "Running stage" not in again, again
-    assert "up to date" in again
+    compared = json.loads(run(["textclf", "report", "-A", "--json"], project).stdout)
+    ranked = [r["params"]["train.lr"] for g in compared["groups"] for r in g["ranked"]]
+    assert ranked and 0.001 not in ranked, compared
+    assert any("params and metrics from different runs: train.lr: params.yaml 0.001, "
+               "dvc.lock 0.0001" in line for line in compared["not_ranked"]), compared
+    only_head = run(["textclf", "report", "--json"], project, check=False)
+    assert only_head.returncode == 2 and "no experiment's params match" in only_head.stderr

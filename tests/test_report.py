@@ -1,7 +1,9 @@
-"""The report's pure core: experiment records in, one offline HTML page and Markdown out."""
+"""The report's pure core: experiment records in, one offline HTML page, Markdown and JSON out;
+and the reader's pure parts: rows of `dvc.api.exp_show`, params against dvc.lock."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import xml.etree.ElementTree as ET
@@ -9,24 +11,25 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from textclf.errors import UserError
-from textclf.report import (Experiment, build_report, display_names, finished_rows, fmt,
-                            made_up_by_dvc)
+from textclf.experiments import Experiment, list_runs, stale_params, to_yaml
+from textclf.report import changes, compare, fmt, render_html, render_markdown, to_json
 
 LABELS = ["neg", "neu", "pos"]
-BASE_PARAMS = {"data.class_ratio": None, "model.name": "tiny", "train.batch_size": 32,
-               "train.lr": 1e-4, "evaluate.batch_size": 64}
+BASE_PARAMS = {"data.path": "data/reviews.csv", "data.class_ratio": None, "model.name": "tiny",
+               "train.batch_size": 32, "train.lr": 1e-4, "evaluate.batch_size": 64}
+REVIEWS = "e1901601+b636ea1d"                     # the test split's data fingerprint
 
 
-def experiment(rev: str, name: str, f1: float, named: bool = False, baseline: str = "base",
-               epochs: int = 2, **params) -> Experiment:
+def experiment(rev: str, name: str, f1: float, baseline: str = "b", epochs: int = 2,
+               data: str = REVIEWS, stale: str = "", **params) -> Experiment:
     per_class = {label: round(f1 + d, 4) for label, d in zip(LABELS, (-0.1, 0.0, 0.1))}
     return Experiment(
-        rev=rev * 40 if len(rev) == 1 else rev, name=name, named=named or rev == baseline,
-        baseline=baseline * 40 if len(baseline) == 1 else baseline,
+        rev=rev * 7 if len(rev) == 1 else rev, name=name,
+        baseline=baseline * 7 if len(baseline) == 1 else baseline,
         params={**BASE_PARAMS, **{k.replace("__", "."): v for k, v in params.items()}},
         metrics={"f1_macro": f1, "accuracy": f1 + 0.05, "best.val_f1_macro": f1 - 0.01,
                  "best_epoch": float(epochs), "train.loss": 1.0 - f1},
-        per_class_f1=per_class,
+        data=data, stale=stale, per_class_f1=per_class,
         curves={"loss": [1.5 - 0.3 * e for e in range(epochs)],
                 "val_accuracy": [f1 * (e + 1) / epochs for e in range(epochs)],
                 "val_f1_macro": [f1 * (e + 1) / epochs for e in range(epochs)]},
@@ -34,11 +37,15 @@ def experiment(rev: str, name: str, f1: float, named: bool = False, baseline: st
 
 
 def grid() -> list[Experiment]:
-    return [experiment("b", "main", 0.50, baseline="b"),
-            experiment("1", "bally-kent", 0.55, baseline="b", train__batch_size=16,
-                       data__class_ratio=[2, 1, 1]),
-            experiment("2", "dusky-pins", 0.70, baseline="b", data__class_ratio=[1, 1, 1]),
-            experiment("3", "small-lr", 0.60, named=True, baseline="b", train__lr=1e-5)]
+    return [experiment("b", "main", 0.50),
+            experiment("1", "bally-kent", 0.55, train__batch_size=16, data__class_ratio=[2, 1, 1]),
+            experiment("2", "dusky-pins", 0.70, data__class_ratio=[1, 1, 1]),
+            experiment("3", "small-lr", 0.60, train__lr=1e-5)]
+
+
+def build_report(exps, sort_by="f1_macro", ascending=False, unfinished=()):
+    c = compare(exps, sort_by, ascending, tuple(unfinished))
+    return render_html(c), render_markdown(c)
 
 
 def svgs(page: str) -> list[ET.Element]:
@@ -50,9 +57,14 @@ def svg_text(svg: ET.Element) -> str:
     return " ".join("".join(t.itertext()) for t in svg.iter("{http://www.w3.org/2000/svg}text"))
 
 
+def md_leaderboards(summary: str) -> list[list[str]]:
+    """Lines of each Markdown leaderboard: header, separator, rows."""
+    return [b.splitlines() for b in summary.split("\n\n") if b.startswith("| # |")]
+
+
 def md_leaderboard(summary: str) -> list[str]:
-    """Lines of the Markdown leaderboard: header, separator, rows."""
-    return next(b for b in summary.split("\n\n") if b.startswith("| # |")).splitlines()
+    [board] = md_leaderboards(summary)
+    return board
 
 
 def md_rows(summary: str) -> list[list[str]]:
@@ -61,50 +73,38 @@ def md_rows(summary: str) -> list[list[str]]:
 
 
 def test_values_are_shown_the_way_people_write_them():
-    assert fmt([2.0, 1, 1, 1, 1]) == "2:1:1:1:1"
     assert fmt(16.0) == "16" and fmt(1e-5) == "1e-05" and fmt(0.123456) == "0.1235"
-    assert fmt(None) == "null" and fmt(["a", "b"]) == "['a', 'b']"
+    # params as YAML, the way params.yaml and `-S key=value` write them: no Python reprs
+    assert to_yaml([2, 1, 1, 1, 1]) == "[2, 1, 1, 1, 1]"
+    assert to_yaml(None) == "null" and to_yaml(False) == "false"
+    assert to_yaml(["very negative", "neutral"]) == "[very negative, neutral]"
+    assert to_yaml(1e-4) == "0.0001" and to_yaml("a: b") == "'a: b'"
 
 
-def test_unnamed_runs_are_described_by_what_changed_from_their_baseline():
-    names = display_names(grid())
-
-    assert names["b" * 40] == "main (baseline)"
-    assert names["1" * 40] == "class_ratio=2:1:1, batch_size=16"
-    assert names["2" * 40] == "class_ratio=1:1:1"
-    assert names["3" * 40] == "small-lr"                       # chosen with -n: kept
-
-
-def test_descriptions_stay_unambiguous():
-    same_key = experiment("1", "bally-kent", 0.5, baseline="b", train__batch_size=16,
-                          evaluate__batch_size=8)
-    rerun_a = experiment("2", "dusky-pins", 0.5, baseline="b", train__lr=1e-3)
-    rerun_b = experiment("3", "amber-dogs", 0.5, baseline="b", train__lr=1e-3)
-    unchanged = experiment("4", "ample-acid", 0.5, baseline="b")
-    names = display_names([experiment("b", "main", 0.4, baseline="b"), same_key, rerun_a,
-                           rerun_b, unchanged])
-
+def test_runs_are_described_by_what_changed_from_their_baseline():
+    exps = grid()
+    assert changes(exps[1], exps) == "class_ratio=[2, 1, 1], batch_size=16"
+    assert changes(exps[2], exps) == "class_ratio=[1, 1, 1]"
+    assert changes(exps[0], exps) == ""                          # the baseline itself
+    same_key = experiment("4", "ample-acid", 0.5, train__batch_size=16, evaluate__batch_size=8)
     # two keys end in batch_size, so both keep their section
-    assert names["1" * 40] == "train.batch_size=16, evaluate.batch_size=8"
-    assert names["2" * 40] == "lr=0.001 [dusky-pins]"
-    assert names["3" * 40] == "lr=0.001 [amber-dogs]"
-    assert names["4" * 40] == "ample-acid"                     # nothing changed: DVC's name
+    assert changes(same_key, [exps[0], same_key]) == "train.batch_size=16, evaluate.batch_size=8"
 
 
 def test_leaderboard_is_sorted_by_the_chosen_metric_with_only_changed_params():
     _, summary = build_report(grid())
     rows = md_rows(summary)
 
-    assert [row[1] for row in rows] == ["class_ratio=1:1:1", "small-lr",
-                                        "class_ratio=2:1:1, batch_size=16", "main (baseline)"]
+    assert [row[1] for row in rows] == ["dusky-pins", "small-lr", "bally-kent", "main (baseline)"]
     header = md_leaderboard(summary)[0]
     # model.name and evaluate.batch_size are the same everywhere: no columns
-    assert header == ("| # | experiment | DVC name | f1_macro | accuracy | best.val_f1_macro | "
+    assert header == ("| # | experiment | rev | f1_macro | accuracy | best.val_f1_macro | "
                       "best_epoch | class_ratio | batch_size | lr |")
     assert [row[3] for row in rows] == ["0.7", "0.6", "0.55", "0.5"]
+    assert rows[2][7:] == ["[2, 1, 1]", "16", "0.0001"] and rows[3][7] == "null"
 
     _, by_loss = build_report(grid(), sort_by="train.loss", ascending=True)
-    assert [row[1] for row in md_rows(by_loss)][0] == "class_ratio=1:1:1"
+    assert [row[1] for row in md_rows(by_loss)][0] == "dusky-pins"
     _, by_acc = build_report(grid(), sort_by="accuracy", ascending=True)
     assert [row[1] for row in md_rows(by_acc)][0] == "main (baseline)"
 
@@ -117,20 +117,31 @@ def test_unknown_sort_metric_names_the_known_ones():
 def test_baseline_is_marked_and_the_best_is_compared_with_it():
     page, summary = build_report(grid())
 
-    assert "Compared below: **class_ratio=1:1:1** against **main (baseline)**." in summary
+    assert "Compared below: **dusky-pins** against **main (baseline)**." in summary
     per_class = summary.split("## Per-class F1 on the test set")[1]
-    assert "| class | class_ratio=1:1:1 | main (baseline) |" in per_class
+    assert "| class | dusky-pins | main (baseline) |" in per_class
     assert "| pos | 0.8 | 0.6 |" in per_class                  # best 0.70 + 0.1, base 0.50 + 0.1
     assert re.search(r'<tr class="baseline"><td>4</td><td>main \(baseline\)</td>', page)
-    assert re.search(r'<tr class="best"><td>1</td><td>class_ratio=1:1:1</td>', page)
+    assert re.search(r'<tr class="best"><td>1</td><td>dusky-pins</td>', page)
+    assert "<h2>dusky-pins against main (baseline) (class_ratio=[1, 1, 1])</h2>" in page
 
 
-def test_a_named_run_keeps_its_name_in_every_part_of_the_page():
+def test_params_are_shown_as_yaml_not_python():
+    page, summary = build_report(grid())
+
+    block = summary.split("## Params of main (baseline)")[1]
+    assert "data:\n  path: data/reviews.csv\n  class_ratio: null\n" in block
+    assert "train:\n  batch_size: 32\n  lr: 0.0001\n" in block
+    for text in (page, summary):
+        assert "None" not in text and "['" not in text and "True" not in text
+
+
+def test_every_part_of_the_page_names_runs_the_same_way():
     exps = grid()
-    exps[3] = experiment("3", "small-lr", 0.90, named=True, baseline="b", train__lr=1e-5)
+    exps[3] = experiment("3", "small-lr", 0.90, train__lr=1e-5)
     page, summary = build_report(exps)
 
-    assert md_rows(summary)[0][1:3] == ["small-lr", f"small-lr {'3' * 7}"]
+    assert md_rows(summary)[0][1:3] == ["small-lr", "3" * 7]
     charts = svgs(page)
     titles = [svg.find("{http://www.w3.org/2000/svg}title").text for svg in charts]
     assert titles == ["f1_macro, top 4 of 4", "Per-class F1 on the test set",
@@ -140,7 +151,6 @@ def test_a_named_run_keeps_its_name_in_every_part_of_the_page():
     for svg in charts[:5]:                                    # bar labels and legends
         assert "small-lr" in svg_text(svg), svg_text(svg)
     assert ["small-lr" in svg_text(svg) for svg in charts[5:]] == [True, False]
-    assert "<h2>small-lr against main (baseline)</h2>" in page
 
 
 def test_page_is_self_contained_and_charts_are_drawn():
@@ -162,7 +172,7 @@ def test_page_is_self_contained_and_charts_are_drawn():
 
 def test_names_are_escaped_in_html_and_markdown():
     exps = grid()
-    exps[3] = experiment("3", "a<b>|c&d", 0.9, named=True, baseline="b", train__lr=1e-5)
+    exps[3] = experiment("3", "a<b>|c&d", 0.9, train__lr=1e-5)
     page, summary = build_report(exps)
 
     svgs(page)                                                 # still valid XML
@@ -171,7 +181,7 @@ def test_names_are_escaped_in_html_and_markdown():
 
 
 def test_one_experiment_is_a_report_too():
-    page, summary = build_report([experiment("b", "main", 0.5, baseline="b", epochs=1)])
+    page, summary = build_report([experiment("b", "main", 0.5, epochs=1)])
 
     assert "1 experiment, sorted by f1_macro" in summary
     assert "Compared below: **main (baseline)**." in summary and "against" not in summary
@@ -181,23 +191,72 @@ def test_one_experiment_is_a_report_too():
 
 
 def test_failed_runs_are_listed_not_ranked():
-    _, summary = build_report(grid(), skipped=("bad-batch-1 (failed)", "eager-bean (queued)"))
+    _, summary = build_report(grid(), unfinished=("bad-batch-1 (failed)", "eager-bean (queued)"))
 
-    assert ("Failed or unfinished, not ranked: bad-batch-1 (failed), eager-bean (queued)."
-            in summary)
+    assert "Not ranked: bad-batch-1 (failed); eager-bean (queued)." in summary
     assert len(md_rows(summary)) == 4
 
 
+def test_runs_on_different_test_sets_get_separate_leaderboards_and_a_warning():
+    sst5 = "77aa0c3f+0c9e1d2a"
+    exps = [*grid(), experiment("5", "sst5-run", 0.95, data=sst5, data__path="data/sst5.csv"),
+            experiment("6", "sst5-bs16", 0.30, data=sst5, data__path="data/sst5.csv",
+                       train__batch_size=16)]
+    page, summary = build_report(exps)
+
+    first, second = md_leaderboards(summary)
+    assert [r.split(" | ")[1] for r in first[2:]] == ["dusky-pins", "small-lr", "bally-kent",
+                                                      "main (baseline)"]
+    assert [r.split(" | ")[1] for r in second[2:]] == ["sst5-run", "sst5-bs16"]
+    assert "## Leaderboard: test set of data.path=data/reviews.csv (e1901601)" in summary
+    assert "## Leaderboard: test set of data.path=data/sst5.csv (77aa0c3f)" in summary
+    assert "scored on 2 different test sets" in summary and 'class="warn"' in page
+    # the best of the baseline's test set is compared, not the 0.95 on other data
+    assert "Compared below: **dusky-pins** against **main (baseline)**." in summary
+    c = compare(exps)
+    assert [[r["name"] for r in g["ranked"]] for g in to_json(c)["groups"]] == [
+        ["dusky-pins", "small-lr", "bally-kent", "main"], ["sst5-run", "sst5-bs16"]]
+
+
+def test_a_commit_whose_params_do_not_match_its_metrics_is_not_ranked():
+    lock = {"stages": {"train": {"params": {"params.yaml": {
+        "model": {"name": "tiny"}, "train": {"batch_size": 32, "lr": 1e-4}}}},
+        "resample": {"params": {"params.yaml": {"data.class_ratio": None}}}}}
+    edited = {**BASE_PARAMS, "train.lr": 1e-3}
+    assert stale_params(BASE_PARAMS, lock) == ""
+    assert stale_params(edited, lock) == "train.lr: params.yaml 0.001, dvc.lock 0.0001"
+
+    exps = [*grid(), experiment("7", "edited", 0.99, stale=stale_params(edited, lock))]
+    page, summary = build_report(exps)
+    assert "edited" not in [row[1] for row in md_rows(summary)]
+    assert ("edited (params and metrics from different runs: train.lr: params.yaml 0.001, "
+            "dvc.lock 0.0001)") in summary
+    with pytest.raises(UserError, match="no experiment's params match its dvc.lock"):
+        compare([exps[-1]])
+
+
+def test_json_for_scripts_round_trips_with_typed_values():
+    c = compare(grid(), "accuracy")
+    data = json.loads(json.dumps(to_json(c)))
+
+    assert data["sort_by"] == "accuracy" and data["best"] == "dusky-pins"
+    [group] = data["groups"]
+    assert group["data_path"] == "data/reviews.csv" and group["data"] == REVIEWS
+    top = group["ranked"][0]
+    assert top["params"]["data.class_ratio"] == [1, 1, 1] and top["metrics"]["accuracy"] == 0.75
+    assert group["ranked"][-1]["is_baseline"] is True
+
+
 def test_a_hundred_experiments_render_quickly_with_the_top_twenty_charted():
-    exps = [experiment("b", "main", 0.1, baseline="b")] + [
-        experiment(f"{i:040x}", f"exp-{i}", 0.2 + i / 200, baseline="b",
+    exps = [experiment("b", "main", 0.1)] + [
+        experiment(f"{i:07x}", f"exp-{i}", 0.2 + i / 200,
                    train__batch_size=8 * (i % 4 + 1), train__lr=10.0 ** -(i % 5 + 2))
         for i in range(1, 100)]
     start = time.perf_counter()
     page, summary = build_report(exps)
     elapsed = time.perf_counter() - start
 
-    assert elapsed < 2.0, f"build_report took {elapsed:.2f}s for 100 experiments"
+    assert elapsed < 2.0, f"the report took {elapsed:.2f}s for 100 experiments"
     assert len(md_rows(summary)) == 100
     bars = svgs(page)[0]
     title = bars.find("{http://www.w3.org/2000/svg}title").text
@@ -207,29 +266,36 @@ def test_a_hundred_experiments_render_quickly_with_the_top_twenty_charted():
     assert page.count("<tr class") == 100
 
 
-def test_dvc_made_up_names_are_told_apart_from_chosen_ones():
-    from dvc.repo.experiments.utils import gen_random_name
+def test_only_finished_runs_of_exp_show_are_read():
+    def row(rev, typ, name=None, state=None, test="t1"):
+        return {"Experiment": name, "rev": rev, "typ": typ, "State": state,
+                "data/prepared/test.parquet": test, "data/prepared/labels.json": "l1"}
+    table = [row("workspace", "baseline"), row("main", "baseline"),
+             row("1111111", "branch_commit", "done", "Success"),
+             row("2222222", "branch_commit", "in-workspace"),      # `dvc exp run`: no state
+             row("3333333", "branch_commit", "bad-batch-1", "Failed"),
+             row("4444444", "branch_commit", "waiting", "Queued"),
+             row("5555555", "branch_base", "busy", "Running", test="t2"),
+             row("abcdef0", "baseline"), row("6666666", "branch_base", "older", "Success"),
+             row("1111111", "branch_commit", "done", "Success")]   # the same commit again
 
-    assert all(made_up_by_dvc(gen_random_name()) for _ in range(20))
-    assert not any(map(made_up_by_dvc, ["bad-batch-1", "small-lr", "baseline", "main",
-                                        "quick-test"]))
+    runs = list_runs(table)
+
+    assert [(r.name, r.baseline, r.state) for r in runs] == [
+        ("main", "main", "success"), ("done", "main", "success"),
+        ("in-workspace", "main", "success"), ("bad-batch-1", "main", "failed"),
+        ("waiting", "main", "queued"), ("busy", "main", "running"),
+        ("abcdef0", "abcdef0", "success"), ("older", "abcdef0", "success")]
+    assert runs[0].data == "t1+l1" and runs[5].data == "t2+l1"
 
 
-def test_only_finished_runs_are_read_from_dvc_exp_show():
-    def group(name, rev, state=None, error=None):
-        executor = {"state": state} if state else None
-        return {"executor": executor, "name": name,
-                "revs": [{"rev": rev, "name": name, "error": error, "data": {}}]}
-    entries = [{"rev": "workspace", "name": None, "data": {}},
-               {"rev": "b" * 40, "name": "main", "data": {}, "experiments": [
-                   group("done", "1" * 40, "success"),
-                   group("in-workspace", "2" * 40),                # `dvc exp run`: no executor
-                   group("bad-batch-1", "3" * 40, "failed", {"msg": "Experiment run failed"}),
-                   group("waiting", "4" * 40, "queued"), group("busy", "5" * 40, "running")]},
-               {"rev": "1" * 40, "name": "winner", "data": {}}]   # a branch on an experiment
+def test_page_helpers_escape_cells_and_keep_multi_line_values():
+    from textclf.pages import html_page, html_table, markdown_table
 
-    rows, skipped = finished_rows(entries)
-
-    assert [(row["name"], baseline[0]) for row, baseline in rows] == [
-        ("main", "b"), ("done", "b"), ("in-workspace", "b")]
-    assert skipped == ["bad-batch-1 (failed)", "waiting (queued)", "busy (running)"]
+    table = html_table(["k", "v"], [["a<b", "x: 1\ny: [2, 3]"], ["c", "d"]], ["best"])
+    assert '<tr class="best"><td>a&lt;b</td><td><pre>x: 1\ny: [2, 3]</pre></td></tr>' in table
+    assert '<tr class=""><td>c</td>' in table
+    assert markdown_table(["k"], [["a|b\nc"]]).splitlines()[2] == "| a\\|b<br>c |"
+    page = html_page("A & B", "<p>x</p>")
+    assert page.startswith("<!DOCTYPE html>") and "<title>A &amp; B</title>" in page
+    ET.fromstring(page.split("\n", 1)[1].replace("<meta charset=\"utf-8\">", ""))  # well-formed

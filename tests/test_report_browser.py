@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run
-from test_sweep import LOSS_TSV, fresh_clone, git_show
+from harness import clone, copy_project, git_show, run
+
+LOSS_TSV = "metrics/train/plots/metrics/train/loss.tsv"
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -81,10 +82,17 @@ def vega_specs(page_html: str) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory, tiny_model_dir):
-    """A fresh clone with one experiment (batch size 16, 2 epochs) next to its baseline."""
+    """A fresh clone with one experiment (batch size 16, 2 epochs) next to its baseline run."""
     with pytest.MonkeyPatch.context() as env:
         env.setenv("OMP_NUM_THREADS", "1")
-        project = fresh_clone(tmp_path_factory.mktemp("browser"), tiny_model_dir)
+        tmp = tmp_path_factory.mktemp("browser")
+        origin = copy_project(tmp / "origin", "tiny model", model={"name": str(tiny_model_dir)},
+                              train={"epochs": 2})
+        project = clone(origin, tmp / "clone")
+        # the baseline's metrics must come from its params (else the report lists it apart)
+        run(["dvc", "repro"], project)
+        run(["git", "add", "-A"], project)
+        run(["git", "commit", "-qm", "tiny model run"], project)
         run(["dvc", "exp", "run", "-n", "half-batch", "-S", "train.batch_size=16"], project)
         yield project
 

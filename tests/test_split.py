@@ -129,8 +129,8 @@ def test_split_declared_label_without_examples_is_named():
 
 # prepare.main: the stage's outputs appear whole or not at all
 
-def run_prepare():
-    return prepare.main(["--params", "params.yaml", "--out-dir", "out/prepared",
+def run_prepare(data: str = "reviews.csv"):
+    return prepare.main(["--params", "params.yaml", "--data", data, "--out-dir", "out/prepared",
                          "--stats", "out/metrics/prepare.json"])
 
 
@@ -167,7 +167,7 @@ def test_prepare_bad_file_exits_2_and_writes_nothing(tmp_path, monkeypatch, caps
     write_params(tmp_path, path="bad.csv")
 
     with pytest.raises(SystemExit) as exit_info:
-        run_prepare()
+        run_prepare("bad.csv")
 
     assert exit_info.value.code == 2
     err = capsys.readouterr().err

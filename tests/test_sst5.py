@@ -12,7 +12,7 @@ from textclf.modeling import load_pretrained
 from textclf.params import TrainParams
 from textclf.prepare import split_dataset
 from textclf.resample import resample_by_ratio
-from textclf.train import encode_split, fit
+from textclf.fitting import encode_split, fit
 
 pytestmark = pytest.mark.skipif(not (SST5 / "train.csv").is_file(),
                                 reason=f"SST-5 not found at {SST5}")

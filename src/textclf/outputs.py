@@ -11,6 +11,27 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def scratch_prefix(target: Path) -> str:
+    """Scratch names: `.NAME.tmp-XXXX` beside the target (ignored by git via .gitignore)."""
+    return f".{target.name}.tmp-"
+
+
+def remove_stale_scratch(target: Path) -> None:
+    """Scratch left beside `target` by a killed process. DVC runs one stage per workspace
+    at a time (it holds a lock), so any scratch of this target is a leftover."""
+    for stale in target.parent.glob(scratch_prefix(target) + "*"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Yield a scratch folder beside `target`; on success it replaces `target`.
@@ -19,14 +40,18 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    remove_stale_scratch(target)
+    scratch = Path(tempfile.mkdtemp(prefix=scratch_prefix(target), dir=target.parent))
+    # mkdtemp makes 0700 folders; outputs get the modes the user's umask gives, like
+    # any other tool's (teammates on a shared machine may need to read them).
+    scratch.chmod(0o777 & ~_umask())
     try:
         yield scratch
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
     if target.exists():
-        old = target.with_name(f".{target.name}.old")
+        old = target.with_name(f"{scratch_prefix(target)}old")
         shutil.rmtree(old, ignore_errors=True)
         target.rename(old)
         scratch.rename(target)
@@ -40,9 +65,11 @@ def atomic_file(target: str | Path) -> Iterator[Path]:
     """Yield a scratch path beside `target`; on success it is renamed onto `target`."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    remove_stale_scratch(target)
+    fd, name = tempfile.mkstemp(prefix=scratch_prefix(target), dir=target.parent)
     os.close(fd)
     scratch = Path(name)
+    scratch.chmod(0o666 & ~_umask())  # mkstemp makes 0600 files
     try:
         yield scratch
     except BaseException:

@@ -2,13 +2,14 @@
 
 Every stage reads params.yaml through `load_params`, so a typo or an impossible
 value stops the stage with a message that names the key, before any work.
+params.yaml is read the way DVC reads it (ruamel.yaml, YAML 1.2), so what a stage
+uses is what `dvc params diff` and dvc.lock show.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import types
 import typing
 from dataclasses import dataclass
@@ -16,7 +17,10 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml import YAMLError as RuamelYAMLError
 
+from textclf.dataset import normalize_label
 from textclf.errors import UserError
 
 Label = Union[str, int]
@@ -27,18 +31,7 @@ class ParamsError(UserError):
     """params.yaml has an unknown key, a wrong type or an impossible value."""
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads `1e-4` as a number, as YAML 1.2 and DVC do.
-
-    PyYAML follows YAML 1.1, where a float needs a dot (`1.0e-4`), so `lr: 1e-4`
-    would otherwise arrive as the string '1e-4'.
-    """
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."))
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding and many tools take 32-bit seeds
 
 
 @dataclass(frozen=True)
@@ -50,9 +43,12 @@ class DataParams:
     val_size: float = 0.1
     test_size: float = 0.2
     class_ratio: Optional[list[float]] = None
+    overlap: Literal["error", "drop_from_train"] = "error"
     seed: int = 42
 
     def check(self, fail) -> None:
+        if not self.path.strip():
+            fail("path", "a data file or a folder of split files", self.path)
         for key in ("val_size", "test_size"):
             if not 0 < getattr(self, key) < 1:
                 fail(key, "a fraction strictly between 0 and 1", getattr(self, key))
@@ -60,25 +56,48 @@ class DataParams:
             fail("test_size", f"val_size + test_size below 1 (val_size is {self.val_size})",
                  self.test_size)
         if self.labels is not None:
-            names = [str(label) for label in self.labels]
-            if len(set(names)) != len(names) or len(names) < 2:
-                fail("labels", "null or a list of at least 2 distinct labels", self.labels)
+            _check_labels(self.labels, fail)
         if self.class_ratio is not None:
             if any(not math.isfinite(r) or r <= 0 for r in self.class_ratio):
                 fail("class_ratio", "null or a list of positive numbers", self.class_ratio)
             if self.labels is not None and len(self.class_ratio) != len(self.labels):
                 fail("class_ratio", f"one number per label ({len(self.labels)} labels: "
                      f"{self.labels})", self.class_ratio)
+        _check_seed(self.seed, fail)
+
+
+def _check_labels(labels: list[Label], fail) -> None:
+    """Labels are compared as the data's labels are (see dataset.normalize_label)."""
+    names = [normalize_label(label) for label in labels]
+    expected = "null or a list of at least 2 distinct labels"
+    if len(names) < 2:
+        fail("labels", expected, labels)
+    if None in names:
+        fail("labels", f"{expected}; item {names.index(None)} is blank", labels)
+    for j, name in enumerate(names):
+        i = names.index(name)
+        if i < j:
+            fail("labels", f"{expected}; items {i} and {j} ({labels[i]!r} and {labels[j]!r}) "
+                 f"are the same label once spaces, invisible characters and number "
+                 f"spellings are normalised", labels)
+
+
+def _check_seed(seed: int, fail) -> None:
+    if not 0 <= seed <= MAX_SEED:
+        fail("seed", f"an integer from 0 to {MAX_SEED}", seed)
 
 
 @dataclass(frozen=True)
 class ModelParams:
     name: str
     max_length: int = 128
+    init_from: Optional[str] = None
 
     def check(self, fail) -> None:
         if not self.name.strip():
             fail("name", "a Hugging Face model id or a local directory", self.name)
+        if self.init_from is not None and not self.init_from.strip():
+            fail("init_from", "null or a model folder to start from", self.init_from)
         if not 8 <= self.max_length <= 8192:
             fail("max_length", "an integer between 8 and 8192", self.max_length)
 
@@ -93,10 +112,12 @@ class TrainParams:
     max_grad_norm: float = 1.0
     precision: Precision = "auto"
     freeze_embeddings: bool = False
+    resume: bool = True
+    processes: int = 1
     seed: int = 42
 
     def check(self, fail) -> None:
-        for key in ("batch_size", "epochs"):
+        for key in ("batch_size", "epochs", "processes"):
             if getattr(self, key) < 1:
                 fail(key, "a positive integer", getattr(self, key))
         if not 0 < self.lr < 1:
@@ -107,6 +128,7 @@ class TrainParams:
             fail("warmup_ratio", "a fraction in [0, 1)", self.warmup_ratio)
         if self.max_grad_norm <= 0:
             fail("max_grad_norm", "a positive number", self.max_grad_norm)
+        _check_seed(self.seed, fail)
 
 
 @dataclass(frozen=True)
@@ -131,12 +153,49 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate a params file; raise ParamsError naming the bad key."""
     path = Path(path)
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ParamsError(f"{path}: file not found") from None
-    except yaml.YAMLError as err:
+    try:
+        # The call DVC makes (dvc.utils.serialize.parse_yaml): YAML 1.2.
+        raw = YAML(typ="safe").load(text)
+    except RuamelYAMLError as err:
         raise ParamsError(f"{path}: not valid YAML: {err}") from None
+    _refuse_ambiguous(raw, _load_yaml_1_1(text), str(path), key="")
     return params_from_dict(raw, source=str(path))
+
+
+def _load_yaml_1_1(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None  # ruamel read it; nothing to compare with
+
+
+def _refuse_ambiguous(v12: Any, v11: Any, source: str, key: str) -> None:
+    """Refuse a value that YAML 1.1 readers (PyYAML, many editors' tools) silently read as
+    another value: `0755` (755 for DVC, 493 in 1.1), `1:30` ('1:30' vs 90), `yes`, `on`.
+
+    A 1.1 reading that is a string is harmless (it fails loudly wherever it is
+    used), so `1e-4`, a number for DVC, is accepted.
+    """
+    if isinstance(v12, dict) and isinstance(v11, dict) and len(v12) == len(v11):
+        for (k12, item12), (k11, item11) in zip(v12.items(), v11.items()):
+            _refuse_ambiguous(k12, k11, source, f"{key}.{k12} (the key itself)".lstrip("."))
+            _refuse_ambiguous(item12, item11, source, f"{key}.{k12}".lstrip("."))
+    elif isinstance(v12, list) and isinstance(v11, list) and len(v12) == len(v11):
+        for i, (item12, item11) in enumerate(zip(v12, v11)):
+            _refuse_ambiguous(item12, item11, source, f"{key}[{i}]")
+    elif not isinstance(v11, (str, dict, list)) and not _same(v12, v11):
+        raise ParamsError(
+            f"{source}: {key or 'top level'} is ambiguous: DVC (YAML 1.2) reads {_show(v12)}, "
+            f"YAML 1.1 tools read {_show(v11)}; write it so that both agree (quote text "
+            f"such as \"yes\" or \"1:30\", use true/false for a switch, drop a number's "
+            f"leading zeros)")
+
+
+def _same(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and (a == b or (isinstance(a, float) and a != a and b != b))
 
 
 def params_from_dict(raw: Any, source: str = "params") -> Params:
@@ -165,6 +224,7 @@ def _build(cls, raw: Any, source: str, prefix: str):
             values[name] = _build(hint, raw[name], source, prefix=key + ".")
         else:
             values[name] = _coerce(raw[name], hint, source, key)
+            _check_finite(values[name], source, key)
     obj = cls(**values)
     if hasattr(obj, "check"):
         def fail(name, expected, found):
@@ -202,6 +262,14 @@ def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:
     if hint in (int, str) and isinstance(value, hint) and not isinstance(value, bool):
         return value
     raise ParamsError(f"{source}: {key} must be {_describe(hint)}, found {_show(value)}")
+
+
+def _check_finite(value: Any, source: str, key: str) -> None:
+    """.nan and .inf are floats to YAML; no learning rate, fraction or ratio may be one."""
+    numbers = value if isinstance(value, list) else [value]
+    if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+        expected = "finite numbers" if isinstance(value, list) else "a finite number"
+        raise ParamsError(f"{source}: {key} must be {expected}, found {_show(value)}")
 
 
 def _describe(hint: Any) -> str:

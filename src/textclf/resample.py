@@ -55,10 +55,10 @@ def resample_by_ratio(train: pd.DataFrame, labels: list[str], ratio: list[float]
 @exits_on_user_error
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="textclf resample", description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--train", required=True, help="training split from prepare")
     parser.add_argument("--labels", required=True, help="labels.json from prepare")
-    parser.add_argument("--out-dir", required=True)
+    parser.add_argument("--out-dir", required=True, help="folder for the resampled train split")
     parser.add_argument("--counts", required=True, help="JSON of class counts (DVC metrics)")
     args = parser.parse_args(argv)
 

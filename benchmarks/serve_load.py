@@ -1,0 +1,220 @@
+"""Load test of `textclf serve`: dynamic batching against batching off, and `predict`.
+
+Three servers run side by side on 127.0.0.1 (only the one under test gets traffic):
+batching on (the defaults: up to 64 texts, 5 ms wait), batching without the wait
+(`--max-wait-ms 0`: a batch is what queued up during the previous forward pass) and off
+(`--max-batch-size 1`).
+N concurrent clients (1, 8, 32) each send single texts to
+`POST /v2/models/{name}/infer`, one after another, until `--requests` are answered;
+contenders alternate within each round. Prints throughput (requests/s) and p50/p99
+latency, median (range) over rounds, and the ceiling: `textclf predict`'s core
+(`predict.label_texts`, batch 64) on the same texts in this process, model already loaded.
+
+The clients run in this process (asyncio, one keep-alive connection each, a bare HTTP/1.1
+client that costs far less CPU than httpx) and share the CPU with the server: on a 2-core
+machine their CPU time is still part of every figure.
+
+    python benchmarks/serve_load.py --rounds 3 --requests 400
+    python benchmarks/serve_load.py --model models/classifier
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from _common import LABELS, machine, sst5_or_standin, summary
+from textclf.serve import default_threads
+
+TEXTCLF = str(Path(sys.executable).with_name("textclf"))
+MODES = {"batching": [], "batching, 0 ms": ["--max-wait-ms", "0"],
+         "no batching": ["--max-batch-size", "1"]}
+
+
+def untrained_minilm(folder: Path) -> Path:
+    """The bundled MiniLM with a fresh 5-class head, saved as `train` saves a model
+    (speed does not depend on what the head learned)."""
+    from textclf.modeling import DEFAULT_MODEL, load_pretrained, save_classifier
+    from textclf.training_info import TrainingInfo
+
+    tokenizer, model = load_pretrained(DEFAULT_MODEL, LABELS)
+    save_classifier(model, tokenizer, folder,
+                    TrainingInfo(labels=LABELS, max_length=128, base_model=DEFAULT_MODEL))
+    return folder
+
+
+def start_server(model: Path, extra: list[str], log_dir: Path) -> tuple[str, subprocess.Popen]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([TEXTCLF, "serve", "--model", str(model), "--port", str(port),
+                             "--model-name", "clf", "--log-dir", str(log_dir), *extra],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
+                return url, proc
+        except httpx.TransportError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit(f"server {extra} did not become ready")
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection on asyncio streams: a much lighter load
+    generator than httpx, whose per-request CPU would take a large share of 2 cores."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str):
+        self.reader, self.writer, self.host = reader, writer, host
+
+    @classmethod
+    async def open(cls, url: str) -> "Connection":
+        host, port = url.removeprefix("http://").split(":")
+        return cls(*await asyncio.open_connection(host, int(port)), host)
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\n"
+                          f"Content-Type: application/json\r\n"
+                          f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        status = int((await self.reader.readline()).split()[1])
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def load(url: str, texts: list[str], clients: int, requests: int) -> tuple[float, ...]:
+    """(requests/s, p50 s, p99 s) for `clients` clients sending single texts."""
+    latencies: list[float] = []
+    order = iter(range(requests))  # shared: each request index is sent once
+    connections = [await Connection.open(url) for _ in range(clients)]
+
+    async def one_client(connection: Connection) -> None:
+        for i in order:
+            body = json.dumps({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1],
+                                           "data": [texts[i % len(texts)]]}]}).encode()
+            start = time.perf_counter()
+            status, answer = await connection.post("/v2/models/clf/infer", body)
+            latencies.append(time.perf_counter() - start)
+            if status != 200:
+                raise SystemExit(f"request {i}: HTTP {status}: {answer[:200]!r}")
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one_client(c) for c in connections))
+    elapsed = time.perf_counter() - start
+    for connection in connections:
+        connection.close()
+    p50, p99 = np.percentile(latencies, [50, 99])
+    return requests / elapsed, p50, p99
+
+
+def predict_ceiling(loaded: tuple, texts: list[str]) -> float:
+    """texts/s of `textclf predict`'s core on `texts`, the model already loaded."""
+    from textclf.predict import label_texts
+
+    model, tokenizer, info, device = loaded
+    label_texts(model, tokenizer, texts[:64], info.labels, info.max_length, device)  # warm-up
+    start = time.perf_counter()
+    label_texts(model, tokenizer, texts, info.labels, info.max_length, device)
+    return len(texts) / (time.perf_counter() - start)
+
+
+def load_for_predict(model_dir: Path) -> tuple:
+    from textclf.modeling import choose_device, load_classifier
+
+    device = choose_device()
+    return (*load_classifier(model_dir, device), device)
+
+
+def report(results: dict, ceiling: list[float], concurrency: list[int]) -> None:
+    print("\nrequests/s and latency, median (range) over rounds:")
+    for clients in concurrency:
+        for mode in MODES:
+            runs = results[mode, clients]
+            print(f"  {clients:3d} clients, {mode:14s} "
+                  f"{summary([r[0] for r in runs]):22s} req/s   "
+                  f"p50 {summary([r[1] * 1000 for r in runs]):22s} ms   "
+                  f"p99 {summary([r[2] * 1000 for r in runs])} ms")
+        for mode in list(MODES)[:-1]:
+            ratios = [b[0] / u[0] for b, u in zip(results[mode, clients],
+                                                 results["no batching", clients])]
+            print(f"      {mode} / no batching: {statistics.median(ratios):.2f}x")
+    print(f"  ceiling, predict's core on the same texts: {summary(ceiling)} texts/s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="a model folder (default: untrained-head MiniLM)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=400, help="requests per measurement")
+    parser.add_argument("--clients", default="1,8,32", help="concurrency levels")
+    parser.add_argument("--threads", type=int, default=default_threads(),
+                        help="model threads, servers and predict alike (default: serve's)")
+    args = parser.parse_args()
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from textclf.modeling import quiet_transformers
+
+    quiet_transformers()
+    concurrency = [int(c) for c in args.clients.split(",")]
+    _, dev, source = sst5_or_standin(0)
+    texts = dev["text"].tolist()
+    scratch = Path(tempfile.mkdtemp(prefix="serve-load-"))
+    model_dir = Path(args.model) if args.model else untrained_minilm(scratch / "model")
+    name = args.model or "MiniLM-L6 (bundled, untrained head)"
+    print(f"machine: {machine()}\ndata: {source}\nmodel: {name}; {args.requests} requests "
+          f"per run, {args.rounds} rounds, "
+          f"{args.threads} model threads\n")
+
+    threads = ["--threads", str(args.threads)]
+    servers = {mode: start_server(model_dir, extra + threads, scratch / f"logs-{i}")
+               for i, (mode, extra) in enumerate(MODES.items())}
+    results = {(mode, c): [] for mode in MODES for c in concurrency}
+    ceiling, loaded = [], load_for_predict(model_dir)
+    try:
+        for url, _ in servers.values():
+            asyncio.run(load(url, texts, 4, 40))  # warm-up
+        for round_ in range(args.rounds):
+            for clients in concurrency:
+                for mode, (url, _) in servers.items():
+                    results[mode, clients].append(
+                        asyncio.run(load(url, texts, clients, args.requests)))
+                    rate, p50, p99 = results[mode, clients][-1]
+                    print(f"round {round_ + 1}, {clients:2d} clients, {mode:14s}: "
+                          f"{rate:7.1f} req/s, p50 {p50 * 1000:6.1f} ms, "
+                          f"p99 {p99 * 1000:6.1f} ms", flush=True)
+            ceiling.append(predict_ceiling(loaded, texts[:args.requests]))
+    finally:
+        for _, proc in servers.values():
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+        shutil.rmtree(scratch, ignore_errors=True)
+    report(results, ceiling, concurrency)
+
+
+if __name__ == "__main__":
+    main()

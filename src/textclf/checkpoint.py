@@ -1,0 +1,147 @@
+"""Resumable training checkpoints.
+
+DVC 3 has no checkpoints of its own (resuming belongs to the training code), and it
+deletes a stage's outputs before running it, so checkpoints live outside the outputs:
+in `$TEXTCLF_CHECKPOINT_DIR`, else `$XDG_CACHE_HOME/textclf/checkpoints` (by default
+`~/.cache/textclf/checkpoints`). That is outside the git work tree, and it is the same
+folder for workspace runs and for queued runs, which DVC runs in temporary copies.
+
+A checkpoint is named by the fingerprint of what the run depends on (params, the
+textclf code, the data files), so it is only ever used by a run that would compute the
+same thing; a finished training removes its checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# Keys that change how a run is driven, not what it computes.
+NOT_FINGERPRINTED = {("train", "resume")}
+
+
+@dataclass(frozen=True)
+class RunFingerprint:
+    params: dict[str, dict[str, Any]]   # "model"/"train" sections
+    code: str                           # sha256 over the textclf package's source
+    data: dict[str, str]                # data file -> sha256
+    target: str                         # the model folder it trains, for explanations
+
+    @property
+    def digest(self) -> str:
+        payload = json.dumps({"params": self.params, "code": self.code, "data": self.data},
+                             sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+    def differences(self, other: "RunFingerprint") -> list[str]:
+        """What differs from `other`, in words: 'train.lr 0.0001 -> 0.0002', 'the code'."""
+        found = []
+        for section in sorted(set(self.params) | set(other.params)):
+            mine, theirs = self.params.get(section, {}), other.params.get(section, {})
+            for key in sorted(set(mine) | set(theirs)):
+                if mine.get(key) != theirs.get(key):
+                    found.append(f"{section}.{key} {theirs.get(key)!r} -> {mine.get(key)!r}")
+        if self.code != other.code:
+            found.append("the textclf code")
+        if self.data != other.data:
+            found.append("the data")
+        return found
+
+
+def fingerprint_run(params: dict[str, dict[str, Any]], data_sha256: dict[str, str],
+                    target: str) -> RunFingerprint:
+    kept = {section: {k: v for k, v in values.items()
+                      if (section, k) not in NOT_FINGERPRINTED}
+            for section, values in params.items()}
+    return RunFingerprint(kept, code_sha256(), dict(data_sha256), target)
+
+
+def code_sha256() -> str:
+    """sha256 over the source of the textclf modules this process has loaded: the code
+    that trains (as the train stage's deps in dvc.yaml), not the whole package."""
+    digest = hashlib.sha256()
+    files = sorted(Path(module.__file__) for name, module in list(sys.modules.items())
+                   if name.startswith("textclf.") and getattr(module, "__file__", None))
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def default_dir() -> Path:
+    if os.environ.get("TEXTCLF_CHECKPOINT_DIR"):
+        return Path(os.environ["TEXTCLF_CHECKPOINT_DIR"])
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "textclf" / "checkpoints"
+
+
+@dataclass(frozen=True)
+class CheckpointStore:
+    folder: Path
+    run: RunFingerprint
+    writable: bool = True   # False on all but one of several training processes
+
+    @property
+    def path(self) -> Path:
+        return self.folder / f"{self.run.digest}.pt"
+
+    def find(self) -> tuple[Path | None, str]:
+        """This run's checkpoint if there is one, and a sentence saying what was found."""
+        if self.path.is_file():
+            return self.path, f"resuming from checkpoint {self.path}"
+        stale = self._latest_other()
+        if stale is None:
+            return None, "no checkpoint to resume from"
+        return None, (f"not resuming from checkpoint {stale[0]}: it belongs to another run "
+                      f"(changed: {'; '.join(self.run.differences(stale[1]))}); starting fresh")
+
+    def _latest_other(self) -> tuple[Path, RunFingerprint] | None:
+        """The newest checkpoint for the same model folder made by another run."""
+        candidates = []
+        for sidecar in self.folder.glob("*.json"):
+            try:
+                other = RunFingerprint(**json.loads(sidecar.read_text(encoding="utf-8")))
+            except (OSError, ValueError, TypeError):
+                continue
+            checkpoint = sidecar.with_suffix(".pt")
+            if other.target == self.run.target and checkpoint.is_file():
+                candidates.append((checkpoint.stat().st_mtime, checkpoint, other))
+        if not candidates:
+            return None
+        _, checkpoint, other = max(candidates, key=lambda c: c[0])
+        return checkpoint, other
+
+    def save(self, state: dict) -> None:
+        """Write atomically: a process killed while saving leaves the previous checkpoint."""
+        if not self.writable:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.tmp-", dir=self.folder)
+        os.close(fd)
+        try:
+            torch.save({"saved_at": time.time(), "state": state}, name)
+            os.replace(name, self.path)
+        except BaseException:
+            Path(name).unlink(missing_ok=True)
+            raise
+        self.path.with_suffix(".json").write_text(
+            json.dumps(dataclasses.asdict(self.run), default=str), encoding="utf-8")
+
+    def load(self) -> dict:
+        # weights_only: a checkpoint file is data; never run code from it.
+        return torch.load(self.path, map_location="cpu", weights_only=True)["state"]
+
+    def remove(self) -> None:
+        if not self.writable:
+            return
+        self.path.unlink(missing_ok=True)
+        self.path.with_suffix(".json").unlink(missing_ok=True)

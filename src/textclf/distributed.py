@@ -1,0 +1,115 @@
+"""Training on several processes with torch.distributed: a thin adapter over the loop.
+
+`train.processes: N` starts N processes the way `torchrun` does (this module calls
+`python -m torch.distributed.run --standalone`), one per GPU on a GPU machine, N CPU
+processes otherwise (gloo on CPU, nccl on CUDA). Started by `torchrun` yourself
+(`torchrun --nnodes 2 --nproc-per-node 4 ... -m textclf.train ...`) it joins that group.
+
+`train.batch_size` is the GLOBAL batch: every process builds the same batches and takes
+its share of each (rows rank, rank + N, ...), and the loss is weighted so that the
+averaged gradient is the gradient of the whole batch. One step therefore does the same
+update whatever N is, and results stay comparable across N (up to float summation order).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import torch
+
+# A rank that dies leaves the others waiting in a collective; torchrun stops them when it
+# sees the failure, and this timeout bounds the wait if it cannot.
+COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=10)
+
+
+def launched_by_torchrun() -> bool:
+    return "WORLD_SIZE" in os.environ and "RANK" in os.environ
+
+
+def launch(processes: int, argv: list[str]) -> int:
+    """Run `textclf train argv` in `processes` processes through torchrun; its exit code."""
+    env = dict(os.environ)
+    # On a CPU, N processes share the cores: give each its share, not all of them.
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={processes}", "-m", "textclf.train", *argv]
+    print(f"train: starting {processes} processes (torch.distributed, "
+          f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']})", flush=True)
+    code = subprocess.run(command, env=env).returncode
+    if code != 0:
+        # torchrun stops every process once one fails; say so in one line after its report.
+        print(f"error: a training process failed (exit code {code}); torchrun stopped the "
+              f"others: the first failure is reported above", file=sys.stderr)
+    return code
+
+
+@dataclass(frozen=True)
+class Workers:
+    """This process's place in the group; the single-process case is rank 0 of 1."""
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], float]:
+        """This rank's rows of a global batch, and the loss weight that makes the
+        averaged gradient equal the whole batch's mean-loss gradient."""
+        if self.size == 1:
+            return batch, 1.0
+        total = len(batch["labels"])
+        rows = torch.arange(self.rank, total, self.size)
+        if len(rows) == 0:  # a last batch smaller than the group: take part, add nothing
+            return {k: v[:1] for k, v in batch.items()}, 0.0
+        return {k: v[rows] for k, v in batch.items()}, len(rows) * self.size / total
+
+    def total(self, value: float) -> float:
+        """Sum of `value` over all ranks."""
+        if self.size == 1:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64)
+        torch.distributed.all_reduce(tensor)
+        return float(tensor)
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank if it is true on any: ranks must stop at the same step."""
+        return self.total(1.0 if flag else 0.0) > 0 if self.size > 1 else flag
+
+
+@contextlib.contextmanager
+def process_group(device_type: str):
+    """Join the torchrun group if launched by it (yield its Workers), else yield Workers()."""
+    if not launched_by_torchrun():
+        yield Workers()
+        return
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    if device_type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    torch.distributed.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
+    try:
+        yield Workers(torch.distributed.get_rank(), torch.distributed.get_world_size())
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def device_for(workers: Workers, device: torch.device) -> torch.device:
+    if device.type == "cuda" and workers.size > 1:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return device
+
+
+def wrap(model: torch.nn.Module, workers: Workers, device: torch.device) -> torch.nn.Module:
+    """The module the loop runs forward/backward through: DDP when there are several ranks."""
+    if workers.size == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                   else None)
+

@@ -1,0 +1,131 @@
+"""Command `drift`: does what the model sees now differ from what it was trained on?
+
+    textclf drift --current logs/predictions          # the --log-dir of `textclf serve`
+    textclf drift --current new_texts.csv --text-column review
+
+Writes an HTML page and Markdown (`--out-dir`) with one verdict on top, and a JSON
+metrics file for `dvc metrics show`. The reference defaults to the training split; the
+predicted labels of the current window are compared with the model's predictions on its
+own test split. The measures and decision rules are in drift_stats and drift_report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from textclf.drift_inputs import (Predictions, Predictor, parse_time, read_prediction_logs,
+                                  read_texts)
+from textclf.drift_page import render
+from textclf.drift_report import DriftReport, Sources, compare
+from textclf.errors import UserError, exits_on_user_error
+from textclf.outputs import atomic_file, write_json
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="textclf drift", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--current", required=True,
+                        help="texts seen now: a CSV, TSV, JSON Lines or Parquet file, or a "
+                             "folder of `textclf serve` prediction logs (predictions-*.jsonl)")
+    parser.add_argument("--since", help="with a log folder: only texts answered at or after "
+                                        "this ISO-8601 time, e.g. 2026-11-21 (UTC)")
+    parser.add_argument("--reference", default="data/prepared/train.parquet",
+                        help="texts the model was trained on (default: the training split)")
+    parser.add_argument("--test", default="data/prepared/test.parquet",
+                        help="the model's test split: its predictions there are the baseline "
+                             "for the predicted-label distribution")
+    parser.add_argument("--model", default="models/classifier", help="model folder")
+    parser.add_argument("--text-column", default="text", help="text column of a --current file")
+    parser.add_argument("--reference-text-column", default="text",
+                        help="text column of --reference")
+    parser.add_argument("--out-dir", default="reports", help="where drift.html and drift.md go")
+    parser.add_argument("--metrics", default="metrics/drift.json", help="JSON metrics for DVC")
+    parser.add_argument("--max-rows", type=int, default=10_000,
+                        help="texts per side the domain classifier uses at most (sampled)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the held-out split")
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="texts per forward pass when the model predicts (default: 64)")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                        help="auto: the fastest this machine runs well")
+    parser.add_argument("--fail-on-drift", action="store_true",
+                        help="exit with status 1 when drift is detected (for CI and cron)")
+    args = parser.parse_args(argv)
+    if args.max_rows < 10:
+        parser.error(f"--max-rows must be at least 10, found {args.max_rows}")
+    return args
+
+
+def build(args: argparse.Namespace) -> DriftReport:
+    """Read both windows, predict where the data has no predictions, compare."""
+    current_path = Path(args.current)
+    if not current_path.exists():
+        raise UserError(f"--current {current_path}: no such file or folder; expected a data "
+                        f"file or the prediction log folder of `textclf serve`")
+    since = parse_time(args.since, "--since") if args.since else None
+    if since and not current_path.is_dir():
+        raise UserError(f"--since works on a folder of prediction logs; --current "
+                        f"{current_path} is a file")
+    logged = read_prediction_logs(current_path, since) if current_path.is_dir() else None
+    current_texts = None if logged else read_texts(current_path, args.text_column, "--current")
+    reference = read_texts(args.reference, args.reference_text_column, "--reference")
+    test_texts = read_texts(args.test, "text", "--test")
+
+    predictor = Predictor(args.model, args.batch_size, args.precision)
+    test = predictor(test_texts)
+    version, notes = predictor.version(), []
+    if logged:
+        current: Predictions = logged.predictions
+        notes += served_notes(logged.model_versions, version, args.model)
+        source = (f"{current_path} ({logged.files} log file{'s' * (logged.files > 1)}, "
+                  f"answered {logged.first:%Y-%m-%d %H:%M} to {logged.last:%Y-%m-%d %H:%M} UTC)")
+        if logged.model_versions:
+            version = f"{', '.join(logged.model_versions)} (as logged by `textclf serve`)"
+    else:
+        current, source = predictor(current_texts), str(current_path)
+        version = f"{version} (the weights in {args.model})"
+    sources = Sources(reference=str(args.reference), current=source, test=str(args.test),
+                      model_version=short_hashes(version))
+    return compare(reference, test, current, predictor.labels, sources, seed=args.seed,
+                   max_rows=args.max_rows, notes=[short_hashes(note) for note in notes])
+
+
+def short_hashes(text: str) -> str:
+    """sha256 digests cut to 12 hex digits for people, as git shortens commits."""
+    return re.sub(r"\b(sha256:[0-9a-f]{12})[0-9a-f]{52}\b", r"\1", text)
+
+
+def served_notes(served: tuple[str, ...], version: str, model: str) -> list[str]:
+    """Warnings when the logged answers did not all come from the weights in `model`."""
+    notes = []
+    if len(served) > 1:
+        notes.append(f"The logs hold predictions of {len(served)} model versions "
+                     f"({', '.join(served)}); the window mixes them.")
+    # A version set with `serve --model-version` is a free name: only sha256 ones compare.
+    other = [v for v in served if v.startswith("sha256:") and v.split("+")[0] != version]
+    if other:
+        notes.append(f"{', '.join(other)} in the logs is not the model in {model} "
+                     f"({version}): its test-split predictions are another model's.")
+    return notes
+
+
+@exits_on_user_error
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    report = build(args)
+    page, summary = render(report)
+    html_path, md_path = Path(args.out_dir, "drift.html"), Path(args.out_dir, "drift.md")
+    for path, text in ((html_path, page), (md_path, summary)):
+        with atomic_file(path) as scratch:
+            scratch.write_text(text, encoding="utf-8")
+    write_json(args.metrics, report.metrics())
+    print(f"drift: {report.verdict}\n  -> {html_path}, {md_path}, {args.metrics}",
+          file=sys.stderr)
+    if args.fail_on_drift and report.drifted:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

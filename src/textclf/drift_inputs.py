@@ -1,0 +1,170 @@
+"""What the drift report reads: text files, `textclf serve` prediction logs, a model folder.
+
+A serve log folder holds JSON Lines files `predictions-*.jsonl`, one line per text:
+`time`, `request_id`, `model_version`, `text`, `label`, `probability`, `probabilities`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from textclf.dataset import DataError, read_table
+from textclf.errors import UserError
+
+LOG_PATTERN = "predictions-*.jsonl"
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Texts with the label a model gave each and that label's probability."""
+    texts: tuple[str, ...]
+    labels: tuple[str, ...]
+    top_probability: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    """One line of a prediction log, the fields the drift report uses."""
+    time: dt.datetime
+    model_version: str
+    text: str
+    label: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class LoggedWindow:
+    """The texts a served model saw, as its prediction log recorded them."""
+    predictions: Predictions
+    model_versions: tuple[str, ...]     # distinct versions in the log, in order of appearance
+    files: int
+    first: dt.datetime
+    last: dt.datetime
+
+
+def read_texts(path: str | Path, column: str, flag: str) -> list[str]:
+    """The non-empty texts of a CSV, TSV, JSON Lines or Parquet file; `flag` names the
+    command-line option in messages."""
+    try:
+        frame = read_table(path, [column])
+    except DataError as err:
+        raise DataError(f"{flag} {err}") from None
+    if frame.empty:
+        raise DataError(f"{flag} {path}: the file has no rows; expected at least one text")
+    texts = frame[column]
+    bad = ~texts.map(lambda v: isinstance(v, str) and bool(v.strip()))
+    if bad.any():
+        row = int(bad.idxmax())
+        raise DataError(f"{flag} {path}: column {column!r}, row {row + 1}: expected non-empty "
+                        f"text, found {texts.iloc[row]!r} ({int(bad.sum())} such rows)")
+    return texts.tolist()
+
+
+def read_prediction_logs(folder: str | Path, since: dt.datetime | None = None) -> LoggedWindow:
+    """Every record of every `predictions-*.jsonl` in `folder` (answered at or after `since`)."""
+    folder = Path(folder)
+    files = sorted(folder.glob(LOG_PATTERN))
+    if not files:
+        raise UserError(f"--current {folder}: folder has no prediction logs ({LOG_PATTERN}); "
+                        f"expected the --log-dir of `textclf serve`, or a data file")
+    records = [record for path in files for record in _read_log(path)
+               if since is None or record.time >= since]
+    if not records:
+        after = f" answered since {since.isoformat()}" if since else ""
+        raise UserError(f"--current {folder}: the prediction logs ({len(files)} files) hold no "
+                        f"predictions{after}; expected at least one logged text")
+    times = [record.time.astimezone(dt.timezone.utc) for record in records]
+    return LoggedWindow(
+        Predictions(tuple(r.text for r in records), tuple(r.label for r in records),
+                    tuple(r.probability for r in records)),
+        tuple(dict.fromkeys(r.model_version for r in records if r.model_version)),
+        len(files), min(times), max(times))
+
+
+def _read_log(path: Path) -> list[LogRecord]:
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: byte {err.start} is not valid UTF-8; expected the JSON "
+                        f"Lines that `textclf serve` writes") from None
+    # The server ends every record with a newline; a last line without one is a write
+    # a crash cut short, not a record.
+    return [_log_record(line, f"{path}, line {number}")
+            for number, line in enumerate(lines[:-1], start=1) if line.strip()]
+
+
+def _log_record(line: str, where: str) -> LogRecord:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{where}: not valid JSON ({err.msg}); expected one prediction "
+                        f"record per line") from None
+    if not isinstance(record, dict):
+        raise UserError(f"{where}: expected a JSON object, found {type(record).__name__}")
+    text, label, top = record.get("text"), record.get("label"), record.get("probability")
+    if not isinstance(text, str) or not text.strip():
+        raise UserError(f"{where}: field 'text' must be non-empty text, found {text!r}")
+    if not isinstance(label, str) or not label:
+        raise UserError(f"{where}: field 'label' must be a label name, found {label!r}")
+    if (not isinstance(top, (int, float)) or isinstance(top, bool)
+            or not math.isfinite(top) or not 0 <= top <= 1):
+        raise UserError(f"{where}: field 'probability' must be a number from 0 to 1, "
+                        f"found {top!r}")
+    return LogRecord(parse_time(record.get("time"), f"{where}: field 'time'"),
+                     str(record.get("model_version") or ""), text, label, float(top))
+
+
+def parse_time(value, what: str) -> dt.datetime:
+    """An ISO-8601 time; one without a zone is taken as UTC (the log writes UTC)."""
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{what} must be an ISO-8601 time such as 2026-11-28 or "
+                        f"2026-11-28T21:30:05+00:00, found {value!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+class Predictor:
+    """A model folder loaded once, labelling texts in batches (the device is chosen here)."""
+
+    def __init__(self, model_dir: str | Path, batch_size: int = 64, precision: str = "auto"):
+        from textclf.modeling import (choose_device, choose_precision, load_classifier,
+                                      quiet_transformers)
+
+        model_dir = Path(model_dir)
+        if not model_dir.is_dir():
+            raise UserError(f"--model {model_dir}: no such model folder; expected the folder "
+                            f"written by `textclf train` (run `dvc repro` or `dvc pull`)")
+        quiet_transformers()
+        self.device = choose_device()
+        self.model, self.tokenizer, self.info = load_classifier(model_dir, self.device)
+        self.model.to(self.device)
+        self.precision = choose_precision(self.device, precision)
+        self.batch_size = batch_size
+        self.folder = model_dir
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.info.labels)
+
+    def version(self) -> str:
+        """The model_version `textclf serve` reports for these weights (without +git)."""
+        from textclf.modeling import weights_sha256
+
+        return f"sha256:{weights_sha256(self.folder)}"
+
+    def __call__(self, texts: Sequence[str]) -> Predictions:
+        from textclf.batching import encode
+        from textclf.modeling import predict_proba
+
+        ids = encode(self.tokenizer, texts, self.info.max_length)
+        probs = predict_proba(self.model, ids, self.tokenizer.pad_token_id, self.batch_size,
+                              self.device, self.precision)    # (N, C)
+        best = probs.argmax(axis=1)
+        return Predictions(tuple(texts), tuple(self.labels[i] for i in best),
+                           tuple(float(p) for p in probs.max(axis=1)))

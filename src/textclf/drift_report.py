@@ -1,0 +1,129 @@
+"""The drift report as one typed result: measures, verdict and the metrics DVC tracks.
+
+`compare` is pure: texts and predictions in, a `DriftReport` out. The verdict is "drift"
+when either of two tests fires: a classifier tells current texts from reference texts,
+or the predicted-label distribution moved away from the model's own test split. Each
+runs at ALPHA / 2, so unchanged data is flagged at most ALPHA = 5% of the time.
+Confidence, length and out-of-vocabulary rate explain a verdict; they do not make one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from textclf.drift_inputs import Predictions
+from textclf.drift_stats import (ConfidenceShift, DomainClassifierResult, LabelShift,
+                                 TextProfile, confidence_shift, domain_classifier,
+                                 label_shift, text_profile, vocabulary_of)
+from textclf.errors import UserError
+
+MIN_ROWS = 10              # below this a held-out half has too few texts to score
+SMALL_WINDOW = 200         # below this only large changes can be detected: say so
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where each side came from, as the page names them."""
+    reference: str
+    current: str
+    test: str
+    model_version: str              # e.g. "sha256:… (the weights in models/classifier)"
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    sources: Sources
+    reference: TextProfile
+    test: TextProfile
+    current: TextProfile
+    domain: DomainClassifierResult
+    labels: LabelShift
+    confidence: ConfidenceShift
+    notes: tuple[str, ...]          # caveats a reader needs, e.g. a sampled window
+
+    @property
+    def drifted(self) -> bool:
+        return self.domain.drifted or self.labels.drifted
+
+    @property
+    def verdict(self) -> str:
+        reasons = []
+        if self.domain.drifted:
+            reasons.append(f"current texts can be told from the reference texts "
+                           f"(AUC {self.domain.auc:.3f} > {self.domain.threshold:.3f})")
+        if self.labels.drifted:
+            reasons.append(f"predicted labels moved from the test split "
+                           f"(PSI {self.labels.psi:.3f}, p {format_p(self.labels.p_value)})")
+        if reasons:
+            return "Drift detected: " + "; ".join(reasons) + "."
+        return (f"No drift detected: AUC {self.domain.auc:.3f} <= {self.domain.threshold:.3f} "
+                f"and predicted labels steady (PSI {self.labels.psi:.3f}, "
+                f"p {format_p(self.labels.p_value)}).")
+
+    def metrics(self) -> dict:
+        """The numbers `dvc metrics show` lists (0/1 for yes/no, so every value is a number)."""
+        d, labels, c = self.domain, self.labels, self.confidence
+        return {
+            "drift_detected": int(self.drifted),
+            "rows": {"reference": self.reference.rows, "current": self.current.rows,
+                     "test": self.test.rows},
+            "text_drift": {"detected": int(d.drifted), "auc": round(d.auc, 4),
+                           "threshold": round(d.threshold, 4)},
+            "label_drift": {"detected": int(labels.drifted), "psi": round(labels.psi, 4),
+                            "chi2_p_value": float(f"{labels.p_value:.4g}")},
+            "confidence": {"test_mean": round(c.expected_mean, 4),
+                           "current_mean": round(c.current_mean, 4),
+                           "shift": round(c.shift, 4) + 0.0},     # + 0.0: no "-0.0"
+            "text": {"mean_words_reference": round(self.reference.mean_words, 2),
+                     "mean_words_current": round(self.current.mean_words, 2),
+                     "oov_rate_test": round(self.test.oov_rate, 4),
+                     "oov_rate_current": round(self.current.oov_rate, 4)},
+        }
+
+
+def format_p(p_value: float) -> str:
+    """'= 0.032' or '< 0.001': tiny p-values are all the same to a reader."""
+    return "< 0.001" if p_value < 0.001 else f"= {p_value:.2g}"
+
+
+def sample(texts: Sequence[str], limit: int, seed: int) -> list[str]:
+    """At most `limit` texts, drawn without replacement in their original order."""
+    if len(texts) <= limit:
+        return list(texts)
+    keep = np.sort(np.random.default_rng(seed).choice(len(texts), limit, replace=False))
+    return [texts[i] for i in keep]
+
+
+def compare(reference: Sequence[str], test: Predictions, current: Predictions,
+            labels: Sequence[str], sources: Sources, seed: int = 0,
+            max_rows: int = 10_000, notes: Sequence[str] = ()) -> DriftReport:
+    """Everything the report shows; `labels` are the model's, in its label order."""
+    for name, source, size in (("--reference", sources.reference, len(reference)),
+                               ("--current", sources.current, len(current.texts)),
+                               ("--test", sources.test, len(test.texts))):
+        if size < MIN_ROWS:
+            raise UserError(f"{name} {source}: {size} text(s); expected at least {MIN_ROWS} "
+                            f"to compare (a window that small cannot show drift)")
+    notes = list(notes)
+    for name, texts in (("reference", reference), ("current", current.texts)):
+        if len(texts) > max_rows:
+            notes.append(f"The domain classifier used a random {max_rows:,} of the "
+                         f"{len(texts):,} {name} texts (--max-rows).")
+    if len(current.texts) < SMALL_WINDOW:
+        notes.append(f"The current window has {len(current.texts)} texts: only large "
+                     f"changes can be detected; collect more for a sharper test.")
+    domain = domain_classifier(sample(reference, max_rows, seed),
+                               sample(current.texts, max_rows, seed + 1), seed=seed)
+    # Out-of-vocabulary against the reference texts' words; the test split, which the
+    # model never saw either, shows the rate to expect when nothing has changed.
+    vocabulary = vocabulary_of(reference)
+    return DriftReport(
+        sources=sources, reference=text_profile(reference, vocabulary),
+        test=text_profile(test.texts, vocabulary),
+        current=text_profile(current.texts, vocabulary), domain=domain,
+        labels=label_shift(test.labels, current.labels, labels),
+        confidence=confidence_shift(test.top_probability, current.top_probability),
+        notes=tuple(notes))

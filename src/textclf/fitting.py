@@ -1,0 +1,253 @@
+"""The training loop as one state object and short steps: an epoch, a validation, the best.
+
+`TrainingState` holds everything a resumed run needs to continue exactly where an
+interrupted one stopped (weights, optimizer, schedule, scaler, RNG states, position in
+the epoch, history, best weights); `state_dict`/`load_state_dict` are what a checkpoint
+saves. The loop itself knows nothing of files, signals or processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from textclf.batching import encode, length_grouped_batches, pad_batch
+from textclf.distributed import Workers
+from textclf.errors import UserError
+from textclf.metrics import macro_f1
+from textclf.modeling import autocast, predict_proba
+from textclf.params import TrainParams
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite: the weights are garbage and nothing is saved."""
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+    val_f1_macro: float
+
+    def rank(self) -> tuple[float, float, int]:
+        """Best by validation macro-F1; a tie goes to the lower validation loss, then to
+        the later (more trained) epoch."""
+        return (self.val_f1_macro, -self.val_loss, self.epoch)
+
+
+def best_epoch(history: Sequence[EpochResult]) -> EpochResult:
+    return max(history, key=EpochResult.rank)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A split as token ids and label ids."""
+    ids: list[list[int]]
+    labels: np.ndarray
+
+
+def encode_split(tokenizer, frame, labels: Sequence[str], max_length: int) -> Encoded:
+    label_ids = {label: i for i, label in enumerate(labels)}
+    return Encoded(ids=encode(tokenizer, frame["text"].tolist(), max_length),
+                   labels=frame["label"].map(label_ids).to_numpy(dtype=np.int64))
+
+
+@dataclass
+class TrainingState:
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    data_rng: np.random.Generator
+    epoch: int = 0                        # epochs completed
+    step: int = 0                         # batches done in epoch `epoch + 1`
+    loss_sum: float = 0.0                 # over those batches
+    epoch_rng: dict | None = None         # data_rng state that ordered epoch `epoch + 1`
+    history: list[EpochResult] = field(default_factory=list)
+    best_weights: dict[str, torch.Tensor] | None = None
+    runner: torch.nn.Module | None = None  # what forward/backward go through (e.g. DDP)
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
+            "data_rng": self.data_rng.bit_generator.state, "epoch": self.epoch,
+            "step": self.step, "loss_sum": self.loss_sum, "epoch_rng": self.epoch_rng,
+            "history": [dataclasses.asdict(r) for r in self.history],
+            "best_weights": self.best_weights,
+            "rng": {"python": random.getstate(), "numpy": _numpy_global_rng(),
+                    "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.data_rng.bit_generator.state = state["data_rng"]
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.loss_sum, self.epoch_rng = state["loss_sum"], state["epoch_rng"]
+        self.history = [EpochResult(**r) for r in state["history"]]
+        self.best_weights = state["best_weights"]
+        random.setstate(state["rng"]["python"])
+        kind, key, *rest = state["rng"]["numpy"]
+        np.random.set_state((kind, np.asarray(key, dtype=np.uint32), *rest))
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+
+def _numpy_global_rng() -> tuple:
+    # As plain Python values: checkpoints are loaded with torch.load(weights_only=True).
+    kind, key, *rest = np.random.get_state()
+    return (kind, key.tolist(), *rest)
+
+
+def build_optimizer(model, params: TrainParams, total_steps: int, device: torch.device):
+    """AdamW (no decay on biases and LayerNorm) with linear warm-up, then linear decay."""
+    from transformers import get_linear_schedule_with_warmup
+
+    decay, no_decay = [], []
+    for name, weight in model.named_parameters():
+        if weight.requires_grad:
+            (no_decay if weight.ndim < 2 else decay).append(weight)
+    # The fused kernel does AdamW's arithmetic in one pass over memory; on a CPU
+    # the plain loop spent a quarter of each step there (benchmarks/README.md).
+    fused = device.type in ("cpu", "cuda")
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": params.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=params.lr,
+                                  fused=fused or None, foreach=None if fused else True)
+    warmup = math.ceil(params.warmup_ratio * total_steps)
+    return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+
+
+def new_state(model, params: TrainParams, steps_per_epoch: int, device: torch.device,
+              precision: str) -> TrainingState:
+    model.to(device)
+    if params.freeze_embeddings:
+        # Token embeddings are half of a small model's weights: not updating them
+        # saves their gradient, clipping and AdamW work (~10% of a CPU step).
+        model.get_input_embeddings().weight.requires_grad_(False)
+    optimizer, schedule = build_optimizer(model, params, steps_per_epoch * params.epochs, device)
+    # fp16 needs loss scaling; bf16 has fp32's range and does not.
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    return TrainingState(model, optimizer, schedule, scaler, np.random.default_rng(params.seed))
+
+
+def make_batches(data: Encoded, batch_size: int, pad_id: int,
+                 rng: np.random.Generator) -> list[dict[str, torch.Tensor]]:
+    """One epoch of padded batches, built up front so the step loop does no host work."""
+    lengths = [len(seq) for seq in data.ids]
+    batches = []
+    for rows in length_grouped_batches(lengths, batch_size, rng):
+        batch = pad_batch([data.ids[i] for i in rows], pad_id)
+        batch["labels"] = torch.from_numpy(data.labels[rows])
+        batches.append(batch)
+    return batches
+
+
+def epoch_batches(state: TrainingState, data: Encoded, batch_size: int, pad_id: int):
+    """This epoch's batches; a resumed epoch re-creates the same order from its saved state."""
+    if state.epoch_rng is None:
+        state.epoch_rng = state.data_rng.bit_generator.state
+        return make_batches(data, batch_size, pad_id, state.data_rng)
+    replay = np.random.default_rng()
+    replay.bit_generator.state = state.epoch_rng
+    batches = make_batches(data, batch_size, pad_id, replay)
+    state.data_rng.bit_generator.state = replay.bit_generator.state
+    return batches
+
+
+def train_epoch(state: TrainingState, data: Encoded, params: TrainParams, pad_id: int,
+                device: torch.device, precision: str,
+                should_stop: Callable[[], bool] = lambda: False, progress: bool = True,
+                workers: Workers = Workers()) -> float | None:
+    """Advance one epoch from `state.step`; the mean loss, or None if stopped midway.
+    With several `workers`, each runs its share of every batch (see textclf.distributed)."""
+    model, epoch = state.model, state.epoch + 1
+    runner = state.runner or model
+    trainable = [w for w in model.parameters() if w.requires_grad]
+    batches = epoch_batches(state, data, params.batch_size, pad_id)
+    model.train()
+    bar = tqdm(batches[state.step:], disable=not progress or not workers.is_main,
+               initial=state.step,
+               total=len(batches), desc=f"epoch {epoch}/{params.epochs}", unit="batch")
+    for batch in bar:
+        batch, weight = workers.shard(batch)
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with autocast(device, precision):
+            loss = runner(**batch).loss
+        # weight is 1 with one process, so the single-process arithmetic is unchanged.
+        state.scaler.scale(loss * weight if weight != 1.0 else loss).backward()
+        state.scaler.unscale_(state.optimizer)
+        torch.nn.utils.clip_grad_norm_(trainable, params.max_grad_norm, foreach=True)
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+        state.schedule.step()
+        state.optimizer.zero_grad(set_to_none=True)
+        # A float per step (one device sync) keeps the sum identical however often
+        # the epoch is interrupted and resumed, and catches a NaN where it appears.
+        state.loss_sum += workers.total(loss.item() * weight / workers.size)
+        state.step += 1
+        if not math.isfinite(state.loss_sum):
+            break
+        if workers.any(should_stop()) and state.step < len(batches):
+            return None
+    if not math.isfinite(state.loss_sum):
+        raise TrainingDiverged(f"train: the training loss became {state.loss_sum} in epoch "
+                               f"{epoch}, step {state.step} (train.lr={params.lr}, precision {precision}); "
+                               f"nothing was saved: lower train.lr or use "
+                               f"train.precision: fp32")
+    mean = state.loss_sum / len(batches)
+    state.step, state.loss_sum, state.epoch_rng = 0, 0.0, None
+    return mean
+
+
+def validate(model, data: Encoded, pad_id: int, batch_size: int, device: torch.device,
+             precision: str) -> tuple[float, float, float]:
+    """(mean cross-entropy, accuracy, macro-F1) on a labelled split."""
+    probs = predict_proba(model, data.ids, pad_id, batch_size, device, precision)
+    predicted = probs.argmax(axis=1)
+    true_prob = probs[np.arange(len(data.labels)), data.labels]
+    loss = float(-np.log(np.clip(true_prob, 1e-12, None)).mean())
+    return (loss, float((predicted == data.labels).mean()),
+            macro_f1(data.labels, predicted, range(probs.shape[1])))
+
+
+def finish_epoch(state: TrainingState, train_loss: float, val: Encoded, pad_id: int,
+                 batch_size: int, device: torch.device, precision: str) -> EpochResult:
+    """Validate, record the epoch, and keep a CPU copy of the weights if they are the best."""
+    state.epoch += 1
+    val_loss, accuracy, f1 = validate(state.model, val, pad_id, batch_size, device, precision)
+    result = EpochResult(state.epoch, train_loss, val_loss, accuracy, f1)
+    state.history.append(result)
+    if best_epoch(state.history) is result:
+        state.best_weights = {k: v.detach().to("cpu", copy=True)
+                              for k, v in state.model.state_dict().items()}
+    return result
+
+
+def fit(model, train: Encoded, val: Encoded, params: TrainParams, pad_id: int,
+        device: torch.device, precision: str,
+        on_epoch: Callable[[EpochResult], None] = lambda result: None,
+        progress: bool = True) -> list[EpochResult]:
+    """Train for `params.epochs` in memory (no checkpoints); leave the model with the best
+    epoch's weights and return the history."""
+    state = new_state(model, params, math.ceil(len(train.ids) / params.batch_size), device,
+                      precision)
+    while state.epoch < params.epochs:
+        loss = train_epoch(state, train, params, pad_id, device, precision, progress=progress)
+        on_epoch(finish_epoch(state, loss, val, pad_id, max(64, params.batch_size), device,
+                              precision))
+    model.load_state_dict(state.best_weights)
+    return state.history

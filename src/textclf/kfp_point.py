@@ -1,0 +1,198 @@
+"""One sweep point, as the KFP component runs it: clone, pull, `dvc exp run`, `dvc exp push`.
+
+Every step is a plain `git` / `dvc` command in a temporary clone, so what the cluster does
+is what a person would type. Any failure becomes a `PointResult` with status "failed" and
+the step's error text: the point fails alone and the leaderboard says why.
+Credentials come only from the environment (a Kubernetes secret mapped to env vars).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from textclf.kfp_results import PointResult, flatten_numbers
+from textclf.kfp_stages import confusion_plot, labels_files, metrics_files, pull_targets
+
+SWEEP_REMOTE = "sweep"   # the DVC remote a point pushes to, when the sweep names a url
+# Git over HTTPS from a pod: a credential helper that reads these variables (a secret's
+# keys), so the token never lands in a file, the clone's config or the pipeline YAML.
+GIT_HELPER = '!f() { echo "username=${GIT_USERNAME}"; echo "password=${GIT_PASSWORD}"; }; f'
+IDENTITY = {"user.name": "textclf kfp sweep", "user.email": "kfp-sweep@textclf.invalid"}
+
+
+@dataclass(frozen=True)
+class PointJob:
+    repo_url: str                    # git URL or path; experiments are pushed back to it
+    revision: str                    # commit to start from (the experiments' baseline)
+    name: str                        # DVC experiment name
+    overrides: tuple[str, ...]       # `-S` values for this point
+    dvc_remote: str = ""             # url of the DVC remote; "" = the project's default remote
+    remote_config: tuple[str, ...] = ()   # "endpointurl=http://..." (never credentials)
+    threads: int = 0                 # OMP_NUM_THREADS for the run; 0 leaves it unset
+    # Scores to report besides dvc.yaml's `metrics:` (e.g. dvclive's training summary).
+    extra_metrics: tuple[str, ...] = ()
+
+
+class StepFailed(Exception):
+    def __init__(self, step: str, output: str) -> None:
+        super().__init__(f"{step}: {error_text(output)}")
+
+
+def error_text(output: str, limit: int = 600) -> str:
+    """The lines that say what went wrong: the stage's `error:` line, then DVC's `ERROR:`."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    ours = [line for line in lines if line.startswith("error:")]
+    dvcs = [line for line in lines if line.startswith("ERROR:")]
+    text = " / ".join(dict.fromkeys(ours + dvcs)) or " / ".join(lines[-5:]) or "(no output)"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _env(job: PointJob, clone: Path | None = None) -> dict[str, str]:
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    if job.threads > 0:
+        env["OMP_NUM_THREADS"] = str(job.threads)
+    if clone is not None and (clone / "src" / "textclf").is_dir():
+        # Stage commands (`textclf train`) run the revision's code, not the image's copy.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(clone / "src"),
+                                                          env.get("PYTHONPATH")]))
+    return env
+
+
+def _run(step: str, cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise StepFailed(step, result.stdout + "\n" + result.stderr)
+    return result.stdout
+
+
+def check_out(job: PointJob, clone: Path) -> None:
+    env = _env(job)
+    helper = ["-c", f"credential.helper={GIT_HELPER}"] if "GIT_PASSWORD" in env else []
+    _run("git clone", ["git", *helper, "clone", "-q", "--no-checkout", job.repo_url, str(clone)],
+         clone.parent, env)
+    _run("git checkout", ["git", "checkout", "-q", "--detach", job.revision], clone, env)
+    if helper:
+        _run("git config", ["git", "config", "credential.helper", GIT_HELPER], clone, env)
+    for key, value in IDENTITY.items():   # DVC commits each experiment
+        if subprocess.run(["git", "config", "--get", key], cwd=clone,
+                          capture_output=True).returncode != 0:
+            _run("git config", ["git", "config", key, value], clone, env)
+
+
+def configure_remote(job: PointJob, clone: Path) -> str:
+    """Point DVC at the sweep's remote (per clone, .dvc/config.local); its name."""
+    env = _env(job)
+    if job.dvc_remote:
+        _run("dvc remote add", ["dvc", "remote", "add", "--local", "--force", "-d",
+                                SWEEP_REMOTE, job.dvc_remote], clone, env)
+        remote = SWEEP_REMOTE
+    else:
+        remote = _run("dvc remote default", ["dvc", "remote", "default"], clone, env).strip()
+        if not remote:
+            raise StepFailed("dvc remote", "error: the project has no default DVC remote "
+                                           "and the sweep names none (--remote)")
+    for setting in job.remote_config:
+        key, _, value = setting.partition("=")
+        _run("dvc remote modify", ["dvc", "remote", "modify", "--local", remote, key, value],
+             clone, env)
+    return remote
+
+
+def pull_inputs(job: PointJob, clone: Path, remote: str) -> None:
+    """Pull what the stages that do not re-run produced; a missing object just re-runs."""
+    dvc_yaml = yaml.safe_load((clone / "dvc.yaml").read_text(encoding="utf-8")) or {}
+    tracked = _run("git ls-files", ["git", "ls-files", "*.dvc"], clone, _env(job)).split()
+    targets = pull_targets(dvc_yaml, list(job.overrides), tracked)
+    if targets == []:
+        return
+    _run("dvc pull", ["dvc", "pull", "-r", remote, "--allow-missing", *(targets or [])],
+         clone, _env(job))
+
+
+def run_experiment(job: PointJob, clone: Path, remote: str) -> tuple[str, tuple[str, ...]]:
+    """`dvc exp run` then `dvc exp push`; the experiment's commit and the stages that ran."""
+    sets = [arg for override in job.overrides for arg in ("-S", override)]
+    printed = _run("dvc exp run", ["dvc", "exp", "run", "-n", job.name, *sets], clone,
+                   _env(job, clone))
+    ran = tuple(re.findall(r"^Running stage '([^']+)'", printed, re.M))
+    # DVC keeps an experiment at refs/exps/<baseline[:2]>/<baseline[2:]>/<name>
+    baseline = _run("git rev-parse", ["git", "rev-parse", "HEAD"], clone, _env(job)).strip()
+    ref = f"refs/exps/{baseline[:2]}/{baseline[2:]}/{job.name}"
+    rev = _run("git rev-parse", ["git", "rev-parse", ref], clone, _env(job)).strip()
+    printed = _run("dvc exp push", ["dvc", "exp", "push", "-r", remote, "origin", job.name],
+                   clone, _env(job))
+    # DVC exits 0 without pushing when origin has another experiment of that name.
+    remote_ref = _run("git ls-remote", ["git", "ls-remote", "origin", ref], clone, _env(job))
+    if not remote_ref.startswith(rev):
+        raise StepFailed("dvc exp push", f"error: origin already has an experiment named "
+                                         f"{job.name}; run the sweep under a new name\n{printed}")
+    return rev, ran
+
+
+def label_order(path: Path) -> list[str]:
+    """The pipeline's label order (prepare's labels.json), read the way the stages read it."""
+    from textclf.dataset import read_labels
+
+    try:
+        return [str(label) for label in read_labels(path)]
+    except (KeyError, TypeError):   # a revision from before labels.json was an object
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return [str(label) for label in data] if isinstance(data, list) else []
+
+
+def read_scores(clone: Path, extra_metrics: tuple[str, ...] = ()
+                ) -> tuple[dict[str, float], tuple[str, ...], tuple]:
+    """Metrics of the workspace (flattened, per file), confusion labels and matrix."""
+    dvc_yaml = yaml.safe_load((clone / "dvc.yaml").read_text(encoding="utf-8")) or {}
+    metrics: dict[str, float] = {}
+    for path in dict.fromkeys([*metrics_files(dvc_yaml), *extra_metrics]):
+        if (clone / path).is_file():
+            for key, value in flatten_numbers(json.loads((clone / path).read_text())).items():
+                metrics[key if key not in metrics else f"{path}:{key}"] = value
+    plot = confusion_plot(dvc_yaml)
+    if plot is None or not (clone / plot.path).is_file():
+        return metrics, (), ()
+    rows = json.loads((clone / plot.path).read_text())
+    pairs = [(str(row[plot.actual]), str(row[plot.predicted])) for row in rows]
+    known = next((label_order(clone / p) for p in labels_files(dvc_yaml)
+                  if (clone / p).is_file()), [])
+    seen = sorted({label for pair in pairs for label in pair} - set(known))
+    labels = tuple(known) + tuple(seen)
+    index = {label: i for i, label in enumerate(labels)}
+    matrix = [[0] * len(labels) for _ in labels]
+    for actual, predicted in pairs:
+        matrix[index[actual]][index[predicted]] += 1
+    return metrics, labels, tuple(map(tuple, matrix))
+
+
+def run_point(job: PointJob) -> PointResult:
+    """Run one point end to end; never raises for a failure of the point itself."""
+    with tempfile.TemporaryDirectory(prefix=f"textclf-{job.name}-") as tmp:
+        clone, rev, ran = Path(tmp) / "repo", "", ()
+        try:
+            check_out(job, clone)
+            remote = configure_remote(job, clone)
+            pull_inputs(job, clone, remote)
+            rev, ran = run_experiment(job, clone, remote)
+            metrics, labels, matrix = read_scores(clone, job.extra_metrics)
+        except StepFailed as err:
+            return PointResult(job.name, job.overrides, "failed", error=str(err), rev=rev)
+        except (OSError, ValueError, KeyError) as err:   # unreadable dvc.yaml or metrics
+            return PointResult(job.name, job.overrides, "failed", rev=rev,
+                               error=f"{type(err).__name__}: {err}")
+    return PointResult(job.name, job.overrides, "success", rev=rev, stages_run=ran,
+                       metrics=metrics, labels=labels, confusion=matrix)
+
+
+def safe_remote_setting(setting: str) -> bool:
+    """Settings that may go into a pipeline's YAML: none that carries a credential."""
+    key = setting.partition("=")[0].strip().lower()
+    return re.search(r"secret|password|token|key_id|credential|passphrase", key) is None

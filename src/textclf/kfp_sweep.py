@@ -1,0 +1,229 @@
+"""Command `kfp`: a sweep of DVC experiments on Kubeflow Pipelines.
+
+    textclf kfp compile -o sweep.yaml --image REGISTRY/textclf:TAG -S 'train.batch_size=16,32'
+    textclf kfp run --local -S 'train.batch_size=16,32' -S 'data.class_ratio=[1,1,1],[2,1,1]'
+
+`-S` is `dvc exp run -S`: each sweeps one key, the points are the product. Every point is
+`dvc exp run -n <name>-<i>` in a clone of the revision, pushed back with `dvc exp push`, so
+`dvc exp pull origin` + `dvc exp show` list the sweep beside local runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from textclf.errors import UserError, exits_on_user_error
+from textclf.kfp_grid import check_sweep_name, grid_points
+from textclf.kfp_point import safe_remote_setting
+
+# kfp.local's SubprocessRunner runs at most this many ParallelFor iterations at once.
+LOCAL_MAX_PARALLEL = 2
+# dvclive's summary of the train stage (last and best epoch): a plain file, not a DVC metric.
+TRAIN_SUMMARY = "metrics/train/metrics.json"
+
+
+def _git(args: list[str], cwd: Path) -> str:
+    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise UserError(f"`git {' '.join(args)}` failed in {cwd}: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+def head_of(repo_url: str, cwd: Path) -> str:
+    """The commit HEAD names in a repository (a path or URL), as `git ls-remote` sees it."""
+    head = _git(["ls-remote", repo_url, "HEAD"], cwd).split()
+    if not head:
+        raise UserError(f"--repo {repo_url}: it has no HEAD commit; pass --rev")
+    return head[0]
+
+
+def local_remote_url(repo: Path) -> str:
+    """This clone's default DVC remote as an absolute url (DVC resolves relative paths)."""
+    def dvc(*args: str) -> str:
+        result = subprocess.run(["dvc", *args], cwd=repo, capture_output=True, text=True)
+        return result.stdout.strip() if result.returncode == 0 else ""
+    name = dvc("remote", "default")
+    url = dvc("config", f"remote.{name}.url") if name else ""
+    if not url:
+        raise UserError(f"{repo}: no default DVC remote; pass --remote URL (a folder or s3://)")
+    return url
+
+
+def local_threads(parallelism: int, points: int) -> int:
+    """OMP_NUM_THREADS per point: the cores shared by the points that run at once."""
+    at_once = max(1, min(parallelism, LOCAL_MAX_PARALLEL, points))
+    return max(1, (os.cpu_count() or 1) // at_once)
+
+
+def pod_threads(cpu: str) -> int:
+    """OMP_NUM_THREADS in a pod: its CPU request ("4", "2.5", "500m"); 0 = leave unset."""
+    if not cpu:
+        return 0
+    try:
+        cores = float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
+    except ValueError:
+        raise UserError(f"--cpu {cpu!r}: expected cores as Kubernetes writes them, "
+                        "e.g. 4, 2.5 or 500m") from None
+    return max(1, int(cores))
+
+
+def _checked_settings(settings: list[str]) -> tuple[str, ...]:
+    for setting in settings:
+        if "=" not in setting:
+            raise UserError(f"--remote-config {setting!r}: expected KEY=VALUE, "
+                            "e.g. endpointurl=http://minio.internal:9000")
+        if not safe_remote_setting(setting):
+            raise UserError(f"--remote-config {setting.partition('=')[0]}: credentials never "
+                            "go into the pipeline; give them as environment variables "
+                            "(--secret on a cluster)")
+    return tuple(settings)
+
+
+def _no_password(flag: str, url: str) -> str:
+    from urllib.parse import urlsplit
+
+    if "://" in url and urlsplit(url).password:
+        raise UserError(f"{flag}: the url carries a password, which would be written into "
+                        "the pipeline; give credentials as environment variables instead "
+                        "(GIT_USERNAME / GIT_PASSWORD, --secret on a cluster)")
+    return url
+
+
+def add_sweep_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-S", "--set-param", dest="sets", action="append", default=[],
+                        metavar="[FILE:]KEY=VALUES",
+                        help="as in `dvc exp run -S`: one key, values separated by commas")
+    parser.add_argument("--repo", help="git URL or path to clone; experiments are pushed back "
+                                       "to it (run --local: this repository)")
+    parser.add_argument("--rev", help="commit to start from (default: the repository's HEAD)")
+    parser.add_argument("--remote", default=None, help="DVC remote url (folder or s3://...)")
+    parser.add_argument("--remote-config", action="append", default=[], metavar="KEY=VALUE",
+                        help="per-user DVC remote setting, e.g. endpointurl=http://...")
+    parser.add_argument("--parallelism", type=int, default=2, help="points running at once")
+    parser.add_argument("-n", "--name", default=time.strftime("kfp-%Y%m%d-%H%M%S", time.gmtime()),
+                        help="experiments are named NAME-1, NAME-2, ...")
+    parser.add_argument("--metrics-file", action="append", default=None, metavar="PATH",
+                        help="scores to report besides dvc.yaml's metrics "
+                             "(default: train's dvclive summary, metrics/train/metrics.json)")
+    parser.add_argument("--sort-by", default="f1_macro", help="leaderboard metric")
+    parser.add_argument("--ascending", action="store_true", help="lower is better")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="textclf kfp", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    compile_ = commands.add_parser("compile", help="write the KFP v2 pipeline YAML")
+    add_sweep_args(compile_)
+    compile_.add_argument("-o", "--output", default="sweep.yaml")
+    compile_.add_argument("--image", required=True, help="component image (see Dockerfile)")
+    compile_.add_argument("--cpu", default="", help="CPU request per point, e.g. 4 or 500m")
+    compile_.add_argument("--memory", default="", help="memory request per point, e.g. 8Gi")
+    compile_.add_argument("--gpu-type", default="", help="accelerator, e.g. nvidia.com/gpu")
+    compile_.add_argument("--gpus", type=int, default=0, help="accelerators per point")
+    compile_.add_argument("--secret", default="", help="Kubernetes secret with the remote's "
+                                                        "credentials, as env vars in each point")
+    compile_.add_argument("--secret-key", action="append", default=[], metavar="KEY",
+                          help="secret keys to expose (default: AWS_ACCESS_KEY_ID, "
+                               "AWS_SECRET_ACCESS_KEY); each becomes an env var of that name")
+    run = commands.add_parser("run", help="run the pipeline on this machine (kfp.local)")
+    add_sweep_args(run)
+    run.add_argument("--local", action="store_true", required=True,
+                     help="through kfp.local (a cluster: compile, then upload the YAML)")
+    run.add_argument("--pipeline-root", help="where KFP keeps task outputs (default: a temp dir)")
+    run.add_argument("--leaderboard", help="also write the leaderboard Markdown here")
+    return parser
+
+
+def _spec(args: argparse.Namespace, repo_url: str, revision: str, remote: str, threads: int,
+          image: str, **cluster):
+    from textclf.kfp_pipeline import SweepSpec
+
+    if args.parallelism < 1:
+        raise UserError(f"--parallelism: expected a positive integer, found {args.parallelism}")
+    points = tuple(grid_points(args.sets))
+    return SweepSpec(points=points, sweep_name=check_sweep_name(args.name),
+                     repo_url=_no_password("--repo", repo_url), revision=revision, image=image,
+                     parallelism=args.parallelism, dvc_remote=_no_password("--remote", remote),
+                     remote_config=_checked_settings(args.remote_config), threads=threads,
+                     extra_metrics=tuple(args.metrics_file or [TRAIN_SUMMARY]),
+                     sort_by=args.sort_by, ascending=args.ascending, **cluster)
+
+
+def compile_sweep(args: argparse.Namespace) -> None:
+    from kfp import compiler
+
+    from textclf.kfp_pipeline import DEFAULT_SECRET_KEYS, Resources, build_pipeline
+
+    try:
+        repo_url = args.repo or _git(["remote", "get-url", "origin"], Path.cwd())
+    except UserError as err:
+        raise UserError(f"--repo: give the git URL the cluster clones; the default, this "
+                        f"clone's remote 'origin', is not there ({err})") from None
+    # this clone's commit: push it to --repo first (README)
+    revision = args.rev or _git(["rev-parse", "HEAD"], Path.cwd())
+    resources = Resources(cpu=args.cpu, memory=args.memory, gpu_type=args.gpu_type,
+                          gpus=args.gpus)
+    spec = _spec(args, repo_url, revision, args.remote or "", pod_threads(args.cpu), args.image,
+                 resources=resources, secret=args.secret,
+                 secret_keys=tuple(args.secret_key) or DEFAULT_SECRET_KEYS)
+    try:
+        compiler.Compiler().compile(build_pipeline(spec), args.output)
+    except ValueError as err:   # e.g. a CPU or memory request KFP cannot read
+        raise UserError(f"compile: {err}") from None
+    print(f"{args.output}: {len(spec.points)} points of {spec.repo_url}@{spec.revision[:12]}, "
+          f"at most {spec.parallelism} at once, experiments {spec.sweep_name}-1...")
+
+
+def run_local(args: argparse.Namespace) -> None:
+    from kfp import local
+
+    from textclf.kfp_pipeline import build_pipeline
+
+    here = Path(_git(["rev-parse", "--show-toplevel"], Path.cwd())) if not args.repo else None
+    repo_url = args.repo or str(here)
+    if here and _git(["status", "--porcelain", "--untracked-files=no"], here):
+        print("note: uncommitted changes are not part of the sweep; it runs the last commit",
+              file=sys.stderr)
+    remote = args.remote or local_remote_url(here or Path.cwd())
+    if "://" not in remote:
+        remote = str(Path(remote).resolve())   # each point works in its own temp clone
+    points = len(grid_points(args.sets))
+    image = f"python:{sys.version_info.major}.{sys.version_info.minor}"  # this environment
+    revision = args.rev or (_git(["rev-parse", "HEAD"], here) if here else
+                            head_of(repo_url, Path.cwd()))
+    spec = _spec(args, repo_url, revision, remote, local_threads(args.parallelism, points),
+                 image)
+    root = args.pipeline_root or tempfile.mkdtemp(prefix="textclf-kfp-")
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root)
+    try:
+        task = build_pipeline(spec)()
+    except RuntimeError as err:   # kfp.local: a task failed outside a point's own error handling
+        raise UserError(f"the local pipeline failed: {err} (task outputs in {root})") from None
+    page = Path(task.output.path).read_text(encoding="utf-8")
+    if args.leaderboard:
+        from textclf.outputs import atomic_file
+
+        with atomic_file(args.leaderboard) as scratch:
+            scratch.write_text(page, encoding="utf-8")
+    print(f"\n{page}\nexperiments pushed to {repo_url}; task outputs in {root}")
+
+
+@exits_on_user_error
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        import kfp  # noqa: F401
+    except ImportError:
+        raise UserError('textclf kfp needs the kfp extra: pip install -e ".[kfp]"') from None
+    (compile_sweep if args.command == "compile" else run_local)(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""Command `serve`: a model folder behind HTTP, speaking the Open Inference Protocol.
+
+    pip install -e ".[serve]"
+    textclf serve --model models/classifier --port 8080
+    curl -s localhost:8080/predict -H 'content-type: application/json' \\
+        -d '{"texts": ["great value", "never again"]}'
+
+Endpoints (Open Inference Protocol / KServe v2, plus one plain one):
+
+    GET  /v2/health/live, /v2/health/ready        {"live": true}, {"ready": true}
+    GET  /v2/models/{name}, /v2/models/{name}/ready   metadata; readiness
+    POST /v2/models/{name}/infer   texts as one BYTES input of shape [N]; outputs label,
+                                   probability, probabilities [N, C], classes [C]
+                                   (see textclf.serve_protocol)
+    POST /predict  {"texts": [...], "id"?} -> {"predictions": [{"label", "probability",
+                                   "probabilities": {label: p}}, ...], ...}
+
+`{name}` is `--model-name` (default: the model folder's name). Answers are those of
+`textclf predict` (label of the highest probability, probabilities rounded to 6 digits),
+with the same precision choice; a text batched with other requests' texts can differ from
+`predict` in the 7th digit in fp32 (the matrix kernels block differently by batch size).
+Every answer carries `model_version`: `sha256:<one sha256 over the weight files>`, plus
+`+git:<commit>` when the model folder is inside a git repository (`git rev-parse HEAD`
+there; it names the code and dvc.lock revision, not uncommitted changes), or
+`--model-version` verbatim.
+
+Refusals are JSON `{"error": "..."}` naming the field: 400 malformed JSON; 422 a wrong or
+missing protocol field, a non-string, empty or whitespace-only text (as `predict` refuses
+them); 413 more than `--max-texts` texts, or a text longer than `--max-chars` characters
+when `--on-long-text reject` (the default, `truncate`, classifies its first `--max-chars`
+characters: the model reads only its first max_length tokens anyway); 404 an unknown model
+name or path. A refused request never reaches the batch, so it cannot disturb others.
+
+Concurrent requests are batched: see textclf.serve_batcher (`--max-batch-size`,
+`--max-wait-ms`; `--max-batch-size 1` turns batching off). Every request is logged to
+`--log-dir` (JSON Lines, one file per UTC day; schema in textclf.serve_log) unless
+`--no-log`. SIGTERM (what Kubernetes sends) stops accepting connections, lets requests
+in flight finish (up to `--grace-seconds`), then exits.
+
+Why FastAPI on uvicorn: both are widely used and actively maintained; ASGI serves many
+waiting clients from one event loop while one thread computes; pydantic validates the
+protocol messages and names the wrong field; and it is the stack of KServe's own Python
+model server (kserve/protocol/rest/server.py builds a FastAPI app and runs it on uvicorn),
+so the protocol layer is the one KServe users already run.
+
+Threads: one worker thread runs the model with `--threads` intra-op threads (default:
+$OMP_NUM_THREADS if set, else one less than the cores this process may use, at least 1).
+The spare core is the event loop's: HTTP parsing, JSON and the log run there while the
+model computes, and idle OpenMP threads (which spin before sleeping) do not compete with
+it. On 2 cores, batched throughput measured the same with 1 model thread as with 2 and
+held up better with other work on the machine (benchmarks/serve_load.py); a lone client's
+latency is lower with 2 (`--threads 2`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+from textclf.errors import UserError, exits_on_user_error
+
+
+def model_version(folder: Path, override: Optional[str] = None) -> str:
+    """`sha256:<weights>[+git:<commit>]`, or `override` as given."""
+    from textclf.modeling import weights_sha256
+
+    if override:
+        return override
+    version = f"sha256:{weights_sha256(folder)}"
+    revision = git_revision(folder)
+    return f"{version}+git:{revision}" if revision else version
+
+
+def git_revision(folder: Path) -> Optional[str]:
+    """HEAD of the git repository holding `folder`, or None outside one (or without git)."""
+    try:
+        result = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"],
+                                capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def default_threads() -> int:
+    """OMP_NUM_THREADS when set, else one less than the cores this process may use (at
+    least 1): the event loop keeps a core for HTTP, JSON and the log."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return max(int(os.environ["OMP_NUM_THREADS"]), 1)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    return max(cores - 1, 1)
+
+
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="textclf serve", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = parser.add_argument
+    add("--model", default="models/classifier", help="model folder")
+    add("--host", default="127.0.0.1", help="address to bind (0.0.0.0 in a container)")
+    add("--port", type=int, default=8080, help="port to listen on (default: 8080)")
+    add("--model-name", help="name in /v2/models/{name} (default: the folder's name)")
+    add("--model-version", help="version string to report instead of the computed one")
+    add("--max-batch-size", type=int, default=64,
+        help="texts per forward pass (default: predict's --batch-size); 1 turns batching off")
+    add("--max-wait-ms", type=float, default=5.0,
+        help="how long a text waits for others to share its batch")
+    add("--max-texts", type=int, default=256, help="texts per request (more: 413)")
+    add("--max-chars", type=int, default=10_000, help="characters per text")
+    add("--on-long-text", choices=["truncate", "reject"], default="truncate",
+        help="a text over --max-chars: classify its start, or refuse with 413")
+    add("--log-dir", default="logs/predictions", help="prediction log folder")
+    add("--log-max-mb", type=float, default=100.0, help="size at which a day's log rolls over")
+    add("--no-log", action="store_true", help="do not log predictions")
+    add("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+        help="auto: the fastest this machine runs well, as predict chooses")
+    add("--threads", type=int, default=default_threads(),
+        help="intra-op threads for the model (default: $OMP_NUM_THREADS, else cores - 1)")
+    add("--grace-seconds", type=int, default=30,
+        help="on SIGTERM, how long requests in flight may take to finish")
+    add("--access-log", action="store_true", help="log every HTTP request to stderr")
+    args = parser.parse_args(argv)
+    for flag in ("max_batch_size", "max_texts", "max_chars", "threads", "grace_seconds"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be at least 1, "
+                            f"found {getattr(args, flag)}")
+    if args.max_wait_ms < 0 or args.log_max_mb <= 0:
+        raise UserError(f"--max-wait-ms must be >= 0 and --log-max-mb > 0, found "
+                        f"{args.max_wait_ms} and {args.log_max_mb}")
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port must be 0-65535, found {args.port}")
+    return args
+
+
+def build_app(args: argparse.Namespace):
+    """Load the model and wire the app: (app, ServedModel)."""
+    import torch
+
+    from textclf.batching import encode
+    from textclf.modeling import (choose_device, choose_precision, load_classifier,
+                                  predict_proba, quiet_transformers)
+    from textclf.serve_app import create_app
+    from textclf.serve_batcher import BatchSettings, DynamicBatcher
+    from textclf.serve_log import PredictionLog
+    from textclf.serve_protocol import Limits, ServedModel
+
+    torch.set_num_threads(args.threads)
+    quiet_transformers()
+    device = choose_device()
+    folder = Path(args.model)
+    model, tokenizer, info = load_classifier(folder, device)
+    model.to(device)
+    precision = choose_precision(device, args.precision)
+    served = ServedModel(name=args.model_name or folder.resolve().name,
+                         version=model_version(folder, args.model_version),
+                         labels=tuple(info.labels), max_length=info.max_length)
+
+    def classify(texts):
+        ids = encode(tokenizer, texts, info.max_length)
+        return predict_proba(model, ids, tokenizer.pad_token_id, args.max_batch_size,
+                             device, precision)
+
+    batcher = DynamicBatcher(classify, BatchSettings(args.max_batch_size, args.max_wait_ms))
+    limits = Limits(args.max_texts, args.max_chars, args.on_long_text)
+    prediction_log = None if args.no_log else PredictionLog(
+        Path(args.log_dir), int(args.log_max_mb * 2**20))
+    print(f"serve: model {served.name!r} ({served.version}), {len(served.labels)} labels, "
+          f"{device.type} {precision}, {args.threads} threads; prediction log: "
+          f"{'off' if prediction_log is None else args.log_dir}", file=sys.stderr)
+    return create_app(served, batcher, limits, prediction_log), served
+
+
+@exits_on_user_error
+def main(argv: Optional[list[str]] = None) -> None:
+    args = parse_args(argv)
+    try:
+        import uvicorn
+    except ImportError:
+        raise UserError("textclf serve needs its optional dependencies: "
+                        "pip install -e \".[serve]\" (FastAPI and uvicorn)") from None
+    app, _ = build_app(args)
+    uvicorn.run(app, host=args.host, port=args.port, access_log=args.access_log,
+                timeout_graceful_shutdown=args.grace_seconds, log_level="info")
+
+
+if __name__ == "__main__":
+    main()

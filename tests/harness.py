@@ -1,0 +1,254 @@
+"""What many tests do, in one place: copy the project into a temporary git repository, run a
+command (dvc, git, textclf) in it, and read `dvc exp show --json` and `dvc queue status`.
+
+Test modules import from here (or the re-exports in conftest.py), never from each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# What a copy of the project leaves behind: environments, caches, per-user DVC settings,
+# and the pipeline's outputs (a copy rebuilds them, as a fresh clone would).
+NOT_COPIED = (".venv", ".git", "__pycache__", "*.egg-info", ".pytest_cache", "cache", "tmp",
+              "config.local", "prepared", "resampled", "classifier", "dvc_plots", "reports",
+              "logs", ".*.tmp-*")
+
+# DVC experiments make git commits: give them an identity on machines without one.
+GIT_IDENTITY = {"GIT_AUTHOR_NAME": "textclf tests", "GIT_AUTHOR_EMAIL": "tests@example.invalid",
+                "GIT_COMMITTER_NAME": "textclf tests",
+                "GIT_COMMITTER_EMAIL": "tests@example.invalid"}
+
+
+def command_env(**extra: str) -> dict[str, str]:
+    return {**os.environ, **GIT_IDENTITY, "DVC_NO_ANALYTICS": "1", **extra}
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None,
+        timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run a command in `cwd`; fail the test with its output if it fails (and `check`)."""
+    result = subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True,
+                            env=env or command_env(), timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} failed ({result.returncode}):\n"
+                             f"{result.stdout}\n{result.stderr}")
+    return result
+
+
+def set_params(project: Path, **sections) -> None:
+    """Update sections of a project's params.yaml, e.g. train={"epochs": 1}."""
+    import yaml
+
+    path = project / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for section, values in sections.items():
+        params[section].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def copy_project(dest: Path, message: str = "copy", **params) -> Path:
+    """The repository's files (no outputs, no caches) as a new git repository at `dest`,
+    with `params` (sections of params.yaml, as for set_params) committed."""
+    shutil.copytree(REPO, dest, ignore=shutil.ignore_patterns(*NOT_COPIED))
+    if params:
+        set_params(dest, **params)
+    run(["git", "init", "-q"], dest)
+    run(["git", "add", "-A"], dest)
+    run(["git", "commit", "-qm", message], dest)
+    return dest
+
+
+def clone(origin: Path, dest: Path) -> Path:
+    """A fresh clone: committed files only, no DVC cache, no outputs."""
+    run(["git", "clone", "-q", str(origin), str(dest)], origin.parent)
+    return dest
+
+
+def git_show(project: Path, rev: str, path: str) -> bytes:
+    return subprocess.run(["git", "show", f"{rev}:{path}"], cwd=project, check=True,
+                          capture_output=True).stdout
+
+
+def experiments(project: Path, *flags: str) -> dict[str, dict]:
+    """`dvc exp show --json` as {name: rev, baseline, state, params.yaml, metrics by file, outs};
+    baselines are keyed by their branch name or short rev."""
+    rows = {}
+    for baseline in json.loads(run(["dvc", "exp", "show", "--json", *flags], project).stdout):
+        if baseline["rev"] == "workspace":
+            continue
+        rows.setdefault(baseline.get("name") or baseline["rev"][:7],
+                        _row(baseline, baseline["rev"], "success"))
+        for group in baseline.get("experiments") or []:
+            state = (group.get("executor") or {}).get("state") or "success"
+            for exp in group["revs"]:
+                rows[exp["name"]] = _row(exp, baseline["rev"],
+                                         "failed" if exp.get("error") else state)
+    return rows
+
+
+def _row(entry: dict, baseline: str, state: str) -> dict:
+    data = entry.get("data") or {}
+    return {"rev": entry["rev"], "baseline": baseline, "state": state,
+            "params": (data.get("params") or {}).get("params.yaml", {}).get("data"),
+            "metrics": {p: m.get("data") for p, m in (data.get("metrics") or {}).items()},
+            "outs": {p: o.get("hash") for p, o in (data.get("outs") or {}).items()}}
+
+
+def queue_status(project: Path) -> dict[str, str]:
+    """`dvc queue status` as {experiment name: Queued | Running | Success | Failed}."""
+    out = run(["dvc", "queue", "status"], project).stdout
+    return {m[1]: m[2] for m in re.finditer(r"^[0-9a-f]{7}\s+(\S+)\s+.*?(\w+)\s*$", out, re.M)}
+
+
+def wait_for_queue(project: Path, timeout_s: float = 600) -> dict[str, str]:
+    """Poll until no run is queued or running; then the final status."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = queue_status(project)
+        if not {"Queued", "Running"} & set(status.values()):
+            return status
+        if time.monotonic() > deadline:
+            run(["dvc", "queue", "kill", *status], project, check=False)
+            raise AssertionError(f"queue not done after {timeout_s}s: {status}")
+        time.sleep(2)
+
+
+def readme_blocks(marker: str, readme: Path = REPO / "README.md") -> list[str]:
+    """The shell commands of the ```bash block after `<!-- marker -->`, one per command:
+    comments dropped, backslash continuations joined."""
+    text = readme.read_text(encoding="utf-8")
+    found = re.search(rf"<!-- {re.escape(marker)} -->\s*```bash\n(.*?)```", text, re.S)
+    if not found:
+        raise AssertionError(f"README.md has no ```bash block after <!-- {marker} -->")
+    joined = found[1].replace("\\\n", " ")
+    commands = []
+    for line in joined.splitlines():
+        command = _strip_comment(line).strip()
+        if command:
+            commands.append(re.sub(r"\s+", " ", command))
+    return commands
+
+
+def _strip_comment(line: str) -> str:
+    """`cmd  # note` -> `cmd`, leaving a # inside quotes alone."""
+    quote = None
+    for i, ch in enumerate(line):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i]
+    return line
+
+
+# --- the README, run as a newcomer runs it -------------------------------------------------
+
+@dataclass(frozen=True)
+class Step:
+    section: str                 # the README marker: main-command, tour, own-data, sweep
+    command: str
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class ReadmeWalk:
+    """What happened when the README's sections ran one after another in one project."""
+    project: Path
+    steps: list[Step]
+    skipped: list[str]                       # commands with a <placeholder>: examples only
+    before_tour: dict[str, str]              # workspace file -> sha256 after the main command
+    after_tour: dict[str, str]
+    after_tour_exps: dict[str, dict]         # `dvc exp show --json` rows by name
+    narrow_exp_show: str                     # `dvc exp show --only-changed` in 120 columns
+    own_data_exps: dict[str, dict]
+    own_data_report: dict                    # `textclf report --json` after own-data
+    sweep_commit_params: str                 # params.yaml as the sweep's `git commit` left it
+    sweep_commit_files: list[str]            # files tracked after that commit
+    sweep_status: dict[str, str]             # `dvc queue status` once the queue was done
+    sweep_exps: dict[str, dict]
+
+    def step(self, section: str, starts: str) -> Step:
+        [found] = [s for s in self.steps if s.section == section and s.command.startswith(starts)]
+        return found
+
+
+def workspace_state(project: Path) -> dict[str, str]:
+    """sha256 of what a run changes in the workspace: params, dvc.lock, metrics, model, splits."""
+    paths = [project / "params.yaml", project / "dvc.lock"]
+    for folder in ("metrics", "models", "data/prepared", "data/resampled"):
+        paths += sorted(p for p in (project / folder).rglob("*") if p.is_file())
+    return {str(p.relative_to(project)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in paths if p.is_file()}
+
+
+def own_reviews(path: Path, per_class: int = 24) -> None:
+    """A small CSV in the README's own-data shape: `review` text, integer `stars` 1-3."""
+    cue = {1: "awful dreadful", 2: "okay average", 3: "superb brilliant"}
+    rows = [f'"review {i}: the {thing} was {cue[stars]}",{stars}'
+            for stars in cue for i, thing in
+            zip(range(per_class), ["food", "room", "film", "phone", "book", "app"] * per_class)]
+    path.write_text("review,stars\n" + "\n".join(rows) + "\n")
+
+
+def walk_readme(tmp: Path, model_dir: Path, epochs: int = 1) -> ReadmeWalk:
+    """The project as published (its own run committed), with only the model and the epoch
+    count changed; then the README's main command, tour, own-data and sweep sections."""
+    project = copy_project(tmp / "textclf", "tiny model",
+                           model={"name": str(model_dir)}, train={"epochs": epochs})
+    home = tmp / "home"
+    home.mkdir()
+    own_reviews(home / "my_reviews.csv")           # the file the own-data section copies
+    run(["dvc", "repro"], project, env=_walk_env(tmp))
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "the published run"], project)
+    steps, skipped = [], []
+
+    def section(marker: str) -> None:
+        commands = readme_blocks(marker)
+        if marker == "main-command":      # set-up (venv, pip) is done: run what follows it
+            parts = commands[0].split(" && ")
+            start = max(i for i, p in enumerate(parts) if p.startswith("pip install")) + 1
+            commands = [" && ".join(parts[start:])]
+        for command in commands:
+            if re.search(r"<[a-z-]+>", command):
+                skipped.append(command)
+                continue
+            result = run(["bash", "-c", command], project, check=False, env=_walk_env(tmp))
+            steps.append(Step(marker, command, result.returncode, result.stdout, result.stderr))
+            if marker == "sweep" and "dvc queue start" in command:
+                wait_for_queue(project)
+
+    section("main-command")
+    before = workspace_state(project)
+    section("tour")
+    after = workspace_state(project)
+    tour_exps = experiments(project)
+    narrow = run(["dvc", "exp", "show", "--only-changed", "--no-pager"], project,
+                 env=_walk_env(tmp, COLUMNS="120")).stdout
+    section("own-data")
+    own_exps = experiments(project)
+    own_report = json.loads(run(["textclf", "report", "--json"], project).stdout)
+    section("sweep")
+    return ReadmeWalk(
+        project, steps, skipped, before, after, tour_exps, narrow, own_exps, own_report,
+        git_show(project, "HEAD", "params.yaml").decode(),
+        run(["git", "ls-files"], project).stdout.splitlines(),
+        queue_status(project), experiments(project))
+
+
+def _walk_env(tmp: Path, **extra: str) -> dict[str, str]:
+    # One thread per process: the sweep runs two workers on a 2-core machine (README).
+    return command_env(HOME=str(tmp / "home"), OMP_NUM_THREADS="1", **extra)

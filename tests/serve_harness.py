@@ -1,0 +1,115 @@
+"""Helpers for the serve tests: a small trained model folder, free ports, and servers on
+127.0.0.1 (in this process on a thread, or as a `textclf serve` subprocess)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+
+from conftest import LABELS, toy_reviews
+
+TEXTCLF = str(Path(sys.executable).with_name("textclf"))
+
+
+def build_model_folder(tiny_model_dir: Path, folder: Path, steps: int = 40) -> Path:
+    """The tiny BERT trained for a few steps on the toy reviews (so its labels vary by
+    text), saved with a TrainingInfo the way `textclf train` saves a model."""
+    import torch
+
+    from textclf.batching import encode, pad_batch
+    from textclf.modeling import load_pretrained, save_classifier
+    from textclf.training_info import TrainingInfo
+
+    torch.manual_seed(0)
+    tokenizer, model = load_pretrained(str(tiny_model_dir), LABELS)
+    data = toy_reviews(per_class=8)
+    ids = encode(tokenizer, data["text"].tolist(), 32)
+    targets = torch.tensor([LABELS.index(label) for label in data["label"]])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for step in range(steps):
+        rows = torch.randperm(len(ids))[:16].tolist()
+        batch = pad_batch([ids[i] for i in rows], tokenizer.pad_token_id)
+        loss = model(**batch, labels=targets[rows]).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    save_classifier(model, tokenizer, folder,
+                    TrainingInfo(labels=list(LABELS), max_length=32, base_model="tiny-bert"))
+    return folder
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def thread_server(argv: list[str]) -> Iterator[tuple[str, object]]:
+    """`textclf serve argv` in this process on a thread: (base URL, app)."""
+    import uvicorn
+
+    from textclf.serve import build_app, parse_args
+
+    port = free_port()
+    app, _ = build_app(parse_args([*argv, "--port", str(port)]))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, timeout=30)
+        yield url, app
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@contextlib.contextmanager
+def process_server(argv: list[str], cwd: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`textclf serve argv` as a subprocess: (base URL, process); stopped with SIGTERM."""
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([TEXTCLF, "serve", *argv, "--port", str(port), "--threads", "1"],
+                            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, timeout=90, proc=proc)
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def wait_ready(url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode}:\n{proc.stdout.read()}")
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"server at {url} not ready after {timeout} s")

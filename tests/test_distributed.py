@@ -1,0 +1,97 @@
+"""Training on 2 CPU processes through torch.distributed (torchrun, gloo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import LABELS, REPO, toy_reviews
+from textclf.dataset import write_labels, write_split
+from textclf.distributed import Workers
+
+pytestmark = pytest.mark.slow
+
+
+def test_shards_split_each_batch_and_weights_restore_the_batch_mean():
+    import torch
+
+    batch = {"labels": torch.arange(5), "input_ids": torch.arange(10).reshape(5, 2)}
+    shards = [Workers(rank, 2).shard(batch) for rank in range(2)]
+    assert [s["labels"].tolist() for s, _ in shards] == [[0, 2, 4], [1, 3]]
+    # mean over ranks of (weight x local mean) = global mean
+    assert sum(w for _, w in shards) / 2 == pytest.approx(1.0)
+    assert [w for _, w in shards] == [pytest.approx(6 / 5), pytest.approx(4 / 5)]
+    small, weight = Workers(1, 2).shard({"labels": torch.arange(1)})
+    assert weight == 0.0 and len(small["labels"]) == 1
+
+
+def workspace(tmp_path: Path, tiny_model_dir: Path, processes: int) -> tuple[list[str], Path]:
+    data = toy_reviews(per_class=24)
+    write_split(data, tmp_path / "train.parquet")
+    write_split(data.iloc[::4], tmp_path / "val.parquet")
+    write_labels(LABELS, tmp_path / "labels.json")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["model"]["name"] = str(tiny_model_dir)
+    params["train"].update(epochs=3, batch_size=8, lr=3e-3, processes=processes,
+                           precision="fp32")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = tmp_path / f"run{processes}"
+    return ["textclf", "train", "--params", str(tmp_path / "params.yaml"),
+            "--train", str(tmp_path / "train.parquet"), "--val", str(tmp_path / "val.parquet"),
+            "--labels", str(tmp_path / "labels.json"), "--model-dir", str(out / "model"),
+            "--live-dir", str(out / "live"), "--checkpoint-dir", str(out / "ckpt")], out
+
+
+def test_two_processes_train_one_model_close_to_one_process(tmp_path, tiny_model_dir):
+    results = {}
+    for processes in (1, 2):
+        command, out = workspace(tmp_path, tiny_model_dir, processes)
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr
+        results[processes] = json.loads((out / "live" / "metrics.json").read_text())
+        assert (out / "model" / "model.safetensors").is_file()
+        assert not list((out / "ckpt").glob("*.pt"))
+    assert "starting 2 processes" in done.stdout
+    assert done.stdout.count("train: best epoch") == 1, "only rank 0 reports and writes"
+    # Same global batches, same updates: only float summation order differs (gradients are
+    # summed across ranks by all-reduce), so validation scores agree to within one or two
+    # of the 30 validation examples.
+    for key in ("val_accuracy", "val_f1_macro"):
+        assert abs(results[1]["best"][key] - results[2]["best"][key]) <= 0.07, key
+    assert abs(results[1]["train"]["loss"] - results[2]["train"]["loss"]) < 0.05
+
+
+def test_a_crashed_process_stops_the_others(tmp_path, tiny_model_dir):
+    command, out = workspace(tmp_path, tiny_model_dir, 2)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["train"]["epochs"] = 200          # long enough to be killed mid-way
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while True:
+        # torchrun starts each worker in a session of its own: find them by command line.
+        ranks = subprocess.run(["pgrep", "-f", f"[-]u -m textclf[.]train .*{out}"],
+                               capture_output=True, text=True).stdout.split()
+        if len(ranks) == 2:
+            break
+        assert time.monotonic() < deadline and proc.poll() is None, "workers did not start"
+        time.sleep(0.2)
+    time.sleep(3)
+    os.kill(int(ranks[-1]), signal.SIGKILL)
+    started = time.monotonic()
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert time.monotonic() - started < 90, "the surviving rank must not hang"
+    assert "a training process failed" in output
+    assert not (out / "model").exists(), "nothing half-written"

@@ -1,0 +1,278 @@
+"""The drift report: its statistics, its verdict on unchanged and changed data, the command."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import REPO, SST5, toy_reviews
+from textclf import drift
+from textclf.drift_inputs import Predictions, read_prediction_logs
+from textclf.drift_report import Sources, compare
+from textclf.drift_stats import (MIN_AUC, chi_squared, confidence_shift, domain_classifier,
+                                 label_shift, permutation_auc_threshold, psi, text_profile,
+                                 vocabulary_of)
+from textclf.errors import UserError
+from textclf.serve_log import log_file_name, log_lines
+
+SOURCES = Sources("ref", "cur", "test", "v1")
+
+# --- statistics ---------------------------------------------------------------------------
+
+
+def test_psi_is_zero_for_identical_distributions_whatever_the_sizes():
+    assert psi([10, 20, 30], [10, 20, 30]) == 0.0
+    assert psi([10, 20, 30], [100, 200, 300]) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_psi_matches_the_formula_is_symmetric_and_finite_for_an_empty_bin():
+    # (0.9 - 0.5) ln(0.9/0.5) + (0.1 - 0.5) ln(0.1/0.5)
+    expected = 0.4 * math.log(1.8) - 0.4 * math.log(0.2)
+    assert psi([50, 50], [90, 10]) == pytest.approx(expected)
+    assert psi([90, 10], [50, 50]) == pytest.approx(expected)
+    assert math.isfinite(psi([50, 50, 0], [40, 40, 20])) and psi([50, 50, 0], [40, 40, 20]) > 1
+    with pytest.raises(ValueError):
+        psi([0, 0], [1, 2])
+
+
+def test_chi_squared_sees_a_shift_and_ignores_labels_absent_on_both_sides():
+    assert chi_squared([30, 30, 30], [30, 30, 30]) == (0.0, 1.0)
+    assert chi_squared([30, 30, 30, 0], [30, 30, 30, 0]) == (0.0, 1.0)
+    assert chi_squared([50, 0], [50, 0]) == (0.0, 1.0)     # one label only: nothing to test
+    _, p = chi_squared([100, 100, 100], [10, 10, 280])
+    assert p < 1e-10
+
+
+def test_label_shift_needs_both_significance_and_size():
+    labels = ["a", "b"]
+    big = label_shift(["a"] * 500 + ["b"] * 500, ["a"] * 900 + ["b"] * 100, labels)
+    assert big.drifted and big.psi > 0.25
+    # 10,000 a side: a 2-point move is significant but too small to matter (PSI < 0.1).
+    small = label_shift(["a"] * 5000 + ["b"] * 5000, ["a"] * 5200 + ["b"] * 4800, labels)
+    assert small.p_value < small.alpha and not small.drifted
+    unknown = label_shift(["a", "b"] * 20, ["a", "c"] * 20, labels)
+    assert unknown.labels == ("a", "b", "c") and unknown.current_counts == (20, 0, 20)
+
+
+def test_permutation_threshold_matches_the_mann_whitney_null():
+    rng = np.random.default_rng(0)
+    scores, sides = rng.random(400), np.r_[np.zeros(200, int), np.ones(200, int)]
+    # Normal approximation of the AUC under H0: sd = sqrt((n1 + n0 + 1) / (12 n1 n0)).
+    expected = 0.5 + 1.96 * math.sqrt(401 / (12 * 200 * 200))
+    assert permutation_auc_threshold(scores, sides, alpha=0.025) == pytest.approx(expected,
+                                                                                 abs=0.01)
+
+
+def test_text_profile_counts_words_and_unseen_words():
+    vocabulary = vocabulary_of(["the battery is good", "the screen"])
+    profile = text_profile(["The battery died", "a new screen protector"], vocabulary)
+    # Words of 2+ letters, lowercased: "a" is not a word token.
+    assert (profile.rows, profile.mean_words, profile.median_words) == (2, 3.0, 3.0)
+    assert profile.oov_rate == pytest.approx(3 / 6)      # died, new, protector
+
+
+def test_confidence_shift_histograms_are_shares():
+    shift = confidence_shift([0.9] * 10, [0.55] * 5 + [0.95] * 5)
+    assert shift.shift == pytest.approx(-0.15)
+    assert sum(shift.current_histogram) == pytest.approx(1.0)
+    assert shift.current_histogram[5] == 0.5 and shift.expected_histogram[9] == 1.0
+
+
+def test_domain_classifier_finds_the_words_and_texts_that_differ():
+    reference = [f"the phone battery lasts {i} hours" for i in range(60)]
+    current = [f"the film plot drags for {i} minutes" for i in range(60)]
+    result = domain_classifier(reference, current)
+    assert result.auc > 0.95 and result.drifted
+    assert {"film", "plot"} & {w for w, _ in result.words_current[:4]}
+    assert {"phone", "battery"} & {w for w, _ in result.words_reference[:4]}
+    assert all("film" in t for t in result.examples_current)
+    assert all("phone" in t for t in result.examples_reference)
+
+
+# --- validation (issue 11, item 3) ---------------------------------------------------------
+
+
+def _perfect_model(frame: pd.DataFrame) -> Predictions:
+    """The gold labels stand in for a model's predictions; the verdict's rule is what is
+    under test, and any fixed model's predictions of random halves are as exchangeable."""
+    return Predictions(tuple(frame.text), tuple(frame.label), tuple([0.9] * len(frame)))
+
+
+def _report_on_random_split(data: pd.DataFrame, seed: int):
+    """Split unchanged data into test 20% / reference 40% / current 40%: should not drift."""
+    rows = data.iloc[np.random.default_rng(seed).permutation(len(data))]
+    cut1, cut2 = len(rows) // 5, len(rows) * 3 // 5
+    test, reference, current = rows.iloc[:cut1], rows.iloc[cut1:cut2], rows.iloc[cut2:]
+    return compare(list(reference.text), _perfect_model(test), _perfect_model(current),
+                   sorted(data.label.unique()), SOURCES, seed=seed)
+
+
+def test_random_halves_of_the_same_data_are_not_flagged():
+    data = pd.read_csv(REPO / "data" / "reviews.csv")
+    reports = [_report_on_random_split(data, seed) for seed in range(20)]
+    alarms = sum(report.drifted for report in reports)
+    # The rule's design rate is <= 5% (two tests at 2.5%); 20 splits estimate it coarsely,
+    # so allow binomial noise (P(>= 3 of 20) < 8% at a 5% rate); the benchmark runs 200.
+    assert alarms <= 2, f"{alarms} false alarms in 20 random splits"
+    # Sharper: the classifier learns nothing; its AUC centres on 0.5 (sd of the mean ~0.005).
+    assert abs(np.mean([r.domain.auc for r in reports]) - 0.5) < 0.02
+
+
+@pytest.mark.sst5
+@pytest.mark.skipif(not (SST5 / "dev.csv").is_file(), reason="needs ../shared/data/sst5")
+def test_movie_sentences_against_product_reviews_are_flagged():
+    reviews = pd.read_csv(REPO / "data" / "reviews.csv")
+    movies = pd.read_csv(SST5 / "dev.csv").sample(300, random_state=0)
+    result = domain_classifier(list(reviews.text), list(movies.text))
+    assert result.drifted and result.auc > 0.9
+
+
+# --- the command ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def splits(tmp_path) -> dict[str, Path]:
+    data = toy_reviews(per_class=8)
+    paths = {"reference": tmp_path / "train.parquet", "test": tmp_path / "test.parquet"}
+    data.to_parquet(paths["reference"], index=False)
+    data.iloc[::2].to_parquet(paths["test"], index=False)
+    return paths
+
+
+def _run(tiny_model_dir, splits, tmp_path, *extra: str) -> dict:
+    drift.main(["--reference", str(splits["reference"]), "--test", str(splits["test"]),
+                "--model", str(tiny_model_dir), "--out-dir", str(tmp_path / "reports"),
+                "--metrics", str(tmp_path / "drift.json"), *extra])
+    return json.loads((tmp_path / "drift.json").read_text())
+
+
+def _news(n: int) -> list[str]:
+    return [f"breaking news {i}: the senate voted on the budget bill today" for i in range(n)]
+
+
+def test_drift_on_a_csv_writes_page_markdown_and_metrics(tiny_model_dir, splits, tmp_path):
+    texts = [f"<script>x()</script> {text}" for text in _news(40)]
+    pd.DataFrame({"review": texts}).to_csv(tmp_path / "new.csv", index=False)
+    metrics = _run(tiny_model_dir, splits, tmp_path, "--current", str(tmp_path / "new.csv"),
+                   "--text-column", "review")
+    assert metrics["drift_detected"] == 1 and metrics["text_drift"]["auc"] > MIN_AUC
+    assert metrics["rows"] == {"reference": 40, "current": 40, "test": 20}
+    page = (tmp_path / "reports" / "drift.html").read_text()
+    summary = (tmp_path / "reports" / "drift.md").read_text()
+    assert summary.startswith("# Drift report: drift detected")
+    assert "sha256:" in summary and "senate" in summary         # version; a telling word
+    assert page.count("<svg") == 2 and "senate" in page
+    assert "<script>" not in page and "&lt;script&gt;" in page       # texts are escaped
+
+
+def test_drift_on_serve_logs_uses_the_logged_predictions(tiny_model_dir, splits, tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    texts = list(toy_reviews(per_class=4).text)
+    answers = [{"label": "LABEL_0", "probability": 0.7,
+                "probabilities": {"LABEL_0": 0.7, "LABEL_1": 0.2, "LABEL_2": 0.1}}] * len(texts)
+    day = dt.datetime(2026, 11, 28, tzinfo=dt.timezone.utc)
+    (logs / log_file_name(day.date(), 0)).write_bytes(
+        log_lines(day, "r1", "v1", texts[:10], answers[:10])
+        + log_lines(day, "r2", "v2", texts[10:], answers[10:])
+        + b'{"text": "cut sh')                    # a write a crash cut short: skipped
+    metrics = _run(tiny_model_dir, splits, tmp_path, "--current", str(logs))
+    assert metrics["rows"]["current"] == 20
+    assert metrics["confidence"]["current_mean"] == pytest.approx(0.7)
+    summary = (tmp_path / "reports" / "drift.md").read_text()
+    assert "Model: v1, v2 (as logged" in summary and "2 model versions" in summary
+    assert "answered 2026-11-28 00:00 to 2026-11-28 00:00 UTC" in summary
+
+
+def test_since_keeps_the_logged_texts_of_the_window(tmp_path):
+    answer = {"label": "a", "probability": 0.6, "probabilities": {"a": 0.6, "b": 0.4}}
+    for day, version in ((27, "v1"), (28, "v2")):
+        time = dt.datetime(2026, 11, day, 12, tzinfo=dt.timezone.utc)
+        (tmp_path / log_file_name(time.date(), 0)).write_bytes(
+            log_lines(time, "r", version, [f"text {day}"] * 3, [answer] * 3))
+    window = read_prediction_logs(tmp_path, dt.datetime(2026, 11, 28, tzinfo=dt.timezone.utc))
+    assert window.predictions.texts == ("text 28",) * 3 and window.model_versions == ("v2",)
+    assert read_prediction_logs(tmp_path).first.day == 27
+    with pytest.raises(UserError, match="hold no predictions answered since 2026-12-01"):
+        read_prediction_logs(tmp_path, dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc))
+
+
+def test_served_versions_that_differ_from_the_model_are_noted():
+    mine, other = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    assert drift.served_notes((f"{mine}+git:abc",), mine, "models/classifier") == []
+    assert drift.served_notes(("prod-7",), mine, "m") == []      # a free name: cannot tell
+    notes = drift.served_notes((mine, other), mine, "m")
+    assert "2 model versions" in notes[0] and other in notes[1] and mine not in notes[1][:70]
+    assert drift.short_hashes(f"served {other}+git:abc") == "served sha256:bbbbbbbbbbbb+git:abc"
+
+
+def test_fail_on_drift_exits_1(tiny_model_dir, splits, tmp_path):
+    pd.DataFrame({"text": _news(40)}).to_csv(tmp_path / "new.csv", index=False)
+    with pytest.raises(SystemExit) as exit_:
+        _run(tiny_model_dir, splits, tmp_path, "--current", str(tmp_path / "new.csv"),
+             "--fail-on-drift")
+    assert exit_.value.code == 1
+
+
+def _csv(folder: Path, frame: pd.DataFrame) -> Path:
+    frame.to_csv(folder / "x.csv", index=False)
+    return folder / "x.csv"
+
+
+def _log_folder(folder: Path, content: str | None) -> Path:
+    (folder / "logs").mkdir()
+    if content is not None:
+        (folder / "logs" / "predictions-2026-11-28.jsonl").write_text(content)
+    return folder / "logs"
+
+
+BAD_INPUTS = {   # name: (writes --current into a folder, extra flags, part of the message)
+    "no rows": (lambda d: _csv(d, pd.DataFrame({"text": []})), [], "no rows"),
+    "no text column": (lambda d: _csv(d, pd.DataFrame({"body": ["hi"]})), [],
+                       "x.csv: no column 'text'"),
+    "too few texts": (lambda d: _csv(d, pd.DataFrame({"text": ["ok"] * 3})), [],
+                      "3 text(s); expected at least 10"),
+    "no logs": (lambda d: _log_folder(d, None), [], "folder has no prediction logs"),
+    "no such folder": (lambda d: d / "logs" / "predictions", [], "no such file or folder"),
+    "bad probability": (lambda d: _log_folder(
+        d, '{"time": "2026-11-28", "text": "a", "label": "x", "probability": 2}\n'), [],
+        "field 'probability' must be a number from 0 to 1"),
+    "bad time": (lambda d: _log_folder(
+        d, '{"time": "yesterday", "text": "a", "label": "x", "probability": 0.5}\n'), [],
+        "line 1: field 'time' must be an ISO-8601 time"),
+    "since on a file": (lambda d: _csv(d, pd.DataFrame({"text": _news(20)})),
+                        ["--since", "2026-11-01"], "--since works on a folder"),
+}
+
+
+@pytest.mark.parametrize("make, flags, message", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
+def test_bad_input_is_one_clear_error(tiny_model_dir, splits, tmp_path, capsys, make, flags,
+                                      message):
+    current = make(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        _run(tiny_model_dir, splits, tmp_path, "--current", str(current), *flags)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+    assert str(current) in err                        # names the file or folder
+    assert not (tmp_path / "drift.json").exists() and not (tmp_path / "reports").exists()
+
+
+def test_missing_model_folder_is_named(splits, tmp_path, capsys):
+    pd.DataFrame({"text": _news(20)}).to_csv(tmp_path / "new.csv", index=False)
+    with pytest.raises(SystemExit):
+        _run(tmp_path / "no-model", splits, tmp_path, "--current", str(tmp_path / "new.csv"))
+    assert "--model" in capsys.readouterr().err
+
+
+def test_a_log_line_that_is_not_json_names_file_and_line(tmp_path):
+    (tmp_path / "predictions-2026-11-28.jsonl").write_text(
+        '{"time": "2026-11-28", "text": "fine", "label": "a", "probability": 0.5}\nnot json\n')
+    with pytest.raises(UserError, match=r"predictions-2026-11-28.jsonl, line 2: not valid JSON"):
+        read_prediction_logs(tmp_path)

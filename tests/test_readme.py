@@ -1,0 +1,113 @@
+"""The README as a newcomer runs it: its shell blocks, in order, in one project with the tiny
+model (only the model name and the epoch count differ), and each step's claim checked."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from harness import REPO, readme_blocks
+
+SECTIONS = ("main-command", "test-command", "tour", "own-data", "sweep")
+# A user with nothing new to commit sees this from the sweep's `git add -A && git commit`.
+NOTHING_TO_COMMIT = "nothing to commit"
+
+
+def test_the_readme_marks_the_blocks_that_are_run():
+    for marker in SECTIONS:
+        assert readme_blocks(marker), marker
+    # Exactly two set-up commands, one line each (.ci/run runs the second verbatim).
+    text = (REPO / "README.md").read_text()
+    assert text.count("<!-- main-command -->") == text.count("<!-- test-command -->") == 1
+    [main] = readme_blocks("main-command")
+    [tests] = readme_blocks("test-command")
+    assert main.endswith("&& dvc repro && dvc metrics show"), main
+    assert tests.endswith("python -m pytest"), tests
+
+
+slow = pytest.mark.slow
+
+
+@slow
+def test_every_command_succeeds(readme_walk):
+    for step in readme_walk.steps:
+        if step.returncode and NOTHING_TO_COMMIT in step.stdout:
+            continue
+        assert step.returncode == 0, f"[{step.section}] {step.command}\n{step.stdout}\n{step.stderr}"
+    assert {s.section for s in readme_walk.steps} == {"main-command", "tour", "own-data", "sweep"}
+    assert readme_walk.skipped == ["dvc queue logs <name>"]     # a placeholder, not a command
+
+
+@slow
+def test_the_main_command_ends_with_the_headline_metrics(readme_walk):
+    shown = readme_walk.step("main-command", "dvc repro").stdout
+    last = shown.rsplit("didn't change", 1)[-1]
+    assert re.search(r"accuracy\s+f1_macro\s+f1_weighted", last), shown
+    assert re.search(r"metrics\.json\s+[0-9.]+\s+[0-9.]+\s+[0-9.]+", last), shown
+
+
+@slow
+def test_the_tour_leaves_the_workspace_as_it_was(readme_walk):
+    assert readme_walk.after_tour == readme_walk.before_tour
+    assert "Data and pipelines are up to date" in readme_walk.step("tour", "dvc status").stdout
+    assert (readme_walk.project / "dvc_plots/index.html").is_file()
+    assert (readme_walk.project / "reports/experiments.html").is_file()
+    predicted = readme_walk.step("tour", "textclf predict").stdout
+    assert predicted.count("\n") >= 2, predicted
+
+
+@slow
+def test_each_tour_variant_changes_only_its_own_param(readme_walk):
+    runs = [row for row in readme_walk.after_tour_exps.values() if row["rev"] != row["baseline"]]
+    params = {(row["params"]["train"]["batch_size"], str(row["params"]["data"]["class_ratio"]))
+              for row in runs}
+    # the class-ratio run keeps the default batch size; the batch-size run the default ratio
+    assert params == {(16, "None"), (32, "[2, 1, 1, 1, 1]")}, params
+    assert all(row["state"] == "success" for row in runs)
+
+
+@slow
+def test_exp_show_fits_120_columns_with_scores_and_changed_params(readme_walk):
+    table = readme_walk.narrow_exp_show
+    lines = table.splitlines()
+    assert max(map(len, lines)) <= 120, table
+    header = next(line for line in lines if "Experiment" in line)
+    for column in ("accuracy", "f1_macro", "train.batch_size", "data.class_ratio"):
+        assert column in header, table
+    assert "[2, 1, 1, 1, 1]" in table and re.search(r"\b16\b", table), table
+    assert "per_class" not in table and "train_after" not in table
+
+
+@slow
+def test_generated_folders_are_never_committed(readme_walk):
+    committed = readme_walk.sweep_commit_files
+    for folder in ("dvc_plots/", "reports/", "logs/", "data/prepared/", "models/classifier/"):
+        assert not any(path.startswith(folder) for path in committed), folder
+    assert not any(re.search(r"/\.[^/]+\.(tmp-|old)", f"/{path}") for path in committed)
+
+
+@slow
+def test_own_data_runs_after_the_tour_and_is_not_ranked_with_the_demo_data(readme_walk):
+    [own] = [row for row in readme_walk.own_data_exps.values()
+             if (row["params"] or {}).get("data", {}).get("path") == "data/my_reviews.csv"]
+    assert own["state"] == "success"
+    data, train = own["params"]["data"], own["params"]["train"]
+    assert data["class_ratio"] is None and data["labels"] is None and train["batch_size"] == 32
+    assert 0.0 <= own["metrics"]["metrics/evaluate/metrics.json"]["f1_macro"] <= 1.0
+    groups = readme_walk.own_data_report["groups"]
+    assert sorted(g["data_path"] for g in groups) == ["data/my_reviews.csv", "data/reviews.csv"]
+
+
+@slow
+def test_the_sweep_commits_the_baseline_not_a_leftover_experiment(readme_walk):
+    params = yaml.safe_load(readme_walk.sweep_commit_params)
+    assert params["data"]["path"] == "data/reviews.csv"
+    assert params["data"]["class_ratio"] is None and params["train"]["batch_size"] == 32
+    grid = {name: row for name, row in readme_walk.sweep_exps.items()
+            if name in readme_walk.sweep_status}
+    assert len(grid) == 4 and set(readme_walk.sweep_status.values()) == {"Success"}
+    assert {(r["params"]["train"]["batch_size"], str(r["params"]["data"]["class_ratio"]))
+            for r in grid.values()} == {(16, "[1, 1, 1, 1, 1]"), (16, "[2, 1, 1, 1, 1]"),
+                                        (32, "[1, 1, 1, 1, 1]"), (32, "[2, 1, 1, 1, 1]")}

@@ -1,0 +1,333 @@
+"""`textclf serve`: Open Inference Protocol endpoints, refusals, dynamic batching, the
+prediction log, equality with `textclf predict`, and graceful shutdown on SIGTERM.
+
+Servers bind 127.0.0.1 on a free port; clients are real HTTP (httpx)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import queue
+import random
+import signal
+import subprocess
+import threading
+import time
+from types import SimpleNamespace
+
+import httpx
+import numpy as np
+import pytest
+
+from conftest import LABELS
+from serve_harness import TEXTCLF, build_model_folder, process_server, thread_server
+from textclf.modeling import weights_sha256
+from textclf.serve import git_revision, model_version
+from textclf.serve_batcher import STOP, BatchSettings, DynamicBatcher, take_batch
+from textclf.serve_log import FIELDS, PredictionLog, log_file_name, log_lines
+from textclf.serve_protocol import Limits, ServeError, checked_texts
+
+TEXTS = ["the food was awful dreadful", "a poor weak film", "okay average room",
+         "good nice phone", "superb brilliant book", "review 3: the app was good nice",
+         "It rained all day and the museum was closed.", "nothing to add"]
+
+
+@pytest.fixture(scope="module")
+def model_folder(tiny_model_dir, tmp_path_factory):
+    return build_model_folder(tiny_model_dir, tmp_path_factory.mktemp("served") / "clf")
+
+
+@pytest.fixture(scope="module")
+def server(model_folder, tmp_path_factory):
+    """(url, app, log folder): limits small enough to test, reject long texts."""
+    logs = tmp_path_factory.mktemp("logs")
+    with thread_server(["--model", str(model_folder), "--log-dir", str(logs),
+                        "--max-texts", "10", "--max-chars", "200", "--on-long-text", "reject",
+                        "--max-wait-ms", "20", "--threads", "1"]) as (url, app):
+        yield url, app, logs
+
+
+def infer_body(texts, **extra):
+    return {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(texts)],
+                        "data": texts}], **extra}
+
+
+def outputs(response: httpx.Response) -> dict:
+    assert response.status_code == 200, response.text
+    return {out["name"]: out for out in response.json()["outputs"]}
+
+
+def test_health_and_metadata(server, model_folder):
+    url, _, _ = server
+    assert httpx.get(f"{url}/v2/health/live").json() == {"live": True}
+    assert httpx.get(f"{url}/v2/health/ready").json() == {"ready": True}
+    assert httpx.get(f"{url}/v2/models/clf/ready").json() == {"name": "clf", "ready": True}
+    meta = httpx.get(f"{url}/v2/models/clf").json()
+    assert meta["name"] == "clf"
+    assert meta["versions"] == [f"sha256:{weights_sha256(model_folder)}"]
+    assert meta["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+    assert {o["name"]: o["shape"] for o in meta["outputs"]} == {
+        "label": [-1], "probability": [-1], "probabilities": [-1, 5], "classes": [5]}
+
+
+def test_infer_answers_each_text(server):
+    url, _, _ = server
+    response = httpx.post(f"{url}/v2/models/clf/infer", json=infer_body(TEXTS, id="req-7"))
+    out = outputs(response)
+    assert response.json()["id"] == "req-7"
+    assert response.json()["model_version"].startswith("sha256:")
+    assert out["classes"]["data"] == LABELS
+    table = np.array(out["probabilities"]["data"]).reshape(out["probabilities"]["shape"])
+    assert table.shape == (len(TEXTS), len(LABELS))
+    np.testing.assert_allclose(table.sum(axis=1), 1, atol=1e-5)
+    assert out["label"]["data"] == [LABELS[i] for i in table.argmax(axis=1)]
+    assert out["probability"]["data"] == table.max(axis=1).tolist()
+    assert len(set(out["label"]["data"])) > 1  # the model tells texts apart
+
+    # The plain endpoint answers the same; asked-for outputs come alone, in order.
+    plain = httpx.post(f"{url}/predict", json={"texts": TEXTS}).json()["predictions"]
+    assert [p["label"] for p in plain] == out["label"]["data"]
+    assert [list(p["probabilities"].values()) for p in plain] == table.tolist()
+    some = outputs(httpx.post(f"{url}/v2/models/clf/infer", json=infer_body(
+        TEXTS[:2], outputs=[{"name": "probability"}, {"name": "label"}])))
+    assert list(some) == ["probability", "label"]
+
+
+LONG = "x" * 201
+
+
+@pytest.mark.parametrize("path, body, status, names", [
+    ("/predict", b'{"texts": ["a", ', 400, "malformed JSON"),
+    ("/predict", b"", 400, "malformed JSON"),
+    ("/predict", b'{"texts": ["lone \\ud800 surrogate"]}', 400, "malformed JSON"),
+    ("/predict", {"text": ["a"]}, 422, "text"),
+    ("/predict", {"texts": "a"}, 422, "texts"),
+    ("/predict", {"texts": []}, 422, "texts"),
+    ("/predict", {"texts": ["fine", "  \n"]}, 422, "texts[1]: text is empty"),
+    ("/predict", {"texts": ["fine", 3]}, 422, "texts[1]: expected a string"),
+    ("/predict", {"texts": ["a"] * 11}, 413, "11 texts, more than the 10"),
+    ("/predict", {"texts": ["a", LONG]}, 413, "texts[1]: 201 characters"),
+    ("/v2/models/clf/infer", {}, 422, "inputs: Field required"),
+    ("/v2/models/clf/infer", infer_body(["a"]) | {"input": []}, 422, "input: unknown field"),
+    ("/v2/models/clf/infer", infer_body(["a"]) | {"outputs": [{"name": "logits"}]}, 422,
+     "outputs[0].name: unknown output 'logits'"),
+    ("/v2/models/clf/infer", {"inputs": [{"name": "t", "datatype": "FP32", "shape": [1],
+                                          "data": [1.0]}]}, 422, "inputs[0].datatype"),
+    ("/v2/models/clf/infer", {"inputs": [{"name": "t", "datatype": "BYTES", "shape": [2],
+                                          "data": ["a"]}]}, 422, "inputs[0].shape"),
+    ("/v2/models/clf/infer", {"inputs": [{"name": "t", "datatype": "BYTES",
+                                          "data": ["a"]}]}, 422, "inputs[0].shape"),
+    ("/v2/models/clf/infer", infer_body(["ok", ""]), 422, "inputs[0].data[1]: text is empty"),
+    ("/v2/models/clf/infer", infer_body(["a"] * 11), 413, "more than the 10"),
+    ("/v2/models/other/infer", infer_body(["a"]), 404, "model 'other' not found"),
+])
+def test_refusals_are_json_errors_naming_the_field(server, path, body, status, names):
+    url, _, _ = server
+    if isinstance(body, bytes):
+        response = httpx.post(url + path, content=body)
+    else:
+        response = httpx.post(url + path, json=body)
+    assert response.status_code == status, response.text
+    assert list(response.json()) == ["error"]
+    assert names in response.json()["error"]
+
+
+def test_unknown_model_and_path_are_404(server):
+    url, _, _ = server
+    for path in ("/v2/models/other", "/v2/models/other/ready", "/v3/nothing"):
+        response = httpx.get(url + path)
+        assert response.status_code == 404 and "error" in response.json()
+
+
+async def _clients(url, bodies):
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        return await asyncio.gather(*(client.post(path, json=body) for path, body in bodies))
+
+
+def test_concurrent_clients_share_batches_and_bad_requests_stay_alone(server):
+    url, app, _ = server
+    alone = outputs(httpx.post(f"{url}/v2/models/clf/infer", json=infer_body(TEXTS)))
+    before = app.state.batcher.batches
+    good = [("/v2/models/clf/infer", infer_body([text])) for text in TEXTS] * 2
+    bad = [("/predict", {"texts": [""]}), ("/predict", {"texts": ["a"] * 11})] * 3
+    mixed = good + bad
+    random.Random(0).shuffle(mixed)
+    responses = asyncio.run(_clients(url, mixed))
+    answered = [(body["inputs"][0]["data"][0], r) for r, (path, body) in zip(responses, mixed)
+                if path.endswith("infer")]
+    refused = [r for r, (path, _) in zip(responses, mixed) if path == "/predict"]
+    assert [r.status_code for _, r in answered] == [200] * len(good)
+    assert sorted(r.status_code for r in refused) == [413] * 3 + [422] * 3
+    expected = dict(zip(TEXTS, zip(alone["label"]["data"], alone["probability"]["data"])))
+    for text, response in answered:
+        out = outputs(response)
+        label, probability = expected[text]
+        assert out["label"]["data"] == [label]
+        # Other texts in a batch move fp32 sums in the 7th digit at most.
+        assert out["probability"]["data"][0] == pytest.approx(probability, abs=2e-6)
+    assert app.state.batcher.batches - before < len(answered)  # they were batched
+
+
+def test_prediction_log_has_one_line_per_text(server):
+    url, _, logs = server
+    texts = ["log me please", "and me too"]
+    body = httpx.post(f"{url}/predict", json={"texts": texts, "id": "log-test-1"}).json()
+    assert body["id"] == "log-test-1"
+    lines = [json.loads(line) for path in sorted(logs.glob("predictions-*.jsonl"))
+             for line in path.read_text(encoding="utf-8").splitlines()]
+    mine = [line for line in lines if line["request_id"] == body["id"]]
+    assert [tuple(line) for line in mine] == [FIELDS, FIELDS]
+    assert [line["text"] for line in mine] == texts
+    for line, answer in zip(mine, body["predictions"]):
+        assert line["model_version"] == body["model_version"]
+        assert (line["label"], line["probability"], line["probabilities"]) == (
+            answer["label"], answer["probability"], answer["probabilities"])
+        when = dt.datetime.fromisoformat(line["time"])
+        assert when.utcoffset() == dt.timedelta(0)
+        assert abs((dt.datetime.now(dt.timezone.utc) - when).total_seconds()) < 60
+    refused = [line for line in lines if line["text"].strip() == ""]
+    assert refused == []  # refused requests are not logged
+
+
+def test_truncation_and_no_log(model_folder, tmp_path):
+    logs = tmp_path / "logs"
+    with thread_server(["--model", str(model_folder), "--log-dir", str(logs), "--no-log",
+                        "--max-chars", "12", "--threads", "1"]) as (url, _):
+        long = httpx.post(f"{url}/predict", json={"texts": ["superb brilliant and more"]})
+        cut = httpx.post(f"{url}/predict", json={"texts": ["superb brill"]})
+        assert long.status_code == 200
+        assert long.json()["predictions"] == cut.json()["predictions"]
+    assert not logs.exists()
+
+
+def test_checked_texts_limits():
+    limits = Limits(max_texts=3, max_chars=5, on_long_text="truncate")
+    assert checked_texts(["abcdefgh", "ab"], limits, "texts") == ["abcde", "ab"]
+    with pytest.raises(ServeError) as err:
+        checked_texts(["a", "\t"], limits, "texts")
+    assert (err.value.status, err.value.message[:8]) == (422, "texts[1]")
+
+
+def test_take_batch_fills_up_to_the_limit_and_carries_the_rest():
+    jobs = queue.Queue()
+    sizes = [2, 3, 4, 1]
+    for size in sizes:
+        jobs.put(SimpleNamespace(texts=["t"] * size))
+    settings = BatchSettings(max_batch_size=6, max_wait_ms=50)
+    batch, carry = take_batch(jobs, settings, None)
+    assert [len(j.texts) for j in batch] == [2, 3] and len(carry.texts) == 4
+    batch, carry = take_batch(jobs, settings, carry)
+    assert [len(j.texts) for j in batch] == [4, 1] and carry is None
+    start = time.monotonic()
+    jobs.put(SimpleNamespace(texts=["t"]))
+    batch, _ = take_batch(jobs, settings, None)
+    assert len(batch) == 1 and 0.04 < time.monotonic() - start < 1  # waited max_wait_ms
+    jobs.put(STOP)
+    assert take_batch(jobs, settings, None) == ([STOP], None)
+
+
+def test_a_failing_text_fails_only_its_own_request():
+    def classify(texts):
+        if "boom" in texts:
+            raise ValueError("cannot classify boom")
+        return np.array([[len(t), 1.0] for t in texts])
+
+    batcher = DynamicBatcher(classify, BatchSettings(max_batch_size=8, max_wait_ms=100))
+
+    async def main():
+        batcher.start()
+        try:
+            return await asyncio.gather(batcher.classify(["ab"]), batcher.classify(["boom"]),
+                                        batcher.classify(["abc", "a"]), return_exceptions=True)
+        finally:
+            batcher.stop()
+
+    first, failed, third = asyncio.run(main())
+    assert first.tolist() == [[2, 1]] and third.tolist() == [[3, 1], [1, 1]]
+    assert isinstance(failed, ValueError)
+
+
+def test_prediction_log_rolls_by_day_and_size_and_resumes(tmp_path):
+    day = dt.datetime(2026, 11, 28, 23, 59, tzinfo=dt.timezone.utc)
+    lines = log_lines(day, "r1", "v1", ["a text"],
+                      [{"label": "x", "probability": 0.5, "probabilities": {"x": 0.5}}])
+    log = PredictionLog(tmp_path, max_bytes=len(lines) * 2)
+    for _ in range(5):
+        log.append(day, lines)
+    log.append(day + dt.timedelta(minutes=2), lines)
+    names = [log_file_name(day.date(), i) for i in range(3)] + ["predictions-2026-11-29.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+    assert [len((tmp_path / n).read_bytes()) for n in names] == [len(lines) * k
+                                                                for k in (2, 2, 1, 1)]
+    # A restarted server continues the last file of the day.
+    assert PredictionLog(tmp_path, len(lines) * 2).append(day, lines).name == names[2]
+
+
+def test_model_version_names_weights_and_git_revision(model_folder, tmp_path):
+    assert model_version(model_folder, "v42") == "v42"
+    assert git_revision(tmp_path) is None  # not inside a git repository
+    repo = tmp_path / "repo"
+    (repo / "models").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@e",
+                    "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    (repo / "models" / "model.safetensors").write_bytes(b"weights")
+    assert model_version(repo / "models") == (
+        f"sha256:{weights_sha256(repo / 'models')}+git:{head}")
+
+
+@pytest.mark.slow
+def test_answers_equal_textclf_predict(server, model_folder, tmp_path):
+    url, _, _ = server
+    result = subprocess.run([TEXTCLF, "predict", "--model", str(model_folder), *TEXTS],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    expected = [json.loads(line) for line in result.stdout.splitlines()]
+    out = outputs(httpx.post(f"{url}/v2/models/clf/infer", json=infer_body(TEXTS)))
+    assert out["label"]["data"] == [row["predicted_label"] for row in expected]
+    assert out["probability"]["data"] == [round(row["probability"], 6) for row in expected]
+    plain = httpx.post(f"{url}/predict", json={"texts": TEXTS}).json()["predictions"]
+    assert [(p["label"], p["probability"]) for p in plain] == [
+        (row["predicted_label"], round(row["probability"], 6)) for row in expected]
+
+
+@pytest.mark.slow
+def test_sigterm_lets_requests_in_flight_finish(model_folder, tmp_path):
+    logs = tmp_path / "logs"
+    # A long batching wait keeps the request in flight while SIGTERM arrives.
+    with process_server(["--model", str(model_folder), "--log-dir", str(logs),
+                         "--max-wait-ms", "1500"], tmp_path) as (url, proc):
+        answer = {}
+        client = threading.Thread(target=lambda: answer.update(response=httpx.post(
+            f"{url}/predict", json={"texts": ["in flight"]}, timeout=30)))
+        client.start()
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        client.join(timeout=30)
+        # uvicorn re-raises SIGTERM after its clean shutdown: the usual "ended by SIGTERM".
+        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+        assert "Finished server process" in proc.stdout.read()
+        assert answer["response"].status_code == 200
+        assert answer["response"].json()["predictions"][0]["label"] in LABELS
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{url}/v2/health/live", timeout=2)
+    logged = [json.loads(line) for p in logs.iterdir() for line in p.read_text().splitlines()]
+    assert [line["text"] for line in logged] == ["in flight"]
+
+
+@pytest.mark.parametrize("argv, names", [
+    (["--model", "no/such/folder"], "no/such/folder"),
+    (["--max-texts", "0"], "--max-texts must be at least 1"),
+    (["--port", "70000"], "--port must be 0-65535"),
+])
+def test_command_line_mistakes_exit_2_with_one_line(argv, names, capsys):
+    from textclf import serve
+
+    with pytest.raises(SystemExit) as exit_:
+        serve.main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and names in err and "\n" not in err

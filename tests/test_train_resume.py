@@ -1,0 +1,142 @@
+"""Training survives interruption: kill -9 or SIGTERM mid-epoch, `dvc repro` resumes, and the
+result equals an uninterrupted run; a checkpoint of other params is not used."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import GIT_IDENTITY, run, set_params, toy_reviews
+from textclf.checkpoint import CheckpointStore, fingerprint_run
+
+
+EPOCHS = 4
+OUTPUTS = ["metrics/train/metrics.json", "metrics/train/plots/metrics/train/loss.tsv",
+           "metrics/train/plots/metrics/val/f1_macro.tsv", "metrics/evaluate/metrics.json"]
+
+
+@pytest.fixture
+def resumable(project, tiny_model_dir, tmp_path, monkeypatch) -> Path:
+    """A project on toy data whose epochs take about a second, checkpoints in tmp_path."""
+    toy_reviews(per_class=100).to_csv(project / "data" / "toy.csv", index=False)
+    set_params(project, data={"path": "data/toy.csv"},
+               model={"name": str(tiny_model_dir)},
+               train={"epochs": EPOCHS, "batch_size": 2, "precision": "fp32"})
+    monkeypatch.setenv("TEXTCLF_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    return project
+
+
+def checkpoint_position(folder: Path) -> tuple[int, int] | None:
+    """(epochs done, batches into the next) of the checkpoint in `folder`, if any."""
+    for path in folder.glob("*.pt"):
+        try:
+            state = torch.load(path, weights_only=True)["state"]
+        except (RuntimeError, EOFError, OSError):
+            return None  # being replaced right now
+        return state["epoch"], state["step"]
+    return None
+
+
+def interrupt_in_epoch_3(project: Path, sig: int) -> subprocess.CompletedProcess:
+    """Start `dvc repro`; once epoch 2 is checkpointed, send `sig` to its process group."""
+    checkpoints = Path(os.environ["TEXTCLF_CHECKPOINT_DIR"])
+    env = {**os.environ, **GIT_IDENTITY, "DVC_NO_ANALYTICS": "1"}
+    proc = subprocess.Popen(["dvc", "repro"], cwd=project, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    while checkpoint_position(checkpoints) != (2, 0):
+        assert proc.poll() is None, f"training ended before epoch 3:\n{proc.stdout.read()}"
+        assert time.monotonic() < deadline, "no checkpoint after epoch 2"
+        time.sleep(0.02)
+    time.sleep(0.3)  # some batches into epoch 3
+    if sig == signal.SIGTERM:
+        # What `dvc queue kill` / a scheduler does: the training process gets SIGTERM.
+        train = subprocess.run(["pgrep", "-s", str(proc.pid), "-f", "bin/textclf train"],
+                               capture_output=True, text=True).stdout.split()
+        assert train, "textclf train is not running"
+        os.kill(int(train[0]), sig)
+    else:
+        os.killpg(proc.pid, sig)  # kill -9 of the whole job
+    out, _ = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
+
+
+def snapshot(project: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    weights = load_file(project / "models" / "classifier" / "model.safetensors")
+    return weights, {name: (project / name).read_text() for name in OUTPUTS}
+
+
+def assert_same_training(a, b) -> None:
+    weights_a, files_a = a
+    weights_b, files_b = b
+    assert weights_a.keys() == weights_b.keys()
+    for name in weights_a:
+        # Same ops in the same order on the same CPU threads: bit-identical is expected;
+        # 1e-6 allows only for a different summation order in a library kernel.
+        torch.testing.assert_close(weights_a[name], weights_b[name], rtol=0, atol=1e-6)
+    assert files_a == files_b
+
+
+@pytest.mark.slow
+def test_resume_after_kill_and_sigterm_equals_uninterrupted_run(resumable):
+    project, checkpoints = resumable, Path(os.environ["TEXTCLF_CHECKPOINT_DIR"])
+    run(["dvc", "repro"], project)
+    uninterrupted = snapshot(project)
+    assert not list(checkpoints.glob("*.pt")), "a finished training removes its checkpoint"
+
+    # kill -9 of the whole job in epoch 3: the next `dvc repro` resumes after epoch 2.
+    killed = interrupt_in_epoch_3_after_force(project)
+    assert killed.returncode != 0
+    assert checkpoint_position(checkpoints) == (2, 0)
+    resumed = run(["dvc", "repro"], project)
+    assert "resuming from checkpoint" in resumed.stdout
+    assert "continuing at epoch 3 of 4" in resumed.stdout, resumed.stdout[-3000:]
+    assert_same_training(snapshot(project), uninterrupted)
+    assert not list(checkpoints.glob("*.pt"))
+
+    # SIGTERM mid-epoch: a checkpoint inside epoch 3, exit 143, then the same result.
+    stopped = interrupt_in_epoch_3_after_force(project, signal.SIGTERM)
+    assert "stopped by SIGTERM in epoch 3" in stopped.stdout
+    epoch, step = checkpoint_position(checkpoints)
+    assert (epoch, step > 0) == (2, True)
+
+    resumed = run(["dvc", "repro"], project)
+    assert f"continuing at epoch 3 of 4, batch {step + 1}" in resumed.stdout, resumed.stdout
+    assert_same_training(snapshot(project), uninterrupted)
+
+
+def interrupt_in_epoch_3_after_force(project: Path, sig: int = signal.SIGKILL):
+    """Make `train` out of date (so `dvc repro` runs it) and interrupt it in epoch 3."""
+    (project / "models" / "classifier" / "model.safetensors").unlink()
+    return interrupt_in_epoch_3(project, sig)
+
+
+def test_a_checkpoint_of_other_params_is_not_used_and_says_why(tmp_path):
+    params = {"model": {"name": "m"}, "train": {"lr": 0.0001, "resume": True}}
+    first = CheckpointStore(tmp_path, fingerprint_run(params, {"train": "aa"}, "models/c"))
+    first.save({"epoch": 2})
+    assert first.find()[0] == first.path and first.load() == {"epoch": 2}
+
+    changed = {"model": {"name": "m"}, "train": {"lr": 0.0002, "resume": True}}
+    other = CheckpointStore(tmp_path, fingerprint_run(changed, {"train": "aa"}, "models/c"))
+    found, why = other.find()
+    assert found is None
+    assert "(changed: train.lr 0.0001 -> 0.0002); starting fresh" in why
+    new_data = CheckpointStore(tmp_path, fingerprint_run(params, {"train": "bb"}, "models/c"))
+    assert "(changed: the data)" in new_data.find()[1]
+    # train.resume decides whether to look, not what the run computes.
+    no_resume = {"model": {"name": "m"}, "train": {"lr": 0.0001, "resume": False}}
+    assert fingerprint_run(no_resume, {"train": "aa"}, "models/c").digest == first.run.digest
+
+    first.remove()
+    assert not list(tmp_path.iterdir())
