@@ -156,11 +156,19 @@ def test_cpu_precision_is_chosen_by_measurement_and_cached(tmp_path, fp32, bf16,
         return {"fp32": fp32, "bf16": bf16}
 
     cache = tmp_path / "precision.json"
-    assert choose_cpu_precision("train", measure, cache) == expected
-    assert choose_cpu_precision("train", measure, cache) == expected
+    avx512_bf16 = frozenset({"avx512f", "avx512_bf16"})
+    assert choose_cpu_precision("train", measure, cache, avx512_bf16) == expected
+    assert choose_cpu_precision("train", measure, cache, avx512_bf16) == expected
     assert calls == ["train"], "measured once, then cached"
     cache.write_text("{not json")
-    assert choose_cpu_precision("infer", measure, cache) == expected  # a bad cache is redone
+    assert choose_cpu_precision("infer", measure, cache, None) == expected  # flags unknown
+    assert calls == ["train", "infer"], "a bad cache is measured again"
+    # Known cases need no measurement: AMX runs bf16 fast, no native bf16 emulates it.
+    amx = frozenset({"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
+    assert choose_cpu_precision("train", measure, tmp_path / "x.json", amx) == "bf16"
+    assert choose_cpu_precision("train", measure, tmp_path / "x.json",
+                                frozenset({"avx2", "avx512f"})) == "fp32"
+    assert calls == ["train", "infer"]
 
 
 def test_layer_measurement_runs_both_precisions():

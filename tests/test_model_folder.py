@@ -207,3 +207,48 @@ def test_warm_start_beats_a_fresh_start_after_one_epoch(tiny_model_dir, model_fo
                       tokenizer.pad_token_id, CPU, "fp32", progress=False)
         scores[name] = history[0].val_f1_macro
     assert scores["warm"] > scores["fresh"]
+
+
+def test_train_and_evaluate_entry_points_write_a_complete_model_folder(tiny_model_dir, tmp_path,
+                                                                      monkeypatch, capsys):
+    """In-process `textclf train` + `textclf evaluate` on toy splits."""
+    import yaml
+
+    from conftest import REPO
+    from textclf import evaluate, train
+    from textclf.dataset import write_labels, write_split
+
+    data = toy_reviews(per_class=12)
+    for name, part in {"train": data, "val": data.iloc[::3], "test": data.iloc[1::3]}.items():
+        write_split(part, tmp_path / f"{name}.parquet")
+    write_labels(LABELS, tmp_path / "labels.json")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["model"]["name"] = str(tiny_model_dir)
+    params["train"].update(epochs=2, batch_size=8, lr=3e-3, precision="fp32")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.setenv("TEXTCLF_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    model_dir = tmp_path / "model"
+
+    train.main(["--params", str(tmp_path / "params.yaml"), "--train", str(tmp_path / "train.parquet"),
+                "--val", str(tmp_path / "val.parquet"), "--labels", str(tmp_path / "labels.json"),
+                "--model-dir", str(model_dir), "--live-dir", str(tmp_path / "live")])
+    evaluate.main(["--params", str(tmp_path / "params.yaml"), "--model-dir", str(model_dir),
+                   "--test", str(tmp_path / "test.parquet"), "--live-dir", str(tmp_path / "eval")])
+
+    info = TrainingInfo.load(model_dir)
+    assert info.labels == LABELS and info.best_epoch in (1, 2) and info.max_length == 128
+    assert set(info.data_sha256) == {str(tmp_path / f) for f in
+                                     ("train.parquet", "val.parquet", "labels.json")}
+    card = (model_dir / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: transformers\npipeline_tag: text-classification")
+    assert all(f"`{label}`" in card for label in LABELS) and "Intended use and limits" in card
+    assert "sha256" in card and "lr: 0.003" in card
+    summary = json.loads((tmp_path / "live" / "metrics.json").read_text())
+    assert summary["best_epoch"] == info.best_epoch and "val_loss" in summary["best"]
+    scores = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert set(scores) >= {"accuracy", "f1_macro", "f1_weighted"} and "per_class" not in scores
+    per_class = json.loads((tmp_path / "eval" / "per_class.json").read_text())
+    assert list(per_class) == LABELS
+    assert not list((tmp_path / "checkpoints").glob("*.pt")), "finished: checkpoint removed"
+    out = capsys.readouterr().out
+    assert "no checkpoint to resume from" in out and "evaluate: 20 test examples" in out

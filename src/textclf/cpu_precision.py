@@ -1,4 +1,4 @@
-"""`precision: auto` on a CPU: bf16 only where it is measured faster than fp32 here.
+"""`precision: auto` on a CPU: bf16 only where it is faster than fp32 here.
 
 Whether bf16 autocast pays depends on more than an instruction flag: with AMX it is
 several times faster than fp32; with AVX512-BF16 alone the casts around each matmul can
@@ -30,20 +30,29 @@ def cache_path() -> Path:
     return Path(cache) / "textclf" / "precision.json"
 
 
-def cpu_key() -> str:
-    """Identifies the CPU (model and flags), torch version and thread count."""
-    model, flags = platform.processor(), ""
+FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def cpu_facts() -> tuple[str, frozenset[str] | None]:
+    """(CPU model, the FLAGS it has), from /proc/cpuinfo; flags None where unknown."""
+    model, flags = platform.processor(), None
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name") and not model.strip():
                 model = line.split(":", 1)[1].strip()
             if line.startswith("flags"):
-                wanted = ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx2")
-                flags = ",".join(f for f in line.split(":", 1)[1].split() if f in wanted)
+                flags = frozenset(f for f in line.split(":", 1)[1].split() if f in FLAGS)
                 break
     except OSError:
         pass
-    return f"{model}|{flags}|torch {torch.__version__}|threads {torch.get_num_threads()}"
+    return model, flags
+
+
+def cpu_key() -> str:
+    """Identifies the CPU (model and flags), torch version and thread count."""
+    model, flags = cpu_facts()
+    return (f"{model}|{','.join(sorted(flags or ()))}|torch {torch.__version__}"
+            f"|threads {torch.get_num_threads()}")
 
 
 def layer_seconds(purpose: Purpose, repeats: int = 5) -> dict[str, float]:
@@ -68,8 +77,19 @@ def layer_seconds(purpose: Purpose, repeats: int = 5) -> dict[str, float]:
 
 def choose_cpu_precision(purpose: Purpose,
                          measure: Callable[[Purpose], dict[str, float]] = layer_seconds,
-                         cache: Path | None = None) -> str:
-    """'bf16' if it is at least MIN_SPEEDUP x faster than fp32 for `purpose`, else 'fp32'."""
+                         cache: Path | None = None,
+                         flags: frozenset[str] | None | str = "detect") -> str:
+    """'bf16' if it is at least MIN_SPEEDUP x faster than fp32 for `purpose`, else 'fp32'.
+
+    Two cases need no measurement (benchmarks/README.md): with AMX, bf16 matmuls run
+    several times faster than fp32; without AVX512-BF16 or AMX, bf16 is emulated and slow.
+    AVX512-BF16 alone, or a CPU whose flags are unknown, is measured.
+    """
+    flags = cpu_facts()[1] if flags == "detect" else flags
+    if flags is not None and "amx_bf16" in flags:
+        return "bf16"
+    if flags is not None and "avx512_bf16" not in flags:
+        return "fp32"
     cache = cache or cache_path()
     key = f"{cpu_key()}|{purpose}"
     known = _read(cache)

@@ -121,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     compile_ = commands.add_parser("compile", help="write the KFP v2 pipeline YAML")
     add_sweep_args(compile_)
-    compile_.add_argument("-o", "--output", default="sweep.yaml")
+    compile_.add_argument("-o", "--output", default="sweep.yaml",
+                          help="where to write the compiled pipeline (default: sweep.yaml)")
     compile_.add_argument("--image", required=True, help="component image (see Dockerfile)")
     compile_.add_argument("--cpu", default="", help="CPU request per point, e.g. 4 or 500m")
     compile_.add_argument("--memory", default="", help="memory request per point, e.g. 8Gi")
