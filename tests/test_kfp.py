@@ -314,7 +314,8 @@ def local_sweep(tmp_path_factory, tiny_model_dir) -> LocalSweep:
     call(["dvc", "repro", "prepare"], author)
     call(["dvc", "push"], author)
     call(["git", "add", "-A"], author)
-    call(["git", "commit", "-qm", "prepared"], author)
+    # --allow-empty: where the committed dvc.lock already records these outputs
+    call(["git", "commit", "-q", "--allow-empty", "-m", "prepared"], author)
     call(["git", "remote", "add", "origin", origin], author)
     call(["git", "push", "-q", "origin", "main"], author)
     baseline = call(["git", "rev-parse", "HEAD"], author).stdout.strip()

@@ -11,6 +11,7 @@ precisions. It runs once per CPU, torch version and thread count, and is cached 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -92,21 +93,37 @@ def choose_cpu_precision(purpose: Purpose,
         return "fp32"
     cache = cache or cache_path()
     key = f"{cpu_key()}|{purpose}"
-    known = _read(cache)
-    if isinstance(known.get(key), dict) and known[key].get("choice") in ("bf16", "fp32"):
-        return known[key]["choice"]
-    seconds = measure(purpose)
-    fp32, bf16 = seconds["fp32"], seconds["bf16"]
-    choice = "bf16" if fp32 / bf16 >= MIN_SPEEDUP else "fp32"
-    known[key] = {"fp32_s": fp32, "bf16_s": bf16, "choice": choice}
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        scratch = cache.with_name(f".{cache.name}.{os.getpid()}")
-        scratch.write_text(json.dumps(known, indent=1), encoding="utf-8")
-        os.replace(scratch, cache)
-    except OSError:
-        pass  # a read-only home only costs the measurement next time
+    with _exclusive(cache):  # parallel runs (queue workers) measure once and agree
+        known = _read(cache)
+        if isinstance(known.get(key), dict) and known[key].get("choice") in ("bf16", "fp32"):
+            return known[key]["choice"]
+        seconds = measure(purpose)
+        fp32, bf16 = seconds["fp32"], seconds["bf16"]
+        choice = "bf16" if fp32 / bf16 >= MIN_SPEEDUP else "fp32"
+        known[key] = {"fp32_s": fp32, "bf16_s": bf16, "choice": choice}
+        try:
+            scratch = cache.with_name(f".{cache.name}.{os.getpid()}")
+            scratch.write_text(json.dumps(known, indent=1), encoding="utf-8")
+            os.replace(scratch, cache)
+        except OSError:
+            pass  # a read-only home only costs the measurement next time
     return choice
+
+
+@contextlib.contextmanager
+def _exclusive(cache: Path):
+    """Hold a lock beside the cache file (where the platform has flock)."""
+    try:
+        import fcntl
+
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(cache.with_name(cache.name + ".lock"), "a")
+    except (ImportError, OSError):
+        yield
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _read(cache: Path) -> dict:
