@@ -140,3 +140,56 @@ def test_a_checkpoint_of_other_params_is_not_used_and_says_why(tmp_path):
 
     first.remove()
     assert not list(tmp_path.iterdir())
+
+
+def test_a_stopped_run_resumes_and_resume_false_starts_fresh(tiny_model_dir, tmp_path,
+                                                              monkeypatch, capsys):
+    """In-process: a stop request mid-epoch saves a checkpoint and exits 143; the same run
+    resumes from it; with train.resume false it is deleted and training starts fresh."""
+    import yaml
+
+    from conftest import LABELS, REPO
+    from textclf import train
+    from textclf.dataset import write_labels, write_split
+
+    data = toy_reviews(per_class=12)
+    write_split(data, tmp_path / "train.parquet")
+    write_split(data.iloc[::3], tmp_path / "val.parquet")
+    write_labels(LABELS, tmp_path / "labels.json")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["model"]["name"] = str(tiny_model_dir)
+    params["train"].update(epochs=2, batch_size=8, precision="fp32")
+    checkpoints = tmp_path / "checkpoints"
+
+    def train_run(resume: bool) -> None:
+        params["train"]["resume"] = resume
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        train.main(["--params", str(tmp_path / "params.yaml"),
+                    "--train", str(tmp_path / "train.parquet"),
+                    "--val", str(tmp_path / "val.parquet"),
+                    "--labels", str(tmp_path / "labels.json"),
+                    "--model-dir", str(tmp_path / "model"), "--live-dir", str(tmp_path / "live"),
+                    "--checkpoint-dir", str(checkpoints)])
+
+    def stopped(self):  # as if SIGTERM arrived during the first batch
+        self.signal = signal.SIGTERM
+        return True
+
+    for resume in (True, False):
+        with monkeypatch.context() as patch:
+            patch.setattr(train.StopRequest, "__call__", stopped)
+            with pytest.raises(SystemExit) as exit_info:
+                train_run(resume=True)
+        assert exit_info.value.code == 143
+        assert checkpoint_position(checkpoints) == (0, 1)
+        assert not list(tmp_path.glob(".model.tmp-*")), "nothing half-written"
+        capsys.readouterr()
+        train_run(resume=resume)
+        out = capsys.readouterr().out
+        if resume:
+            assert "continuing at epoch 1 of 2, batch 2" in out
+        else:
+            assert "train.resume is false: starting fresh" in out
+            assert "continuing at epoch" not in out
+        assert not list(checkpoints.glob("*.pt"))
+        assert (tmp_path / "model" / "model.safetensors").is_file()
