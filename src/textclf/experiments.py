@@ -60,8 +60,9 @@ class RunFiles:
 
     @property
     def metrics(self) -> list[str]:
-        # Both, not only dvc.yaml's `metrics:`: the report also ranks by training scores.
-        return [f"{self.evaluate_dir}/metrics.json", f"{self.train_dir}/metrics.json"]
+        # Not only dvc.yaml's `metrics:`: the report also ranks by training scores and time.
+        return [f"{self.evaluate_dir}/metrics.json", f"{self.train_dir}/metrics.json",
+                f"{self.train_dir}/time.json"]
 
     @property
     def curves(self) -> dict[str, str]:

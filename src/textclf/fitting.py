@@ -11,11 +11,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from textclf.batching import encode, length_grouped_batches, pad_batch
@@ -74,7 +77,13 @@ class TrainingState:
     epoch_rng: dict | None = None         # data_rng state that ordered epoch `epoch + 1`
     history: list[EpochResult] = field(default_factory=list)
     best_weights: dict[str, torch.Tensor] | None = None
+    average: AveragedModel | None = None   # EMA of the weights (train.ema_decay)
     runner: torch.nn.Module | None = None  # what forward/backward go through (e.g. DDP)
+
+    @property
+    def judged(self) -> torch.nn.Module:
+        """The weights that are validated and kept: the average when there is one."""
+        return self.average.module if self.average is not None else self.model
 
     def state_dict(self) -> dict:
         return {
@@ -84,6 +93,7 @@ class TrainingState:
             "step": self.step, "loss_sum": self.loss_sum, "epoch_rng": self.epoch_rng,
             "history": [dataclasses.asdict(r) for r in self.history],
             "best_weights": self.best_weights,
+            "average": self.average.state_dict() if self.average is not None else None,
             "rng": {"python": random.getstate(), "numpy": _numpy_global_rng(),
                     "torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
@@ -99,6 +109,8 @@ class TrainingState:
         self.loss_sum, self.epoch_rng = state["loss_sum"], state["epoch_rng"]
         self.history = [EpochResult(**r) for r in state["history"]]
         self.best_weights = state["best_weights"]
+        if self.average is not None:
+            self.average.load_state_dict(state["average"])
         random.setstate(state["rng"]["python"])
         kind, key, *rest = state["rng"]["numpy"]
         np.random.set_state((kind, np.asarray(key, dtype=np.uint32), *rest))
@@ -114,21 +126,42 @@ def _numpy_global_rng() -> tuple:
 
 
 def build_optimizer(model, params: TrainParams, total_steps: int, device: torch.device):
-    """AdamW (no decay on biases and LayerNorm) with linear warm-up, then linear decay."""
+    """AdamW (no decay on biases and LayerNorm) with linear warm-up, then linear decay;
+    with `layer_lr_decay` < 1, each encoder layer's lr shrinks by that factor per layer
+    below the top (embeddings lowest), the head keeping `lr`."""
     from transformers import get_linear_schedule_with_warmup
 
-    decay, no_decay = [], []
+    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
+    depth = _layer_depths(model) if params.layer_lr_decay < 1 else {}
     for name, weight in model.named_parameters():
         if weight.requires_grad:
-            (no_decay if weight.ndim < 2 else decay).append(weight)
+            decay = 0.0 if weight.ndim < 2 else params.weight_decay
+            lr = params.lr * params.layer_lr_decay ** depth.get(name, 0)
+            groups.setdefault((decay, lr), []).append(weight)
     # The fused kernel does AdamW's arithmetic in one pass over memory; on a CPU
     # the plain loop spent a quarter of each step there (benchmarks/README.md).
     fused = device.type in ("cpu", "cuda")
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": params.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=params.lr,
-                                  fused=fused or None, foreach=None if fused else True)
+    optimizer = torch.optim.AdamW(
+        [{"params": weights, "weight_decay": decay, "lr": lr}
+         for (decay, lr), weights in groups.items()],
+        lr=params.lr, fused=fused or None, foreach=None if fused else True)
     warmup = math.ceil(params.warmup_ratio * total_steps)
     return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+
+
+def _layer_depths(model) -> dict[str, int]:
+    """Parameter name -> layers below the top: 0 for the head and pooler, 1 for the last
+    encoder layer, ..., n for the first, n + 1 for the embeddings. Encoder layers are
+    found by the `.layer.<i>.` / `.layers.<i>.` naming that BERT-like models share."""
+    layers = model.config.num_hidden_layers
+    depths = {}
+    for name, _ in model.named_parameters():
+        found = re.search(r"\.layers?\.(\d+)\.", name)
+        if found:
+            depths[name] = layers - int(found.group(1))
+        elif "embeddings" in name:
+            depths[name] = layers + 1
+    return depths
 
 
 def new_state(model, params: TrainParams, steps_per_epoch: int, device: torch.device,
@@ -141,7 +174,33 @@ def new_state(model, params: TrainParams, steps_per_epoch: int, device: torch.de
     optimizer, schedule = build_optimizer(model, params, steps_per_epoch * params.epochs, device)
     # fp16 needs loss scaling; bf16 has fp32's range and does not.
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    return TrainingState(model, optimizer, schedule, scaler, np.random.default_rng(params.seed))
+    average = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(params.ema_decay))
+               if params.ema_decay is not None else None)
+    return TrainingState(model, optimizer, schedule, scaler, np.random.default_rng(params.seed),
+                         average=average)
+
+
+def batch_loss(runner: torch.nn.Module, batch: dict[str, torch.Tensor],
+               params: TrainParams) -> torch.Tensor:
+    """The model's cross-entropy, or with the levers on: label smoothing, and R-Drop (the
+    batch twice through dropout in one forward; mean cross-entropy of the two passes plus
+    `rdrop` x their symmetric KL divergence, as in Liang et al. 2021)."""
+    if not params.label_smoothing and not params.rdrop:
+        return runner(**batch).loss
+    labels = batch["labels"]
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    if params.rdrop:
+        inputs = {k: torch.cat([v, v]) for k, v in inputs.items()}
+    logits = runner(**inputs).logits.float()
+    if not params.rdrop:
+        return F.cross_entropy(logits, labels, label_smoothing=params.label_smoothing)
+    first, second = logits.chunk(2)
+    loss = (F.cross_entropy(first, labels, label_smoothing=params.label_smoothing)
+            + F.cross_entropy(second, labels, label_smoothing=params.label_smoothing)) / 2
+    log_p, log_q = F.log_softmax(first, dim=-1), F.log_softmax(second, dim=-1)
+    kl = (F.kl_div(log_p, log_q, reduction="batchmean", log_target=True)
+          + F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)) / 2
+    return loss + params.rdrop * kl
 
 
 def make_batches(data: Encoded, batch_size: int, pad_id: int,
@@ -186,7 +245,7 @@ def train_epoch(state: TrainingState, data: Encoded, params: TrainParams, pad_id
         batch, weight = workers.shard(batch)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast(device, precision):
-            loss = runner(**batch).loss
+            loss = batch_loss(runner, batch, params)
         # weight is 1 with one process, so the single-process arithmetic is unchanged.
         state.scaler.scale(loss * weight if weight != 1.0 else loss).backward()
         state.scaler.unscale_(state.optimizer)
@@ -195,6 +254,8 @@ def train_epoch(state: TrainingState, data: Encoded, params: TrainParams, pad_id
         state.scaler.update()
         state.schedule.step()
         state.optimizer.zero_grad(set_to_none=True)
+        if state.average is not None:
+            state.average.update_parameters(model)
         # A float per step (one device sync) keeps the sum identical however often
         # the epoch is interrupted and resumed, and catches a NaN where it appears.
         state.loss_sum += workers.total(loss.item() * weight / workers.size)
@@ -228,12 +289,12 @@ def finish_epoch(state: TrainingState, train_loss: float, val: Encoded, pad_id: 
                  batch_size: int, device: torch.device, precision: str) -> EpochResult:
     """Validate, record the epoch, and keep a CPU copy of the weights if they are the best."""
     state.epoch += 1
-    val_loss, accuracy, f1 = validate(state.model, val, pad_id, batch_size, device, precision)
+    val_loss, accuracy, f1 = validate(state.judged, val, pad_id, batch_size, device, precision)
     result = EpochResult(state.epoch, train_loss, val_loss, accuracy, f1)
     state.history.append(result)
     if best_epoch(state.history) is result:
         state.best_weights = {k: v.detach().to("cpu", copy=True)
-                              for k, v in state.model.state_dict().items()}
+                              for k, v in state.judged.state_dict().items()}
     return result
 
 

@@ -112,6 +112,11 @@ class TrainParams:
     max_grad_norm: float = 1.0
     precision: Precision = "auto"
     freeze_embeddings: bool = False
+    # Recipe levers, all off by default (benchmarks/sst5_recipe.md measures each):
+    label_smoothing: float = 0.0          # weight of the uniform target in the loss
+    rdrop: float = 0.0                    # R-Drop: weight of the two-dropout-pass KL term
+    layer_lr_decay: float = 1.0           # lr x decay^depth-from-top per encoder layer
+    ema_decay: Optional[float] = None     # validate/keep an exponential average of weights
     resume: bool = True
     processes: int = 1
     seed: int = 42
@@ -128,6 +133,14 @@ class TrainParams:
             fail("warmup_ratio", "a fraction in [0, 1)", self.warmup_ratio)
         if self.max_grad_norm <= 0:
             fail("max_grad_norm", "a positive number", self.max_grad_norm)
+        if not 0 <= self.label_smoothing < 1:
+            fail("label_smoothing", "a fraction in [0, 1)", self.label_smoothing)
+        if self.rdrop < 0:
+            fail("rdrop", "a number >= 0 (0 = off)", self.rdrop)
+        if not 0 < self.layer_lr_decay <= 1:
+            fail("layer_lr_decay", "a factor in (0, 1] (1 = off)", self.layer_lr_decay)
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            fail("ema_decay", "null (off) or a decay in (0, 1), e.g. 0.999", self.ema_decay)
         _check_seed(self.seed, fail)
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import math
 import platform
 import signal
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -124,6 +126,7 @@ def train_and_save(args: argparse.Namespace, params: Params, workers: Workers) -
     import transformers
     from dvclive import Live
 
+    started = time.monotonic()
     transformers.set_seed(params.train.seed)
     device = device_for(workers, choose_device())
     say = print if workers.is_main else (lambda *a, **k: None)
@@ -183,6 +186,11 @@ def train_and_save(args: argparse.Namespace, params: Params, workers: Workers) -
                                      "best": {"val_accuracy": best.val_accuracy,
                                               "val_f1_macro": best.val_f1_macro,
                                               "val_loss": best.val_loss}})
+                # Beside the scores, not in them: metrics.json stays a pure function of
+                # data, params and code (a resumed run's is byte-equal to an uninterrupted
+                # one's). This process's time only, if it resumed an earlier one.
+                (live_dir / "time.json").write_text(json.dumps(
+                    {"train_seconds": round(time.monotonic() - started, 1)}) + "\n")
         if model_dir:
             save_model(model, tokenizer, state, best, model_dir, TrainingInfo(
                 labels=list(labels), max_length=max_length,
