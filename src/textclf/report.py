@@ -18,8 +18,10 @@ from textclf.experiments import (CURVES, Experiment, Listed, RunFiles, read_expe
                                  to_yaml)
 from textclf.outputs import atomic_file
 from textclf.pages import heading, html_page, html_table, markdown_table, paragraph
+from textclf.replicates import Replicates, replicate_groups, spread_table
 
-HEADLINE = ("f1_macro", "accuracy", "f1_weighted", "best.val_f1_macro", "best_epoch")
+HEADLINE = ("f1_macro", "accuracy", "f1_weighted", "best.val_f1_macro", "best.val_accuracy",
+            "best_epoch", "train_seconds")
 TOP_BARS = 20
 
 
@@ -31,6 +33,12 @@ class Comparison:
     best: Experiment                   # the run compared with its baseline below
     pair: list[Experiment]             # best, then its baseline if it was read
     not_ranked: list[str]              # "name (why)": failed, queued, params/metrics mismatch
+    replicates: list[Replicates] = ()  # runs that differ only in their seeds
+
+    def shown_metrics(self, exps: list[Experiment]) -> list[str]:
+        """The sort metric, then the headline metrics that any of `exps` has."""
+        return [self.sort_by, *(m for m in HEADLINE if m != self.sort_by
+                                and any(m in e.metrics for e in exps))]
 
 
 def fmt(value: Any) -> str:
@@ -90,7 +98,7 @@ def compare(exps: list[Experiment], sort_by: str = "f1_macro", ascending: bool =
     pair = [best, *(e for e in groups[0] if e.rev == best.baseline and e is not best)]
     not_ranked = [*unfinished, *(f"{e.name} (params and metrics from different runs: "
                                  f"{e.stale})" for e in stale)]
-    return Comparison(sort_by, groups, best, pair, not_ranked)
+    return Comparison(sort_by, groups, best, pair, not_ranked, replicate_groups(fresh))
 
 
 def data_title(group: list[Experiment]) -> str:
@@ -114,8 +122,7 @@ def _summary(c: Comparison, count: int) -> list[str]:
 
 def leaderboard(group: list[Experiment], c: Comparison) -> tuple[list[str], list[list[str]]]:
     params = changed_params(group)
-    metrics = [c.sort_by, *(m for m in HEADLINE if m != c.sort_by
-                            and any(m in e.metrics for e in group))]
+    metrics = c.shown_metrics(group)
     header = ["#", "experiment", "rev", *metrics, *short_keys(params).values()]
     rows = [[str(i), label(e), e.rev[:7], *(fmt(e.metrics.get(m, "-")) for m in metrics),
              *(to_yaml(e.params.get(p)) for p in params)] for i, e in enumerate(group, 1)]
@@ -130,6 +137,9 @@ def render_markdown(c: Comparison) -> str:
         if len(c.groups) > 1:
             blocks.append(f"## Leaderboard: {data_title(group)}")
         blocks.append(markdown_table(*leaderboard(group, c)))
+    if c.replicates:
+        blocks += ["## Across seeds (mean and range of runs that differ only in the seed)",
+                   markdown_table(*_spread(c))]
     classes = list(dict.fromkeys(k for e in c.pair for k in e.per_class_f1))
     blocks += ["## Per-class F1 on the test set",
                markdown_table(["class", *(label(e) for e in c.pair)],
@@ -138,6 +148,11 @@ def render_markdown(c: Comparison) -> str:
                f"## Params of {label(c.pair[-1])}", "```yaml\n" + params_yaml(c.pair[-1]) + "```",
                "Training curves and confusion matrices: see the HTML page."]
     return "\n\n".join(blocks) + "\n"
+
+
+def _spread(c: Comparison) -> tuple[list[str], list[list[str]]]:
+    return spread_table(list(c.replicates),
+                        c.shown_metrics([e for g in c.replicates for e in g.runs]))
 
 
 def params_yaml(e: Experiment) -> str:
@@ -168,6 +183,9 @@ def render_html(c: Comparison) -> str:
                               {c.sort_by: [e.metrics.get(c.sort_by) for e in shown]}))
         css = ["best" if e is c.best else "baseline" if e.is_baseline else "" for e in group]
         body.append(html_table(*leaderboard(group, c), css))
+    if c.replicates:
+        body += [heading(2, "Across seeds (mean and range of runs that differ only in the seed)"),
+                 html_table(*_spread(c))]
     what = changes(c.best, c.pair)
     body += [heading(2, " against ".join(map(label, c.pair)) + (f" ({what})" if what else "")),
              _comparison_charts(c.pair),
@@ -200,7 +218,11 @@ def to_json(c: Comparison) -> dict:
     return {"sort_by": c.sort_by, "best": c.best.name,
             "groups": [{"data": g[0].data, "data_path": g[0].params.get("data.path"),
                         "ranked": [run(e) for e in g]} for g in c.groups],
-            "not_ranked": c.not_ranked}
+            "not_ranked": c.not_ranked,
+            "replicates": [{"runs": [e.name for e in g.runs], "seeds": g.seeds,
+                            "spread": {m: g.spread(m) for m in
+                                       c.shown_metrics(g.runs) if g.spread(m)}}
+                           for g in c.replicates]}
 
 
 def build_parser() -> argparse.ArgumentParser:
