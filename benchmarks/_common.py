@@ -44,10 +44,16 @@ def sst5_or_standin(n_train: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataF
 
 
 def machine(with_torch: bool = True) -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    facts = f"{cpu}, {os.cpu_count()} cores, python {platform.python_version()}"
+    """CPU model, the instruction sets that decide precision (AVX-512, its BF16, AMX) and
+    cores: results are only comparable between machines with the same features."""
+    from textclf.cpu_precision import cpu_facts
+
+    cpu, flags = cpu_facts()
+    kind = "AMX" if flags and "amx_bf16" in flags else (
+        "AVX512-BF16, no AMX" if flags and "avx512_bf16" in flags else
+        "AVX-512, no BF16" if flags and "avx512f" in flags else "no AVX-512")
+    facts = (f"{cpu} [{kind}; flags: {' '.join(sorted(flags or ())) or 'unknown'}], "
+             f"{os.cpu_count()} cores, python {platform.python_version()}")
     if with_torch:
         import torch
 
