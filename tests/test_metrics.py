@@ -99,3 +99,21 @@ def test_dvc_shows_the_headline_scores_only():
             for stage in pipeline["stages"].values() for o in stage.get("outs", [])}
     assert outs["metrics/class_counts.json"]["metrics/class_counts.json"] == {"cache": False}
     assert not any("metrics" in stage for stage in pipeline["stages"].values())
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_macro_f1_agrees_with_sklearn_including_missing_and_unknown_classes(seed):
+    """macro_f1 is computed from counts (no sklearn import in training); it must give
+    sklearn's number, also for a class never predicted or never present, and for labels
+    outside the list."""
+    import numpy as np
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(seed)
+    labels = ["a", "b", "c", "d", "e"]
+    y_true = rng.choice(["a", "b", "c", "z"], size=60).tolist()   # d, e never present
+    y_pred = rng.choice(["a", "b", "d", "z"], size=60).tolist()   # c, e never predicted
+    expected = f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+    assert macro_f1(y_true, y_pred, labels) == pytest.approx(expected, abs=1e-12)
+    assert macro_f1(np.array([1, 2, 2]), np.array([1, 2, 0]), range(3)) == pytest.approx(
+        f1_score([1, 2, 2], [1, 2, 0], labels=[0, 1, 2], average="macro", zero_division=0))
