@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from textclf.errors import UserError
-from textclf.experiments import Experiment, list_runs, stale_params, to_yaml
+from textclf.experiments import Experiment, list_runs, stale_deps, stale_params, to_yaml
 from textclf.report import changes, compare, fmt, render_html, render_markdown, to_json
 
 LABELS = ["neg", "neu", "pos"]
@@ -299,3 +299,34 @@ def test_page_helpers_escape_cells_and_keep_multi_line_values():
     page = html_page("A & B", "<p>x</p>")
     assert page.startswith("<!DOCTYPE html>") and "<title>A &amp; B</title>" in page
     ET.fromstring(page.split("\n", 1)[1].replace("<meta charset=\"utf-8\">", ""))  # well-formed
+
+
+class CommittedFiles:
+    """A stand-in for dvc.api.DVCFileSystem.info at one revision."""
+
+    def __init__(self, files: dict[str, dict]):
+        self.files = files
+
+    def info(self, path: str) -> dict:
+        if path not in self.files:
+            raise FileNotFoundError(path)
+        return self.files[path]
+
+    def isdvc(self, path: str) -> bool:
+        return self.files.get(path, {}).get("isout", False)
+
+
+def test_a_commit_whose_stages_used_other_data_than_committed_is_stale():
+    """prepare re-run and committed, evaluate not: its metrics are from the old test split."""
+    lock = {"stages": {"evaluate": {"deps": [
+        {"path": "data/prepared/test.parquet", "md5": "e19016015d1c0c6e"},
+        {"path": "src/textclf/evaluate.py", "md5": "0123456789abcdef"},
+        {"path": "gone.csv", "md5": "ffff"}]}}}
+    fresh = CommittedFiles({"data/prepared/test.parquet": {"md5": "e19016015d1c0c6e",
+                                                            "isout": True},
+                            "src/textclf/evaluate.py": {"md5": "a-new-edit", "isout": False}})
+    assert stale_deps(fresh, lock) == ""
+    moved = CommittedFiles({"data/prepared/test.parquet": {"md5": "8ea3977844f143a1",
+                                                            "isout": True}})
+    assert stale_deps(moved, lock) == ("evaluate used data/prepared/test.parquet e1901601, "
+                                       "the committed one is 8ea39778")

@@ -109,6 +109,27 @@ def stale_params(params: dict[str, Any], lock: dict) -> str:
     return "; ".join(dict.fromkeys(diffs))
 
 
+def stale_deps(fs, lock: dict) -> str:
+    """Data a stage used (dvc.lock) that is not the data committed beside it.
+
+    When `prepare` was re-run and committed but `train`/`evaluate` were not, the metrics
+    are from the old data while the data fingerprint is the new one. Only dependencies that
+    are outputs of another stage are checked: those are what `dvc repro` would re-run for.
+    """
+    diffs = []
+    for name, stage in (lock.get("stages") or {}).items():
+        for dep in stage.get("deps") or []:
+            used = dep.get("md5")
+            try:
+                info = fs.info(dep["path"]) if used and fs.isdvc(dep["path"]) else {}
+            except FileNotFoundError:
+                continue
+            if info.get("md5") and info["md5"] != used:
+                diffs.append(f"{name} used {dep['path']} {used[:8]}, the committed one is "
+                             f"{info['md5'][:8]}")
+    return "; ".join(diffs)
+
+
 def load_yaml(text: str | None) -> dict:
     """YAML 1.2, as DVC reads params.yaml and dvc.lock (so `1e-4` is a number)."""
     from ruamel.yaml import YAML
@@ -128,6 +149,7 @@ def read_run(fs, listed: Listed, files: RunFiles) -> Experiment:
         return fs.read_text(path, encoding="utf-8") if fs.isfile(path) else None
 
     params = flatten(load_yaml(text("params.yaml")))
+    lock = load_yaml(text("dvc.lock"))
     metrics: dict[str, float] = {}
     for path in files.metrics:
         metrics.update({k: v for k, v in flatten(json.loads(text(path) or "{}")).items()
@@ -143,7 +165,7 @@ def read_run(fs, listed: Listed, files: RunFiles) -> Experiment:
     return Experiment(
         rev=listed.rev, name=listed.name, baseline=listed.baseline, params=params,
         metrics=metrics, data=listed.data,
-        stale=stale_params(params, load_yaml(text("dvc.lock"))),
+        stale="; ".join(filter(None, (stale_params(params, lock), stale_deps(fs, lock)))),
         per_class_f1=per_class_f1,
         curves={key: [float(line.split("\t")[-1]) for line in (text(path) or "").splitlines()[1:]
                       if line.strip()] for key, path in files.curves.items()},
