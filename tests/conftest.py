@@ -12,6 +12,24 @@ import pytest
 # time out slowly); set before transformers / huggingface_hub are imported.
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+
+def _threads_per_worker() -> int | None:
+    """Under pytest-xdist (`-n`, see pyproject.toml): this machine's cores shared out
+    among the workers, so that two workers on two cores do not fight over both."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers < 2:
+        return None
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:          # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // workers)
+
+
+if _threads_per_worker():
+    # Before torch is imported, and inherited by every dvc / textclf subprocess.
+    os.environ["OMP_NUM_THREADS"] = str(_threads_per_worker())
+
 # Re-exported: tests import these from conftest or from harness.
 from harness import (GIT_IDENTITY, REPO, ReadmeWalk, copy_project, run,  # noqa: E402,F401
                      set_params, walk_readme)
@@ -60,3 +78,34 @@ def readme_walk(tmp_path_factory, tiny_model_dir) -> ReadmeWalk:
     """The README's main command, tour, own-data and sweep sections, run once in order in
     one project with the tiny model; test_readme checks each claim, test_sweep goes on."""
     return walk_readme(tmp_path_factory.mktemp("readme"), tiny_model_dir)
+
+
+# --- running on several workers (pytest-xdist, `--dist loadgroup`) -------------------------
+
+# Tests that share one expensive session fixture must run on one worker, or each worker
+# would build it: test_pipeline, test_readme and test_sweep all read the README walk.
+SHARED_FIXTURES = ("readme_walk",)
+# The longest groups first (`--durations` on 2 cores), so that no worker starts a
+# minutes-long group after the other has run out of work; the rest keep their order.
+LONGEST_FIRST = ("readme_walk", "test_remote.py", "test_kfp.py", "test_train_resume.py",
+                 "test_report_browser.py", "test_model_folder.py", "test_distributed.py",
+                 "test_model.py", "test_serve.py")
+
+
+def xdist_group(item: pytest.Item) -> str:
+    """The shared fixture an item uses, else its module: its module-scoped fixtures are
+    then built once, on the worker that runs the module."""
+    shared = [name for name in SHARED_FIXTURES if name in item.fixturenames]
+    return shared[0] if shared else item.path.name
+
+
+@pytest.hookimpl(tryfirst=True)   # before xdist reads the groups from the markers
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
+
+    def rank(item: pytest.Item) -> int:
+        group = xdist_group(item)
+        return LONGEST_FIRST.index(group) if group in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)         # stable: tests within a group keep their order
