@@ -80,11 +80,12 @@ def readme_walk(tmp_path_factory, tiny_model_dir) -> ReadmeWalk:
     return walk_readme(tmp_path_factory.mktemp("readme"), tiny_model_dir)
 
 
-# --- running on several workers (pytest-xdist, `--dist loadgroup`) -------------------------
+# --- running on several workers (pytest-xdist, `-n 2 --dist loadfile` in pyproject.toml) ---
 
-# Tests that share one expensive session fixture must run on one worker, or each worker
-# would build it: test_pipeline, test_readme and test_sweep all read the README walk.
-SHARED_FIXTURES = ("readme_walk",)
+# Test files that share one expensive session fixture run on one worker, or each worker
+# would build it: these three read the README walk (`readme_walk`).
+SHARED_WORK = {"test_pipeline.py": "readme_walk", "test_readme.py": "readme_walk",
+               "test_sweep.py": "readme_walk"}
 # The longest groups first (`--durations` on 2 cores), so that no worker starts a
 # minutes-long group after the other has run out of work; the rest keep their order.
 LONGEST_FIRST = ("readme_walk", "test_remote.py", "test_kfp.py", "test_train_resume.py",
@@ -92,20 +93,31 @@ LONGEST_FIRST = ("readme_walk", "test_remote.py", "test_kfp.py", "test_train_res
                  "test_model.py", "test_serve.py")
 
 
-def xdist_group(item: pytest.Item) -> str:
-    """The shared fixture an item uses, else its module: its module-scoped fixtures are
-    then built once, on the worker that runs the module."""
-    shared = [name for name in SHARED_FIXTURES if name in item.fixturenames]
-    return shared[0] if shared else item.path.name
+def work_group(test_file: str) -> str:
+    """What runs on one worker: a test file (its module fixtures are built once), or the
+    files of SHARED_WORK together. `test_file` is a path or a node id."""
+    name = test_file.split("::", 1)[0].replace("\\", "/").rsplit("/", 1)[-1]
+    return SHARED_WORK.get(name, name)
 
 
-@pytest.hookimpl(tryfirst=True)   # before xdist reads the groups from the markers
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
-
     def rank(item: pytest.Item) -> int:
-        group = xdist_group(item)
+        group = work_group(item.nodeid)
         return LONGEST_FIRST.index(group) if group in LONGEST_FIRST else len(LONGEST_FIRST)
 
-    items.sort(key=rank)         # stable: tests within a group keep their order
+    items.sort(key=rank)         # stable: the tests of a group keep their order
+
+
+@pytest.hookimpl(optionalhook=True)      # a hook of pytest-xdist, which may be absent
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`--dist loadfile`, with the files of SHARED_WORK as one unit. (Not `loadgroup` with
+    xdist_group marks: that breaks silently on pytest 9.2, pytest-xdist issue #1386.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class ByWorkGroup(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_group(nodeid)
+
+    return ByWorkGroup(config, log)
