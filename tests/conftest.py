@@ -12,6 +12,24 @@ import pytest
 # time out slowly); set before transformers / huggingface_hub are imported.
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+
+def _threads_per_worker() -> int | None:
+    """Under pytest-xdist (`-n`, see pyproject.toml): this machine's cores shared out
+    among the workers, so that two workers on two cores do not fight over both."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers < 2:
+        return None
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:          # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // workers)
+
+
+if _threads_per_worker():
+    # Before torch is imported, and inherited by every dvc / textclf subprocess.
+    os.environ["OMP_NUM_THREADS"] = str(_threads_per_worker())
+
 # Re-exported: tests import these from conftest or from harness.
 from harness import (GIT_IDENTITY, REPO, ReadmeWalk, copy_project, run,  # noqa: E402,F401
                      set_params, walk_readme)
@@ -60,3 +78,46 @@ def readme_walk(tmp_path_factory, tiny_model_dir) -> ReadmeWalk:
     """The README's main command, tour, own-data and sweep sections, run once in order in
     one project with the tiny model; test_readme checks each claim, test_sweep goes on."""
     return walk_readme(tmp_path_factory.mktemp("readme"), tiny_model_dir)
+
+
+# --- running on several workers (pytest-xdist, `-n 2 --dist loadfile` in pyproject.toml) ---
+
+# Test files that share one expensive session fixture run on one worker, or each worker
+# would build it: these three read the README walk (`readme_walk`).
+SHARED_WORK = {"test_pipeline.py": "readme_walk", "test_readme.py": "readme_walk",
+               "test_sweep.py": "readme_walk"}
+# The longest groups first (`--durations` on 2 cores), so that no worker starts a
+# minutes-long group after the other has run out of work; the rest keep their order.
+LONGEST_FIRST = ("readme_walk", "test_remote.py", "test_kfp.py", "test_train_resume.py",
+                 "test_report_browser.py", "test_model_folder.py", "test_distributed.py",
+                 "test_model.py", "test_serve.py")
+
+
+def work_group(test_file: str) -> str:
+    """What runs on one worker: a test file (its module fixtures are built once), or the
+    files of SHARED_WORK together. `test_file` is a path or a node id."""
+    name = test_file.split("::", 1)[0].replace("\\", "/").rsplit("/", 1)[-1]
+    return SHARED_WORK.get(name, name)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        group = work_group(item.nodeid)
+        return LONGEST_FIRST.index(group) if group in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)         # stable: the tests of a group keep their order
+
+
+@pytest.hookimpl(optionalhook=True)      # a hook of pytest-xdist, which may be absent
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`--dist loadfile`, with the files of SHARED_WORK as one unit. (Not `loadgroup` with
+    xdist_group marks: that breaks silently on pytest 9.2, pytest-xdist issue #1386.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class ByWorkGroup(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_group(nodeid)
+
+    return ByWorkGroup(config, log)
