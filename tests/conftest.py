@@ -80,7 +80,7 @@ def readme_walk(tmp_path_factory, tiny_model_dir) -> ReadmeWalk:
     return walk_readme(tmp_path_factory.mktemp("readme"), tiny_model_dir)
 
 
-# --- running on several workers (pytest-xdist, `-n 2 --dist loadfile` in pyproject.toml) ---
+# --- running on several workers (pytest-xdist, `-n 2 --dist loadgroup` in pyproject.toml) ---
 
 # Test files that share one expensive session fixture run on one worker, or each worker
 # would build it: these three read the README walk (`readme_walk`).
@@ -100,24 +100,14 @@ def work_group(test_file: str) -> str:
     return SHARED_WORK.get(name, name)
 
 
+@pytest.hookimpl(tryfirst=True)     # before xdist reads the marks on each worker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test gets its work group as an `xdist_group` mark (`--dist loadgroup` sends a
+    group to one worker as a whole), and the longest groups are put first."""
     def rank(item: pytest.Item) -> int:
         group = work_group(item.nodeid)
         return LONGEST_FIRST.index(group) if group in LONGEST_FIRST else len(LONGEST_FIRST)
 
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(work_group(item.nodeid)))
     items.sort(key=rank)         # stable: the tests of a group keep their order
-
-
-@pytest.hookimpl(optionalhook=True)      # a hook of pytest-xdist, which may be absent
-def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """`--dist loadfile`, with the files of SHARED_WORK as one unit. (Not `loadgroup` with
-    xdist_group marks: that breaks silently on pytest 9.2, pytest-xdist issue #1386.)"""
-    if config.getvalue("dist") != "loadfile":
-        return None
-    from xdist.scheduler import LoadFileScheduling
-
-    class ByWorkGroup(LoadFileScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            return work_group(nodeid)
-
-    return ByWorkGroup(config, log)

@@ -19,16 +19,24 @@ from textclf.dataset import DataError, read_table
 from textclf.errors import UserError, exits_on_user_error
 from textclf.modeling import (choose_device, choose_precision, load_classifier,
                               predict_proba, quiet_transformers)
+from textclf.onnx_int8 import Int8Classifier, check_cpu, load_int8, require_onnxruntime
+from textclf.onnx_int8 import predict_proba as int8_proba
 from textclf.outputs import atomic_file
+
+PRECISIONS = ["auto", "fp32", "bf16", "fp16", "int8"]
 
 
 def label_texts(model, tokenizer, texts: list[str], labels: list[str], max_length: int,
-                device: torch.device, batch_size: int = 64,
-                precision: str = "auto") -> pd.DataFrame:
-    """Predicted label and its probability for each text, in input order."""
+                device: torch.device, batch_size: int = 64, precision: str = "auto",
+                int8: Int8Classifier | None = None) -> pd.DataFrame:
+    """Predicted label and its probability for each text, in input order; computed by
+    `int8` (ONNX Runtime) where given, else by `model` in `precision`."""
     ids = encode(tokenizer, texts, max_length)
-    probs = predict_proba(model.to(device), ids, tokenizer.pad_token_id, batch_size, device,
-                          choose_precision(device, precision))
+    if int8 is not None:
+        probs = int8_proba(int8, ids, tokenizer.pad_token_id, batch_size)
+    else:
+        probs = predict_proba(model.to(device), ids, tokenizer.pad_token_id, batch_size,
+                              device, choose_precision(device, precision))
     best = probs.argmax(axis=1)
     return pd.DataFrame({"predicted_label": [labels[i] for i in best],
                          "probability": probs.max(axis=1).round(6)})
@@ -87,8 +95,9 @@ def main(argv: list[str] | None = None) -> None:
                              "(CSV or JSON Lines by extension)")
     parser.add_argument("--batch-size", type=positive_int, default=64,
                         help="texts per forward pass (default: 64)")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                        help="auto: the fastest this machine runs well")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="auto: the fastest this machine runs well; int8: ONNX Runtime "
+                             "with int8 weights, for CPUs without AMX (needs textclf[onnx])")
     args = parser.parse_args(argv)
     if bool(args.texts) == bool(args.input):
         parser.error("give either texts as arguments or --input FILE (not both)")
@@ -108,9 +117,13 @@ def main(argv: list[str] | None = None) -> None:
         rows, texts = pd.DataFrame({"text": args.texts}), args.texts
     quiet_transformers()
     device = choose_device()
+    if args.precision == "int8":  # fail before the model loads
+        require_onnxruntime()
+        check_cpu(device)
     model, tokenizer, info = load_classifier(args.model, device)
+    int8 = load_int8(model, args.model, info.max_length) if args.precision == "int8" else None
     result = label_texts(model, tokenizer, texts, info.labels, info.max_length, device,
-                         args.batch_size, args.precision)
+                         args.batch_size, args.precision, int8)
     labelled = pd.concat([rows.reset_index(drop=True), result], axis=1)
     if args.output:
         write_predictions(labelled, args.output)

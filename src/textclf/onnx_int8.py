@@ -1,0 +1,201 @@
+"""`--precision int8`: the classifier in ONNX Runtime with int8 weights, for CPUs without AMX.
+
+Why this path (benchmarks/cpu_inference_paths.py has the figures): on a CPU without AMX,
+bf16 autocast is slower than fp32, and PyTorch's own dynamic quantization is deprecated and
+lost 0.8-1.7 points on SST-5 dev. ONNX Runtime's dynamic int8 quantization with per-channel
+weight scales ran ~1.6x PyTorch fp32 there and stayed within 0.1 point. Optimum would do
+the same, but needs transformers < 4.58, so the export is torch.onnx's and the quantizer
+onnxruntime's own.
+
+The quantized model is built once per (weights, max_length) and cached outside the model
+folder (a DVC output): `$XDG_CACHE_HOME/textclf/onnx/<weights sha256>-<max_length>.onnx`
+(`~/.cache/...`). It is written to a scratch file and renamed, under a lock, so parallel
+runs build it once and never read half a file; a file that does not load is rebuilt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from textclf.batching import pad_batch, sorted_batches
+from textclf.errors import UserError
+from textclf.modeling import weights_sha256
+
+INPUTS = ("input_ids", "attention_mask")
+OPSET = 17
+
+
+@dataclass(frozen=True)
+class Int8Classifier:
+    """An ONNX Runtime session over the int8 model, and where it came from."""
+    session: object  # onnxruntime.InferenceSession
+    num_labels: int
+    path: Path
+    reused: bool  # True: loaded from the cache; False: exported and quantized now
+
+
+def require_onnxruntime():
+    """The onnxruntime module, or a UserError naming the extra that installs it."""
+    try:
+        import onnx  # noqa: F401  (the quantizer needs it)
+        import onnxruntime
+    except ImportError:
+        raise UserError('--precision int8 needs ONNX Runtime: pip install "textclf[onnx]"') \
+            from None
+    return onnxruntime
+
+
+def check_cpu(device: torch.device) -> None:
+    """int8 is a CPU path: on an accelerator bf16/fp16 is the faster choice."""
+    if device.type != "cpu":
+        raise UserError(f"--precision int8 runs on a CPU only, but this machine computes on "
+                        f"{device.type}; expected --precision auto (or fp32/bf16/fp16) here")
+
+
+def cache_path(folder: str | Path, max_length: int) -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "textclf" / "onnx" / f"{weights_sha256(folder)}-{max_length}.onnx"
+
+
+class _Logits(torch.nn.Module):
+    """Two inputs in, logits out: the graph ONNX Runtime runs (token_type_ids, where the
+    model has them, default to zeros inside it, as in the PyTorch path)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def export_fp32(model, path: Path) -> None:
+    """The fp32 graph with batch and length dynamic. The TorchScript exporter
+    (dynamo=False) is used because it needs no onnxscript; the sample batch has padding so
+    that tracing keeps the attention-mask arithmetic rather than a no-padding shortcut."""
+    sample = pad_batch([[101, 2000, 2001, 2002, 102], [101, 2003, 102]], 0)
+    axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
+            "logits": {0: "batch"}}
+    with torch.no_grad(), warnings.catch_warnings():
+        # Python branches on shapes are traced once; with a padded sample they take the
+        # general path, and the export test checks the graph against PyTorch. The
+        # exporter's advice on negative gather indices does not apply: position and
+        # token-type indices are never negative.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", "Exporting aten::index operator", UserWarning)
+        # eval() on the wrapper, not only the model: the exporter restores the wrapper's
+        # mode afterwards, and a fresh Module is in training mode (dropout on).
+        torch.onnx.export(_Logits(model).eval(), (sample["input_ids"], sample["attention_mask"]),
+                          str(path), dynamo=False, opset_version=OPSET, input_names=list(INPUTS),
+                          output_names=["logits"], dynamic_axes=axes)
+
+
+def quantize(source: Path, target: Path) -> None:
+    """Dynamic int8: weights quantized ahead of time with one scale per output channel
+    (per-tensor scales cost 8 points of agreement with fp32 on SST-5), activations per
+    batch at run time."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # DefaultTensorType: the TorchScript graph leaves some shapes uninferred; FLOAT is what
+    # they are, and the quantizer refuses to guess otherwise.
+    # The quantizer logs a "consider pre-processing" advice on the root logger at every
+    # call; pre-processing (shape inference) is what DefaultTensorType stands in for.
+    logging.disable(logging.WARNING)
+    try:
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8,
+                         per_channel=True,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def build_int8(model, target: Path) -> None:
+    """Export, quantize, and rename the result onto `target` in one step."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{target.name}.export-"
+    for stale in target.parent.glob(prefix + "*"):  # a killed build's; we hold the lock
+        shutil.rmtree(stale, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=target.parent) as scratch:
+        fp32, int8 = Path(scratch) / "model.onnx", Path(scratch) / "model_int8.onnx"
+        export_fp32(model, fp32)
+        quantize(fp32, int8)
+        os.replace(int8, target)  # same folder: atomic
+
+
+def open_session(path: Path, threads: int):
+    ort = require_onnxruntime()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _usable(session, num_labels: int) -> bool:
+    names = [i.name for i in session.get_inputs()]
+    return names == list(INPUTS) and session.get_outputs()[0].shape[-1] == num_labels
+
+
+def load_int8(model, folder: str | Path, max_length: int, threads: int | None = None,
+              cache: Path | None = None) -> Int8Classifier:
+    """The int8 session for `model` (loaded from `folder`), from the cache or built now.
+    Threads: torch's intra-op count unless given, so OMP_NUM_THREADS holds for both."""
+    require_onnxruntime()
+    path = cache or cache_path(folder, max_length)
+    threads = threads or torch.get_num_threads()
+    num_labels = model.config.num_labels
+    with _exclusive(path):  # parallel runs: one builds, the others wait and reuse
+        if path.is_file():
+            try:
+                session = open_session(path, threads)
+                if _usable(session, num_labels):
+                    print(f"int8: reusing {path}", file=sys.stderr)
+                    return Int8Classifier(session, num_labels, path, reused=True)
+            except Exception as err:  # noqa: BLE001 - ORT raises its own types for bad files
+                print(f"int8: {path} does not load ({str(err).splitlines()[0][:120]}); "
+                      f"rebuilding it", file=sys.stderr)
+        print(f"int8: exporting and quantizing {folder} -> {path}", file=sys.stderr)
+        build_int8(model, path)
+        return Int8Classifier(open_session(path, threads), num_labels, path, reused=False)
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold a lock file beside `path` where the platform has flock (not on Windows)."""
+    try:
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(path.with_name(path.name + ".lock"), "a")
+    except (ImportError, OSError):
+        yield
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def predict_proba(classifier: Int8Classifier, ids: Sequence[Sequence[int]], pad_id: int,
+                  batch_size: int) -> np.ndarray:
+    """Class probabilities (N, C) in input order: the contract and the length-sorted,
+    padded batches of textclf.modeling.predict_proba."""
+    probs = np.zeros((len(ids), classifier.num_labels), dtype=np.float32)
+    for rows in sorted_batches([len(seq) for seq in ids], batch_size):
+        batch = pad_batch([ids[i] for i in rows], pad_id)
+        logits = classifier.session.run(["logits"], {k: batch[k].numpy() for k in INPUTS})[0]
+        probs[rows] = torch.from_numpy(logits).float().softmax(dim=-1).numpy()
+    return probs

@@ -1,0 +1,166 @@
+"""`--precision int8`: the ONNX export matches PyTorch, int8 stays close to fp32, the cache
+is built once, reused and rebuilt when damaged, and predict/serve use it end to end."""
+
+from __future__ import annotations
+
+import sys
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import toy_reviews
+from serve_harness import build_model_folder, thread_server
+from textclf.batching import encode, pad_batch
+from textclf.errors import UserError
+from textclf.modeling import load_classifier, predict_proba
+
+ort = pytest.importorskip("onnxruntime", reason="needs the onnx extra: pip install textclf[onnx]")
+from textclf import onnx_int8  # noqa: E402
+
+CPU = torch.device("cpu")
+EXTRA = ["a plain sentence with no cue at all", "superb", "It rained all day and the museum "
+         "was closed, so we went home early and watched an okay average film."]
+
+
+@pytest.fixture(scope="module")
+def model_folder(tiny_model_dir, tmp_path_factory):
+    """Trained a little, so its probabilities are far from uniform and argmax means
+    something (a random tiny model's near-ties would flip on any rounding)."""
+    return build_model_folder(tiny_model_dir, tmp_path_factory.mktemp("int8") / "clf")
+
+
+@pytest.fixture(autouse=True)
+def cache_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture(scope="module")
+def loaded(model_folder):
+    return load_classifier(model_folder, CPU)
+
+
+def texts() -> list[str]:
+    return toy_reviews(per_class=6)["text"].tolist() + EXTRA
+
+
+def test_fp32_export_matches_pytorch_logits(loaded, tmp_path):
+    model, tokenizer, info = loaded
+    path = tmp_path / "model.onnx"
+    onnx_int8.export_fp32(model, path)
+    assert not model.training  # the exporter restores modes: dropout must stay off
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ids = encode(tokenizer, texts(), info.max_length)
+    # Shapes other than the export sample's: padded batches, and one without padding.
+    for rows in ([0, 5, 31, 32], list(range(len(ids))), [32]):
+        batch = pad_batch([ids[i] for i in rows], tokenizer.pad_token_id)
+        with torch.no_grad():
+            expected = model(**batch).logits.numpy()
+        found = session.run(["logits"], {k: batch[k].numpy() for k in onnx_int8.INPUTS})[0]
+        np.testing.assert_allclose(found, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_int8_probabilities_stay_close_to_fp32(loaded, model_folder):
+    model, tokenizer, info = loaded
+    ids = encode(tokenizer, texts(), info.max_length)
+    fp32 = predict_proba(model, ids, tokenizer.pad_token_id, 8, CPU, "fp32")
+    int8 = onnx_int8.predict_proba(onnx_int8.load_int8(model, model_folder, info.max_length),
+                                   ids, tokenizer.pad_token_id, 8)
+    assert int8.shape == fp32.shape and np.allclose(int8.sum(axis=1), 1, atol=1e-5)
+    # int8 weights (one scale per output channel) and uint8 activations (one scale per
+    # batch) each carry ~0.4% relative rounding; through 2 layers that moves this model's
+    # probabilities by ~1e-3 (measured 3e-3 at most). 0.03 is ten times that, and still
+    # far below the gaps between its classes, so a broken graph (wrong mask, swapped
+    # inputs, per-tensor collapse) cannot pass.
+    assert np.abs(int8 - fp32).max() < 0.03
+    assert (int8.argmax(axis=1) == fp32.argmax(axis=1)).mean() >= 0.9
+
+
+def test_cache_is_built_once_then_reused(loaded, model_folder, cache_home, monkeypatch,
+                                         capsys):
+    model, _, info = loaded
+    first = onnx_int8.load_int8(model, model_folder, info.max_length)
+    assert not first.reused and first.path.is_file()
+    assert first.path.parent == cache_home / "textclf" / "onnx"
+    assert first.path.name.endswith(f"-{info.max_length}.onnx")
+    assert not any(model_folder.glob("*.onnx"))  # the DVC-tracked folder stays as it was
+    stamp = first.path.stat().st_mtime_ns
+
+    def no_export(*args):
+        raise AssertionError("exported again although the cache holds the model")
+
+    monkeypatch.setattr(onnx_int8, "export_fp32", no_export)
+    second = onnx_int8.load_int8(model, model_folder, info.max_length)
+    assert second.reused and second.path == first.path
+    assert first.path.stat().st_mtime_ns == stamp
+    assert f"int8: reusing {first.path}" in capsys.readouterr().err
+    assert [p.name for p in first.path.parent.iterdir() if ".export-" in p.name] == []
+
+
+def test_a_damaged_cache_file_is_rebuilt(loaded, model_folder, capsys):
+    model, tokenizer, info = loaded
+    path = onnx_int8.cache_path(model_folder, info.max_length)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"half a protobuf")
+    rebuilt = onnx_int8.load_int8(model, model_folder, info.max_length)
+    assert not rebuilt.reused and "rebuilding" in capsys.readouterr().err
+    assert path.stat().st_size > 1000
+    ids = encode(tokenizer, EXTRA, info.max_length)
+    assert onnx_int8.predict_proba(rebuilt, ids, tokenizer.pad_token_id, 4).shape == (3, 5)
+
+
+def test_predict_int8_writes_the_columns_fp32_writes(model_folder, tmp_path):
+    from textclf import predict
+
+    source = tmp_path / "in.csv"
+    pd.DataFrame({"id": range(len(texts())), "text": texts()}).to_csv(source, index=False)
+    frames = {}
+    for precision in ("fp32", "int8"):
+        out = tmp_path / f"{precision}.csv"
+        predict.main(["--model", str(model_folder), "--input", str(source), "--output", str(out),
+                      "--precision", precision])
+        frames[precision] = pd.read_csv(out)
+    fp32, int8 = frames["fp32"], frames["int8"]
+    assert list(int8.columns) == list(fp32.columns) == ["id", "text", "predicted_label",
+                                                        "probability"]
+    assert (int8["id"] == fp32["id"]).all()
+    assert (int8["predicted_label"] == fp32["predicted_label"]).mean() >= 0.9
+    assert np.abs(int8["probability"] - fp32["probability"]).max() < 0.03
+
+
+def test_missing_onnxruntime_is_one_line_naming_the_extra(model_folder, monkeypatch, capsys):
+    from textclf import predict
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` fails
+    with pytest.raises(SystemExit) as exit_:
+        predict.main(["--model", str(model_folder), "--precision", "int8", "good nice"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == 'error: --precision int8 needs ONNX Runtime: pip install "textclf[onnx]"'
+
+
+def test_int8_on_an_accelerator_is_a_usage_error():
+    with pytest.raises(UserError, match="--precision int8 runs on a CPU only.*cuda"):
+        onnx_int8.check_cpu(torch.device("cuda"))
+    onnx_int8.check_cpu(CPU)
+
+
+def test_serve_answers_with_int8_as_predict_does(loaded, model_folder, tmp_path):
+    from textclf.predict import label_texts
+
+    model, tokenizer, info = loaded
+    sample = texts()[:20]
+    with thread_server(["--model", str(model_folder), "--precision", "int8", "--no-log",
+                        "--threads", "1", "--max-wait-ms", "0"]) as (url, _):
+        answer = httpx.post(f"{url}/predict", json={"texts": sample}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    served = [(p["label"], p["probability"]) for p in answer.json()["predictions"]]
+    # One request is one batch of 64 in both, so int8's per-batch activation scales match.
+    int8 = onnx_int8.load_int8(model, model_folder, info.max_length)
+    expected = label_texts(model, tokenizer, sample, info.labels, info.max_length, CPU, 64,
+                           int8=int8)
+    assert served == [(label, round(float(p), 6)) for label, p in
+                      zip(expected["predicted_label"], expected["probability"])]
