@@ -166,10 +166,15 @@ def load_int8(model, folder: str | Path, max_length: int, threads: int | None = 
                     print(f"int8: reusing {path}", file=sys.stderr)
                     return Int8Classifier(session, num_labels, path, reused=True)
             except Exception as err:  # noqa: BLE001 - ORT raises its own types for bad files
-                print(f"int8: {path} does not load ({str(err).splitlines()[0][:120]}); "
-                      f"rebuilding it", file=sys.stderr)
+                reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
+                print(f"int8: {path} does not load ({reason}); rebuilding it",
+                      file=sys.stderr)
         print(f"int8: exporting and quantizing {folder} -> {path}", file=sys.stderr)
-        build_int8(model, path)
+        try:
+            build_int8(model, path)
+        except OSError as err:
+            raise UserError(f"{path.parent}: cannot write the int8 model there ({err}); "
+                            f"expected a writable cache folder: set XDG_CACHE_HOME") from None
         return Int8Classifier(open_session(path, threads), num_labels, path, reused=False)
 
 
