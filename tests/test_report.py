@@ -326,6 +326,13 @@ def test_a_commit_whose_stages_used_other_data_than_committed_is_stale():
                                                             "isout": True},
                             "src/textclf/evaluate.py": {"md5": "a-new-edit", "isout": False}})
     assert stale_deps(fresh, lock) == ""
+    class NotPulled(CommittedFiles):
+        def info(self, path: str) -> dict:
+            from dvc_data.index import DataIndexDirError
+
+            raise DataIndexDirError("failed to load directory ('data', 'prepared')")
+
+    assert stale_deps(NotPulled({"data/prepared/test.parquet": {"isout": True}}), lock) == ""
     moved = CommittedFiles({"data/prepared/test.parquet": {"md5": "8ea3977844f143a1",
                                                             "isout": True}})
     assert stale_deps(moved, lock) == ("evaluate used data/prepared/test.parquet e1901601, "

@@ -25,8 +25,8 @@ OUTPUTS = ["metrics/train/metrics.json", "metrics/train/plots/metrics/train/loss
 
 @pytest.fixture
 def resumable(project, tiny_model_dir, tmp_path, monkeypatch) -> Path:
-    """A project on toy data whose epochs take about a second, checkpoints in tmp_path."""
-    toy_reviews(per_class=100).to_csv(project / "data" / "toy.csv", index=False)
+    """A project on toy data whose epochs take 2-3 seconds, checkpoints in tmp_path."""
+    toy_reviews(per_class=150).to_csv(project / "data" / "toy.csv", index=False)
     set_params(project, data={"path": "data/toy.csv"},
                model={"name": str(tiny_model_dir)},
                train={"epochs": EPOCHS, "batch_size": 2, "precision": "fp32"})
@@ -53,11 +53,20 @@ def interrupt_in_epoch_3(project: Path, sig: int) -> subprocess.CompletedProcess
     proc = subprocess.Popen(["dvc", "repro"], cwd=project, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
-    deadline = time.monotonic() + 300
-    while checkpoint_position(checkpoints) != (2, 0):
+    deadline, seen, position = time.monotonic() + 300, None, None
+    while position != (2, 0):
         assert proc.poll() is None, f"training ended before epoch 3:\n{proc.stdout.read()}"
         assert time.monotonic() < deadline, "no checkpoint after epoch 2"
         time.sleep(0.02)
+        # Load a checkpoint only when it is new: loading it 50 times a second would take
+        # the CPU the training needs and could miss the 1-2 s of epoch 3 on a busy machine.
+        try:
+            stamp = [(path, path.stat().st_mtime_ns) for path in checkpoints.glob("*.pt")]
+        except FileNotFoundError:
+            continue                      # replaced between listing and stat
+        if stamp != seen:
+            position = checkpoint_position(checkpoints)
+            seen = stamp if position is not None else None
     time.sleep(0.3)  # some batches into epoch 3
     if sig == signal.SIGTERM:
         # What `dvc queue kill` / a scheduler does: the training process gets SIGTERM.
