@@ -35,8 +35,8 @@ def test_the_report_shows_mean_and_range_across_seeds():
     markdown = render_markdown(c)
     section = markdown.split("## Across seeds")[1].split("##")[0]
     rows = [line for line in section.splitlines() if line.startswith("| lr")]
-    assert rows[0].startswith("| lr=0.0002 | 3 | 1 / 2 / 3 | 0.6300 (0.6000-0.6500) |")
-    assert rows[1].startswith("| lr=5.0e-05 | 2 | 1 / 2 | 0.5600 (0.5500-0.5700) |")
+    assert rows[0].startswith("| lr=0.0002 | 3 | 1 / 2 / 3 | 0.63 (0.6-0.65) |")
+    assert rows[1].startswith("| lr=5.0e-05 | 2 | 1 / 2 | 0.56 (0.55-0.57) |")
     assert "Across seeds" in render_html(c)
     spread = to_json(c)["replicates"][0]
     assert spread["runs"] == ["lr2e4-s1", "lr2e4-s2", "lr2e4-s3"]

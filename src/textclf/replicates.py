@@ -56,7 +56,7 @@ def spread_table(groups: list[Replicates], metrics: list[str]) -> tuple[list[str
     """(header, rows): a row per recipe with each metric as 'mean (min-max)'."""
     def cell(group: Replicates, metric: str) -> str:
         found = group.spread(metric)
-        return "-" if found is None else f"{found[0]:.4f} ({found[1]:.4f}-{found[2]:.4f})"
+        return "-" if found is None else "{:.4g} ({:.4g}-{:.4g})".format(*found)
 
     header = ["recipe", "runs", "seeds", *(f"{m} mean (range)" for m in metrics)]
     rows = [[name, str(len(g.runs)), " / ".join(g.seeds), *(cell(g, m) for m in metrics)]
