@@ -11,7 +11,6 @@ precisions. It runs once per CPU, torch version and thread count, and is cached 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Callable, Literal
 
 import torch
+
+from textclf.outputs import exclusive
 
 Purpose = Literal["train", "infer"]
 # bf16 loses mantissa bits: take it only for a clear gain, not for measurement noise.
@@ -93,7 +94,7 @@ def choose_cpu_precision(purpose: Purpose,
         return "fp32"
     cache = cache or cache_path()
     key = f"{cpu_key()}|{purpose}"
-    with _exclusive(cache):  # parallel runs (queue workers) measure once and agree
+    with exclusive(cache):  # parallel runs (queue workers) measure once and agree
         known = _read(cache)
         if isinstance(known.get(key), dict) and known[key].get("choice") in ("bf16", "fp32"):
             return known[key]["choice"]
@@ -108,22 +109,6 @@ def choose_cpu_precision(purpose: Purpose,
         except OSError:
             pass  # a read-only home only costs the measurement next time
     return choice
-
-
-@contextlib.contextmanager
-def _exclusive(cache: Path):
-    """Hold a lock beside the cache file (where the platform has flock)."""
-    try:
-        import fcntl
-
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        lock = open(cache.with_name(cache.name + ".lock"), "a")
-    except (ImportError, OSError):
-        yield
-        return
-    with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
 
 
 def _read(cache: Path) -> dict:

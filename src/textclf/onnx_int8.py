@@ -15,7 +15,6 @@ runs build it once and never read half a file; a file that does not load is rebu
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
@@ -24,7 +23,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -32,6 +31,7 @@ import torch
 from textclf.batching import pad_batch, sorted_batches
 from textclf.errors import UserError
 from textclf.modeling import weights_sha256
+from textclf.outputs import exclusive
 
 INPUTS = ("input_ids", "attention_mask")
 OPSET = 17
@@ -158,7 +158,7 @@ def load_int8(model, folder: str | Path, max_length: int, threads: int | None = 
     path = cache or cache_path(folder, max_length)
     threads = threads or torch.get_num_threads()
     num_labels = model.config.num_labels
-    with _exclusive(path):  # parallel runs: one builds, the others wait and reuse
+    with exclusive(path):  # parallel runs: one builds, the others wait and reuse
         if path.is_file():
             try:
                 session = open_session(path, threads)
@@ -176,22 +176,6 @@ def load_int8(model, folder: str | Path, max_length: int, threads: int | None = 
             raise UserError(f"{path.parent}: cannot write the int8 model there ({err}); "
                             f"expected a writable cache folder: set XDG_CACHE_HOME") from None
         return Int8Classifier(open_session(path, threads), num_labels, path, reused=False)
-
-
-@contextlib.contextmanager
-def _exclusive(path: Path) -> Iterator[None]:
-    """Hold a lock file beside `path` where the platform has flock (not on Windows)."""
-    try:
-        import fcntl
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lock = open(path.with_name(path.name + ".lock"), "a")
-    except (ImportError, OSError):
-        yield
-        return
-    with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
 
 
 def predict_proba(classifier: Int8Classifier, ids: Sequence[Sequence[int]], pad_id: int,

@@ -82,3 +82,21 @@ def write_json(path: str | Path, payload: Any) -> None:
     with atomic_file(path) as scratch:
         scratch.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n",
                            encoding="utf-8")
+
+
+@contextlib.contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Hold a lock file beside `path` (`NAME.lock`) where the platform has flock (not on
+    Windows, where this does not lock): parallel runs that build the same cache file wait
+    for each other, so one builds it and the others reuse it."""
+    try:
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(path.with_name(path.name + ".lock"), "a")
+    except (ImportError, OSError):
+        yield
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
