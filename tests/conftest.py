@@ -31,8 +31,8 @@ if _threads_per_worker():
     os.environ["OMP_NUM_THREADS"] = str(_threads_per_worker())
 
 # Re-exported: tests import these from conftest or from harness.
-from harness import (GIT_IDENTITY, REPO, ReadmeWalk, copy_project, run,  # noqa: E402,F401
-                     set_params, walk_readme)
+from harness import (GIT_IDENTITY, REPO, SweepWalk, TourWalk, copy_project,  # noqa: E402,F401
+                     run, set_params, walk_sweep, walk_tour)
 
 SST5 = REPO.parent / "shared" / "data" / "sst5"
 LABELS = ["very negative", "negative", "neutral", "positive", "very positive"]
@@ -74,21 +74,30 @@ def project(tmp_path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def readme_walk(tmp_path_factory, tiny_model_dir) -> ReadmeWalk:
-    """The README's main command, tour, own-data and sweep sections, run once in order in
-    one project with the tiny model; test_readme checks each claim, test_sweep goes on."""
-    return walk_readme(tmp_path_factory.mktemp("readme"), tiny_model_dir)
+def readme_tour(tmp_path_factory, tiny_model_dir) -> TourWalk:
+    """The README's main command, tour and own-data sections, run once in order in one
+    project with the tiny model; test_readme checks each claim, test_pipeline goes on."""
+    return walk_tour(tmp_path_factory.mktemp("readme-tour"), tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def readme_sweep(tmp_path_factory, tiny_model_dir) -> SweepWalk:
+    """The README's main command and sweep section in a project of their own (the tour
+    leaves the workspace as it found it, test_readme checks); test_sweep goes on."""
+    return walk_sweep(tmp_path_factory.mktemp("readme-sweep"), tiny_model_dir)
 
 
 # --- running on several workers (pytest-xdist, `-n 2 --dist loadgroup` in pyproject.toml) ---
 
 # Test files that share one expensive session fixture run on one worker, or each worker
-# would build it: these three read the README walk (`readme_walk`).
-SHARED_WORK = {"test_pipeline.py": "readme_walk", "test_readme.py": "readme_walk",
-               "test_sweep.py": "readme_walk"}
+# would build it: the README's tour (`readme_tour`) and its sweep (`readme_sweep`), each
+# a few minutes, are two groups so that the two workers walk them side by side.
+SHARED_FIXTURES = ("readme_tour", "readme_sweep")
+SHARED_WORK = {"test_pipeline.py": "readme_tour", "test_readme.py": "readme_tour",
+               "test_sweep.py": "readme_sweep"}
 # The longest groups first (`--durations` on 2 cores), so that no worker starts a
 # minutes-long group after the other has run out of work; the rest keep their order.
-LONGEST_FIRST = ("readme_walk", "test_remote.py", "test_kfp.py", "test_train_resume.py",
+LONGEST_FIRST = ("readme_sweep", "readme_tour", "test_remote.py", "test_kfp.py", "test_train_resume.py",
                  "test_report_browser.py", "test_model_folder.py", "test_distributed.py",
                  "test_model.py", "test_serve.py")
 

@@ -164,25 +164,38 @@ class Step:
 
 
 @dataclass(frozen=True)
-class ReadmeWalk:
-    """What happened when the README's sections ran one after another in one project."""
+class Walk:
+    """What happened when README sections ran one after another in one project."""
     project: Path
     steps: list[Step]
     skipped: list[str]                       # commands with a <placeholder>: examples only
-    before_tour: dict[str, str]              # workspace file -> sha256 after the main command
-    after_tour: dict[str, str]
-    after_tour_exps: dict[str, dict]         # `dvc exp show --json` rows by name
-    narrow_exp_show: str                     # `dvc exp show --only-changed` in 120 columns
-    own_data_exps: dict[str, dict]
-    own_data_report: dict                    # `textclf report --json` after own-data
-    sweep_commit_params: str                 # params.yaml as the sweep's `git commit` left it
-    sweep_commit_files: list[str]            # files tracked after that commit
-    sweep_status: dict[str, str]             # `dvc queue status` once the queue was done
-    sweep_exps: dict[str, dict]
 
     def step(self, section: str, starts: str) -> Step:
         [found] = [s for s in self.steps if s.section == section and s.command.startswith(starts)]
         return found
+
+
+@dataclass(frozen=True)
+class TourWalk(Walk):
+    """The main command, the tour and the own-data section."""
+    before_tour: dict[str, str]              # workspace file -> sha256 after the main command
+    after_tour: dict[str, str]
+    after_own_data: dict[str, str]
+    after_tour_exps: dict[str, dict]         # `dvc exp show --json` rows by name
+    narrow_exp_show: str                     # `dvc exp show --only-changed` in 120 columns
+    own_data_exps: dict[str, dict]
+    own_data_report: dict                    # `textclf report --json` after own-data
+    would_add: list[str]                     # what `git add -A` would add after all that
+
+
+@dataclass(frozen=True)
+class SweepWalk(Walk):
+    """The main command, then the sweep section. (It starts where the tour and own-data
+    sections leave a user: TourWalk checks that they leave the workspace as it was.)"""
+    sweep_commit_params: str                 # params.yaml as the sweep's `git commit` left it
+    sweep_commit_files: list[str]            # files tracked after that commit
+    sweep_status: dict[str, str]             # `dvc queue status` once the queue was done
+    sweep_exps: dict[str, dict]
 
 
 def workspace_state(project: Path) -> dict[str, str]:
@@ -203,20 +216,25 @@ def own_reviews(path: Path, per_class: int = 24) -> None:
     path.write_text("review,stars\n" + "\n".join(rows) + "\n")
 
 
-def walk_readme(tmp: Path, model_dir: Path, epochs: int = 1) -> ReadmeWalk:
-    """The project as published (its own run committed), with only the model and the epoch
-    count changed; then the README's main command, tour, own-data and sweep sections."""
-    project = copy_project(tmp / "textclf", "tiny model",
-                           model={"name": str(model_dir)}, train={"epochs": epochs})
-    home = tmp / "home"
-    home.mkdir()
-    own_reviews(home / "my_reviews.csv")           # the file the own-data section copies
-    run(["dvc", "repro"], project, env=_walk_env(tmp))
-    run(["git", "add", "-A"], project)
-    run(["git", "commit", "-qm", "the published run"], project)
-    steps, skipped = [], []
+class _Reader:
+    """Runs the README's blocks in a project as a newcomer would, keeping every step."""
 
-    def section(marker: str) -> None:
+    def __init__(self, tmp: Path, model_dir: Path, epochs: int) -> None:
+        """The project as published (its own run committed), with only the model and the
+        epoch count changed, and the file the own-data section copies in a home folder."""
+        self.tmp = tmp
+        self.project = copy_project(tmp / "textclf", "tiny model",
+                                    model={"name": str(model_dir)}, train={"epochs": epochs})
+        home = tmp / "home"
+        home.mkdir()
+        own_reviews(home / "my_reviews.csv")
+        run(["dvc", "repro"], self.project, env=_walk_env(tmp))
+        run(["git", "add", "-A"], self.project)
+        run(["git", "commit", "-qm", "the published run"], self.project)
+        self.steps: list[Step] = []
+        self.skipped: list[str] = []
+
+    def section(self, marker: str) -> None:
         commands = readme_blocks(marker)
         if marker == "main-command":      # set-up (venv, pip) is done: run what follows it
             parts = commands[0].split(" && ")
@@ -224,26 +242,45 @@ def walk_readme(tmp: Path, model_dir: Path, epochs: int = 1) -> ReadmeWalk:
             commands = [" && ".join(parts[start:])]
         for command in commands:
             if re.search(r"<[a-z-]+>", command):
-                skipped.append(command)
+                self.skipped.append(command)
                 continue
-            result = run(["bash", "-c", command], project, check=False, env=_walk_env(tmp))
-            steps.append(Step(marker, command, result.returncode, result.stdout, result.stderr))
+            result = run(["bash", "-c", command], self.project, check=False,
+                         env=_walk_env(self.tmp))
+            self.steps.append(Step(marker, command, result.returncode, result.stdout,
+                                   result.stderr))
             if marker == "sweep" and "dvc queue start" in command:
-                wait_for_queue(project)
+                wait_for_queue(self.project)
 
-    section("main-command")
+
+def walk_tour(tmp: Path, model_dir: Path, epochs: int = 1) -> TourWalk:
+    """The README's main command, tour and own-data sections, in that order."""
+    reader = _Reader(tmp, model_dir, epochs)
+    project = reader.project
+    reader.section("main-command")
     before = workspace_state(project)
-    section("tour")
+    reader.section("tour")
     after = workspace_state(project)
     tour_exps = experiments(project)
     narrow = run(["dvc", "exp", "show", "--only-changed", "--no-pager"], project,
                  env=_walk_env(tmp, COLUMNS="120")).stdout
-    section("own-data")
-    own_exps = experiments(project)
-    own_report = json.loads(run(["textclf", "report", "--json"], project).stdout)
-    section("sweep")
-    return ReadmeWalk(
-        project, steps, skipped, before, after, tour_exps, narrow, own_exps, own_report,
+    reader.section("own-data")
+    return TourWalk(
+        project, reader.steps, reader.skipped, before, after, workspace_state(project),
+        tour_exps, narrow, experiments(project),
+        json.loads(run(["textclf", "report", "--json"], project).stdout),
+        [line.split("'", 2)[1] for line in
+         run(["git", "add", "-A", "--dry-run"], project).stdout.splitlines()])
+
+
+def walk_sweep(tmp: Path, model_dir: Path, epochs: int = 1) -> SweepWalk:
+    """The README's main command, then its sweep section, in a project of its own (so it
+    runs beside the tour on another worker)."""
+    reader = _Reader(tmp, model_dir, epochs)
+    project = reader.project
+    reader.section("main-command")
+    reader.section("sweep")
+    return SweepWalk(
+        project, reader.steps, reader.skipped,
         git_show(project, "HEAD", "params.yaml").decode(),
         run(["git", "ls-files"], project).stdout.splitlines(),
         queue_status(project), experiments(project))

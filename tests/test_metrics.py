@@ -117,3 +117,34 @@ def test_macro_f1_agrees_with_sklearn_including_missing_and_unknown_classes(seed
     assert macro_f1(y_true, y_pred, labels) == pytest.approx(expected, abs=1e-12)
     assert macro_f1(np.array([1, 2, 2]), np.array([1, 2, 0]), range(3)) == pytest.approx(
         f1_score([1, 2, 2], [1, 2, 0], labels=[0, 1, 2], average="macro", zero_division=0))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_classification_metrics_agree_with_sklearn(seed):
+    """The evaluate stage's scores come from counts (no sklearn import there): accuracy,
+    weighted F1 and every per-class number must be sklearn's, including a class never
+    predicted, one never present, and labels outside the list."""
+    import numpy as np
+    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
+    rng = np.random.default_rng(seed)
+    labels = ["a", "b", "c", "d", "e"]
+    y_true = rng.choice(["a", "b", "c", "z"], size=60).tolist()
+    y_pred = rng.choice(["a", "b", "d", "z"], size=60).tolist()
+    got = classification_metrics(y_true, y_pred, labels)
+    assert got["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred), abs=1e-12)
+    assert got["f1_weighted"] == pytest.approx(
+        f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0), abs=1e-12)
+    assert got["f1_macro"] == pytest.approx(
+        f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0), abs=1e-12)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0)
+    for i, label in enumerate(labels):
+        assert got["per_class"][label] == pytest.approx(
+            {"precision": precision[i], "recall": recall[i], "f1": f1[i],
+             "support": support[i]}, abs=1e-12)
+
+
+def test_metrics_of_nothing_are_zero_not_nan():
+    got = classification_metrics([], [], ["a", "b"])
+    assert got["accuracy"] == got["f1_macro"] == got["f1_weighted"] == 0.0

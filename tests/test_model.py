@@ -171,6 +171,35 @@ def test_cpu_precision_is_chosen_by_measurement_and_cached(tmp_path, fp32, bf16,
     assert calls == ["train", "infer"]
 
 
+@pytest.mark.parametrize("cap, left", [
+    ("", {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}),
+    ("ALL", {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}),
+    ("avx512_core_amx", {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}),
+    ("AVX512_CORE_BF16", {"avx512f", "avx512_bf16"}),       # an AVX512-BF16 CPU, no AMX
+    ("AVX512_CORE", {"avx512f"}),
+])
+def test_onednn_isa_cap_hides_what_onednn_may_not_use(cap, left):
+    from textclf.cpu_precision import usable_flags
+
+    amx = frozenset({"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
+    assert usable_flags(amx, cap) == left
+    assert usable_flags(None, cap) is None
+
+
+def test_auto_precision_under_an_isa_cap_measures_instead_of_assuming_amx(tmp_path, monkeypatch):
+    from textclf import cpu_precision
+
+    amx = frozenset({"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
+    monkeypatch.setattr(cpu_precision, "cpu_facts", lambda: ("a CPU", amx))
+    slow_bf16 = lambda purpose: {"fp32": 1.0, "bf16": 1.5}   # noqa: E731
+    cache = tmp_path / "precision.json"
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert cpu_precision.choose_cpu_precision("infer", slow_bf16, cache) == "bf16"  # AMX rule
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert cpu_precision.choose_cpu_precision("infer", slow_bf16, cache) == "fp32"
+    assert "ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16" in cache.read_text(), "the cap is in the key"
+
+
 def test_layer_measurement_runs_both_precisions():
     from textclf.cpu_precision import layer_seconds
 

@@ -1,6 +1,6 @@
 """The whole pipeline through DVC itself: what `dvc repro` and `dvc exp run` re-run, and what
 the report makes of a commit whose metrics are not its params' (in a clone of the project the
-`readme_walk` fixture trained, so nothing is trained twice)."""
+`readme_tour` fixture trained, so nothing is trained twice)."""
 
 from __future__ import annotations
 
@@ -13,24 +13,24 @@ from harness import clone, git_show, run, set_params
 pytestmark = pytest.mark.slow
 
 
-def test_repro_trains_and_an_experiment_re_runs_only_what_changed(readme_walk):
-    published = readme_walk.project
+def test_repro_trains_and_an_experiment_re_runs_only_what_changed(readme_tour):
+    published = readme_tour.project
     scores = json.loads(git_show(published, "HEAD", "metrics/evaluate/metrics.json"))
     assert 0.0 <= scores["accuracy"] <= 1.0 and 0.0 <= scores["f1_macro"] <= 1.0
     # the main command on the committed run: nothing to re-run, the scores on screen
-    assert "Running stage" not in readme_walk.step("main-command", "dvc repro").stdout
+    assert "Running stage" not in readme_tour.step("main-command", "dvc repro").stdout
 
-    batch = readme_walk.step("tour", "dvc exp run --temp -S train.batch_size").stdout
+    batch = readme_tour.step("tour", "dvc exp run --temp -S train.batch_size").stdout
     assert "Running stage 'train'" in batch and "Running stage 'evaluate'" in batch
     assert "Running stage 'prepare'" not in batch and "Running stage 'resample'" not in batch
-    ratio = readme_walk.step("tour", "dvc exp run --temp -S 'data.class_ratio").stdout
+    ratio = readme_tour.step("tour", "dvc exp run --temp -S 'data.class_ratio").stdout
     assert "Running stage 'resample'" in ratio and "Running stage 'prepare'" not in ratio
 
 
-def test_a_commit_whose_params_are_not_its_runs_is_listed_not_ranked(readme_walk, tmp_path):
+def test_a_commit_whose_params_are_not_its_runs_is_listed_not_ranked(readme_tour, tmp_path):
     # The report reads git only (params.yaml, dvc.lock, metrics at each commit): a plain
     # clone without the DVC cache is enough.
-    project = clone(readme_walk.project, tmp_path / "clone")
+    project = clone(readme_tour.project, tmp_path / "clone")
     set_params(project, train={"lr": 0.001})
     run(["git", "commit", "-qam", "lr 0.001, committed without dvc repro"], project)
 

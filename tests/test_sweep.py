@@ -1,6 +1,7 @@
-"""Many experiments through DVC's queue: the README's grid sweep (run by the `readme_walk`
-fixture after the tour and the own-data section), then a failing grid point, a re-run that
-must match, promoting a winner, and the report on all of them."""
+"""Many experiments through DVC's queue: the README's sweep section (run by the
+`readme_sweep` fixture after the main command, the state test_readme.py checks the tour and
+own-data sections leave), then a failing grid point, a re-run that must match, promoting a
+winner, and the report on all of them."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from harness import experiments, git_show, run, wait_for_queue
 
@@ -20,6 +22,32 @@ BATCH_SIZES = [16, 32]
 RATIOS = [[1, 1, 1, 1, 1], [2, 1, 1, 1, 1]]
 METRIC_FILES = ["metrics/evaluate/metrics.json", "metrics/train/metrics.json"]
 LOSS_TSV = "metrics/train/plots/metrics/train/loss.tsv"
+
+
+def test_every_command_of_the_sweep_section_succeeds(readme_sweep):
+    for step in readme_sweep.steps:
+        # `git add -A && git commit` with nothing new to commit is what a user sees too
+        if step.returncode and "nothing to commit" in step.stdout:
+            continue
+        assert step.returncode == 0, f"[{step.section}] {step.command}\n{step.stdout}\n{step.stderr}"
+    assert [s.section for s in readme_sweep.steps][0] == "main-command"
+    assert {s.section for s in readme_sweep.steps} == {"main-command", "sweep"}
+    assert readme_sweep.skipped == ["dvc queue logs <name>"]     # a placeholder, not a command
+
+
+def test_the_sweep_commits_the_baseline_not_a_leftover_experiment(readme_sweep):
+    params = yaml.safe_load(readme_sweep.sweep_commit_params)
+    assert params["data"]["path"] == "data/reviews.csv"
+    assert params["data"]["class_ratio"] is None and params["train"]["batch_size"] == 32
+    committed = readme_sweep.sweep_commit_files
+    for folder in ("dvc_plots/", "reports/", "logs/", "data/prepared/", "models/classifier/"):
+        assert not any(path.startswith(folder) for path in committed), folder
+    grid = {name: row for name, row in readme_sweep.sweep_exps.items()
+            if name in readme_sweep.sweep_status}
+    assert len(grid) == 4 and set(readme_sweep.sweep_status.values()) == {"Success"}
+    assert {(r["params"]["train"]["batch_size"], str(r["params"]["data"]["class_ratio"]))
+            for r in grid.values()} == {(16, "[1, 1, 1, 1, 1]"), (16, "[2, 1, 1, 1, 1]"),
+                                        (32, "[1, 1, 1, 1, 1]"), (32, "[2, 1, 1, 1, 1]")}
 
 
 @dataclass(frozen=True)
@@ -43,10 +71,10 @@ def grid_point(sweep: Sweep, batch_size: int, ratio: list[int]) -> str:
 
 
 @pytest.fixture(scope="module")
-def sweep(readme_walk):
-    project = readme_walk.project
-    grid = {name: row for name, row in readme_walk.sweep_exps.items()
-            if name in readme_walk.sweep_status}
+def sweep(readme_sweep):
+    project = readme_sweep.project
+    grid = {name: row for name, row in readme_sweep.sweep_exps.items()
+            if name in readme_sweep.sweep_status}
     with pytest.MonkeyPatch.context() as env:
         env.setenv("OMP_NUM_THREADS", "1")
         try:
@@ -55,7 +83,7 @@ def sweep(readme_walk):
                          "-S", "data.class_ratio=[2,1,1,1,1]"], project).stdout
             run(["git", "reset", "-q", "--hard"], project)
             run(["dvc", "checkout", "-q"], project)
-            yield Sweep(project, readme_walk.sweep_status, grid, rerun)
+            yield Sweep(project, readme_sweep.sweep_status, grid, rerun)
         finally:
             run(["dvc", "queue", "stop", "--kill"], project, check=False)
 

@@ -50,11 +50,31 @@ def cpu_facts() -> tuple[str, frozenset[str] | None]:
     return model, flags
 
 
+# oneDNN's documented switch for the newest instruction set its kernels may use (PyTorch's
+# bf16 matmuls run on oneDNN): a cap below AMX makes an AMX CPU behave like one without.
+ISA_CAP = "ONEDNN_MAX_CPU_ISA"
+
+
+def usable_flags(flags: frozenset[str] | None,
+                 cap: str | None = None) -> frozenset[str] | None:
+    """`flags` less what ONEDNN_MAX_CPU_ISA (`cap`; read from the environment when None)
+    forbids oneDNN to use: AMX unless the cap names it, AVX512-BF16 unless the cap is at
+    least AVX512_CORE_BF16. No cap, or DEFAULT / ALL: the flags as they are."""
+    cap = (os.environ.get(ISA_CAP, "") if cap is None else cap).strip().upper()
+    if flags is None or cap in ("", "ALL", "DEFAULT"):
+        return flags
+    if "AMX" not in cap:
+        flags = flags - {"amx_bf16", "amx_tile"}
+    if not any(level in cap for level in ("BF16", "FP16", "AMX", "AVX10")):
+        flags = flags - {"avx512_bf16"}
+    return flags
+
+
 def cpu_key() -> str:
-    """Identifies the CPU (model and flags), torch version and thread count."""
+    """Identifies the CPU (model and flags), oneDNN's ISA cap, torch version and threads."""
     model, flags = cpu_facts()
-    return (f"{model}|{','.join(sorted(flags or ()))}|torch {torch.__version__}"
-            f"|threads {torch.get_num_threads()}")
+    return (f"{model}|{','.join(sorted(flags or ()))}|{ISA_CAP}={os.environ.get(ISA_CAP, '')}"
+            f"|torch {torch.__version__}|threads {torch.get_num_threads()}")
 
 
 def layer_seconds(purpose: Purpose, repeats: int = 5) -> dict[str, float]:
@@ -85,9 +105,10 @@ def choose_cpu_precision(purpose: Purpose,
 
     Two cases need no measurement (benchmarks/README.md): with AMX, bf16 matmuls run
     several times faster than fp32; without AVX512-BF16 or AMX, bf16 is emulated and slow.
-    AVX512-BF16 alone, or a CPU whose flags are unknown, is measured.
+    AVX512-BF16 alone, or a CPU whose flags are unknown, is measured. Detected flags count
+    only where oneDNN may use them (`usable_flags`: ONEDNN_MAX_CPU_ISA).
     """
-    flags = cpu_facts()[1] if flags == "detect" else flags
+    flags = usable_flags(cpu_facts()[1]) if flags == "detect" else flags
     if flags is not None and "amx_bf16" in flags:
         return "bf16"
     if flags is not None and "avx512_bf16" not in flags:
