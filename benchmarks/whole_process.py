@@ -80,7 +80,7 @@ def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, str]:
     return seconds, done.stdout
 
 
-def train_commands(work: Path, model: str, onnx: bool) -> dict[str, list[str]]:
+def train_commands(work: Path, model: str) -> dict[str, list[str]]:
     base = ["--train", str(work / "train.parquet"), "--val", str(work / "val.parquet"),
             "--labels", str(work / "labels.json")]
     trainer = [sys.executable, str(HERE / "hf_baseline.py"), "train", "--model", model, *base]
@@ -170,10 +170,14 @@ def main() -> None:
         print(f"data: {source}; predict: {n_texts} texts; {args.rounds} rounds\n")
 
         if args.skip != "train":
-            commands = train_commands(work, str(bundled_model_dir()), onnx)
-            results = {}
-            seconds = race(commands, args.rounds, env, work,
-                           lambda n, out, w: results.setdefault(n, train_accuracy(n, out, w)))
+            commands = train_commands(work, str(bundled_model_dir()))
+            results = {}                            # the latest accuracy of each contender
+
+            def score(name: str, stdout: str, folder: Path) -> float:
+                results[name] = train_accuracy(name, stdout, folder)
+                return results[name]
+
+            seconds = race(commands, args.rounds, env, work, score)
             trainer_best = min(("Trainer bf16", "Trainer fp32"),
                                key=lambda n: statistics.median(seconds[n]))
             print(f"\ntrain, whole processes (Trainer's best here: {trainer_best})")
@@ -183,7 +187,7 @@ def main() -> None:
             if (work / "m_textclf").is_dir():
                 shutil.copytree(work / "m_textclf", model)
             else:                                   # --skip train: one training run
-                cmd = train_commands(work, str(bundled_model_dir()), onnx)["textclf train"]
+                cmd = train_commands(work, str(bundled_model_dir()))["textclf train"]
                 timed(cmd, env, work)
                 shutil.copytree(work / "m_textclf", model)
             if onnx:

@@ -151,6 +151,29 @@ def test_a_checkpoint_of_other_params_is_not_used_and_says_why(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_a_background_save_writes_the_state_as_it_was_when_asked(tmp_path, monkeypatch):
+    params = {"model": {"name": "m"}, "train": {"lr": 0.0001, "resume": True}}
+    store = CheckpointStore(tmp_path, fingerprint_run(params, {"train": "aa"}, "models/c"))
+    weights = torch.zeros(1000)
+    store.save_in_background({"epoch": 1, "weights": weights})
+    weights += 1                                  # training goes on changing the tensors
+    store.wait()
+    saved = store.load()
+    assert saved["epoch"] == 1 and torch.equal(saved["weights"], torch.zeros(1000))
+    store.save_in_background({"epoch": 2, "weights": weights})
+    store.remove()                                # waits for the write, then removes it
+    assert not list(tmp_path.iterdir())
+
+    def full_disk(self, state):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(CheckpointStore, "_write", full_disk)
+    store.save_in_background({"epoch": 3})
+    with pytest.raises(OSError, match="No space left"):
+        store.wait()                              # a failed write is not lost
+    store.wait()                                  # and raised once
+
+
 def test_a_stopped_run_resumes_and_resume_false_starts_fresh(tiny_model_dir, tmp_path,
                                                               monkeypatch, capsys):
     """In-process: a stop request mid-epoch saves a checkpoint and exits 143; the same run

@@ -90,7 +90,7 @@ def run_training(state, train, val, params: Params, pad_id: int, device, precisi
             raise SystemExit(128 + (stop.signal or signal.SIGTERM))
         on_epoch(finish_epoch(state, loss, val, pad_id, eval_batch, device, precision))
         if state.epoch < params.train.epochs:
-            store.save(state.state_dict())
+            store.save_in_background(state.state_dict())
     return state.history
 
 
