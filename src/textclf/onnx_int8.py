@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
 import tempfile
 import warnings
@@ -31,7 +30,7 @@ import torch
 from textclf.batching import pad_batch, sorted_batches
 from textclf.errors import UserError
 from textclf.modeling import weights_sha256
-from textclf.outputs import exclusive
+from textclf.outputs import atomic_file, exclusive
 
 INPUTS = ("input_ids", "attention_mask")
 OPSET = 17
@@ -123,16 +122,13 @@ def quantize(source: Path, target: Path) -> None:
 
 
 def build_int8(model, target: Path) -> None:
-    """Export, quantize, and rename the result onto `target` in one step."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{target.name}.export-"
-    for stale in target.parent.glob(prefix + "*"):  # a killed build's; we hold the lock
-        shutil.rmtree(stale, ignore_errors=True)
-    with tempfile.TemporaryDirectory(prefix=prefix, dir=target.parent) as scratch:
-        fp32, int8 = Path(scratch) / "model.onnx", Path(scratch) / "model_int8.onnx"
+    """Export to a temporary folder, quantize onto a scratch file beside `target`, and
+    rename it onto `target` in one step (textclf.outputs.atomic_file)."""
+    with tempfile.TemporaryDirectory(prefix="textclf-onnx-") as scratch_dir, \
+            atomic_file(target) as scratch:
+        fp32 = Path(scratch_dir) / "model.onnx"
         export_fp32(model, fp32)
-        quantize(fp32, int8)
-        os.replace(int8, target)  # same folder: atomic
+        quantize(fp32, scratch)
 
 
 def open_session(path: Path, threads: int):
