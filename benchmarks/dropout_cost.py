@@ -18,18 +18,10 @@ import time
 
 import torch
 
-from _common import machine
+from _common import machine, summary
 from textclf import fast_dropout
 from textclf.modeling import (DEFAULT_MODEL, autocast, choose_precision, load_pretrained,
                               quiet_transformers)
-
-
-def modules_only(model: torch.nn.Module) -> torch.nn.Module:
-    for module in list(model.modules()):
-        for name, child in list(module.named_children()):
-            if type(child) is torch.nn.Dropout:
-                setattr(module, name, fast_dropout.FastDropout(child.p).train(child.training))
-    return model
 
 
 def main() -> None:
@@ -46,9 +38,10 @@ def main() -> None:
 
     _, base = load_pretrained(DEFAULT_MODEL, list("abcde"), "eager")
     models = {"PyTorch dropout": base,
-              "cheaper mask, nn.Dropout modules only": modules_only(copy.deepcopy(base)),
+              "cheaper mask, nn.Dropout modules only": copy.deepcopy(base),
               "cheaper mask, modules + attention (train's choice)": copy.deepcopy(base),
               "dropout off (floor)": copy.deepcopy(base)}
+    fast_dropout.install(models["cheaper mask, nn.Dropout modules only"], attention=False)
     fast_dropout.install(models["cheaper mask, modules + attention (train's choice)"])
     for module in models["dropout off (floor)"].modules():
         if isinstance(module, torch.nn.Dropout):
@@ -81,8 +74,7 @@ def main() -> None:
     base_ms = statistics.median(ms["PyTorch dropout"])
     print("| model | ms per step, median (range) | speed vs PyTorch dropout |\n| --- | --- | --- |")
     for name, values in ms.items():
-        print(f"| {name} | {statistics.median(values):.0f} ({min(values):.0f}-{max(values):.0f}) "
-              f"| {base_ms / statistics.median(values):.2f}x |")
+        print(f"| {name} | {summary(values)} | {base_ms / statistics.median(values):.2f}x |")
 
 
 if __name__ == "__main__":

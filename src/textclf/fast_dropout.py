@@ -61,8 +61,9 @@ def eager_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
     return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
 
 
-def install(model: torch.nn.Module) -> list[str]:
-    """Use the cheaper dropout in `model` (in place); returns what was changed."""
+def install(model: torch.nn.Module, attention: bool = True) -> list[str]:
+    """Use the cheaper dropout in `model` (in place): in its `nn.Dropout` modules, and in
+    its attention where `attention` and the model type allow; returns what was changed."""
     changed = []
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
@@ -71,7 +72,8 @@ def install(model: torch.nn.Module) -> list[str]:
                         FastDropout(child.p, child.inplace).train(child.training))
                 changed.append(f"{name}.{child_name}".lstrip("."))
     config = getattr(model, "config", None)
-    if (config is not None and getattr(config, "model_type", None) in PLAIN_ATTENTION
+    if (attention and config is not None
+            and getattr(config, "model_type", None) in PLAIN_ATTENTION
             and getattr(config, "_attn_implementation", None) == "eager"):
         from transformers import AttentionInterface, AttentionMaskInterface
 
