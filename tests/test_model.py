@@ -79,7 +79,8 @@ def test_saved_model_predicts_the_same_after_reload(tiny_model_dir, tmp_path):
     pd.DataFrame({"id": range(len(texts)), "review": texts}).to_csv(tmp_path / "in.csv",
                                                                     index=False)
     predict.main(["--model", str(tmp_path), "--input", str(tmp_path / "in.csv"),
-                  "--text-column", "review", "--output", str(tmp_path / "out.csv")])
+                  "--text-column", "review", "--output", str(tmp_path / "out.csv"),
+                  "--precision", "fp32"])
     out = pd.read_csv(tmp_path / "out.csv")
     assert list(out.columns) == ["id", "review", "predicted_label", "probability"]
     assert out["predicted_label"].tolist() == [LABELS[i] for i in after.argmax(1)]
@@ -198,6 +199,39 @@ def test_auto_precision_under_an_isa_cap_measures_instead_of_assuming_amx(tmp_pa
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
     assert cpu_precision.choose_cpu_precision("infer", slow_bf16, cache) == "fp32"
     assert "ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16" in cache.read_text(), "the cap is in the key"
+
+
+@pytest.mark.parametrize("flags, int8_installed, int8_s, expected", [
+    ({"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}, True, 0.2, "bf16"),  # AMX: bf16
+    ({"avx512f", "avx512_bf16"}, True, 0.5, "int8"),   # bf16 measured slow, int8 2x fp32
+    ({"avx2"}, True, 0.5, "int8"),                     # no BF16 instructions at all
+    ({"avx2"}, True, 0.95, "fp32"),                    # a gain within noise: not worth it
+    ({"avx2"}, False, 0.5, "fp32"),                    # ONNX Runtime not installed
+])
+def test_labelling_precision_is_bf16_then_measured_int8_then_fp32(tmp_path, flags,
+                                                                    int8_installed, int8_s,
+                                                                    expected):
+    from textclf.cpu_precision import choose_labelling_precision
+
+    calls = []
+
+    def measure_bf16(purpose):
+        calls.append(f"bf16 {purpose}")
+        return {"fp32": 1.0, "bf16": 1.4}
+
+    def measure_int8():
+        calls.append("int8")
+        return {"fp32": 1.0, "int8": int8_s}
+
+    cache = tmp_path / "precision.json"
+    for _ in range(2):
+        assert choose_labelling_precision(measure_int8, measure_bf16, cache, frozenset(flags),
+                                          int8_installed) == expected
+    measured_int8 = int8_installed and expected != "bf16"
+    assert calls.count("int8") == (1 if measured_int8 else 0), "measured once, then cached"
+    if measured_int8:
+        entry = next(v for k, v in json.loads(cache.read_text()).items() if "onnxruntime" in k)
+        assert entry == {"fp32_s": 1.0, "int8_s": int8_s, "choice": expected}
 
 
 def test_layer_measurement_runs_both_precisions():

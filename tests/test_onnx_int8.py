@@ -7,6 +7,7 @@ import sys
 
 import httpx
 import numpy as np
+import onnxruntime as ort
 import pandas as pd
 import pytest
 import torch
@@ -15,10 +16,9 @@ from conftest import toy_reviews
 from serve_harness import build_model_folder, thread_server
 from textclf.batching import encode, pad_batch
 from textclf.errors import UserError
-from textclf.modeling import load_classifier, predict_proba
+from textclf.modeling import choose_precision, load_classifier, predict_proba
 
-ort = pytest.importorskip("onnxruntime", reason="needs the onnx extra: pip install textclf[onnx]")
-from textclf import onnx_int8  # noqa: E402
+from textclf import onnx_int8
 
 CPU = torch.device("cpu")
 EXTRA = ["a plain sentence with no cue at all", "superb", "It rained all day and the museum "
@@ -133,7 +133,64 @@ def test_predict_int8_writes_the_columns_fp32_writes(model_folder, tmp_path):
     assert np.abs(int8["probability"] - fp32["probability"]).max() < 0.03
 
 
-def test_missing_onnxruntime_is_one_line_naming_the_extra(model_folder, monkeypatch, capsys):
+def test_predict_auto_uses_int8_where_chosen_and_falls_back_to_fp32(model_folder, tmp_path,
+                                                                    monkeypatch, capsys):
+    """Where `auto` picks int8 for labelling, predict answers as `--precision int8` does
+    and says so; where the model cannot be exported, as `--precision fp32`, saying why."""
+    from textclf import predict
+
+    source = tmp_path / "in.csv"
+    pd.DataFrame({"text": texts()}).to_csv(source, index=False)
+
+    def run(*extra: str) -> tuple[pd.DataFrame, str]:
+        out = tmp_path / "out.csv"
+        predict.main(["--model", str(model_folder), "--input", str(source), "--output",
+                      str(out), *extra])
+        return pd.read_csv(out), capsys.readouterr().err
+
+    forced_int8, _ = run("--precision", "int8")
+    forced_fp32, _ = run("--precision", "fp32")
+    monkeypatch.setattr(onnx_int8, "choose_labelling_precision", lambda measure: "int8")
+    auto, err = run()
+    pd.testing.assert_frame_equal(auto, forced_int8)
+    assert "precision auto chose ONNX Runtime with int8 weights" in err
+
+    def unexportable(model, path):
+        raise RuntimeError("Exporting the operator 'aten::fancy' to ONNX is not supported")
+
+    monkeypatch.setattr(onnx_int8, "export_fp32", unexportable)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    auto, err = run()
+    pd.testing.assert_frame_equal(auto, forced_fp32)
+    assert "cannot build it" in err and "aten::fancy" in err and "using PyTorch fp32" in err
+    with pytest.raises(SystemExit) as exit_:  # asked for int8: an error, no fallback
+        run("--precision", "int8")
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--precision int8: cannot build the int8 model" in err and "aten::fancy" in err
+    assert "Traceback" not in err
+
+
+def test_int8_measurement_runs_both_engines():
+    seconds = onnx_int8.int8_seconds(repeats=1)
+    assert seconds.keys() == {"fp32", "int8"} and all(0 < s < 5 for s in seconds.values())
+
+
+def test_labelling_precision_offers_int8_only_for_auto_on_a_cpu(monkeypatch):
+    """predict and serve: int8 where `auto` on a CPU measures it; a forced precision and
+    an accelerator go through choose_precision as evaluate does."""
+    from textclf import cpu_precision
+
+    monkeypatch.setattr(onnx_int8, "choose_labelling_precision", lambda measure: "int8")
+    monkeypatch.setattr(cpu_precision, "choose_cpu_precision", lambda purpose: "fp32")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert onnx_int8.labelling_precision(CPU, "auto") == "int8"
+    assert onnx_int8.labelling_precision(CPU, "fp32") == "fp32"
+    assert onnx_int8.labelling_precision(torch.device("cuda"), "auto") == "bf16"
+    assert choose_precision(CPU, "auto") == "fp32"  # scoring never takes int8
+
+
+def test_missing_onnxruntime_is_one_line_naming_what_to_install(model_folder, monkeypatch, capsys):
     from textclf import predict
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` fails
@@ -141,7 +198,8 @@ def test_missing_onnxruntime_is_one_line_naming_the_extra(model_folder, monkeypa
         predict.main(["--model", str(model_folder), "--precision", "int8", "good nice"])
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err == 'error: --precision int8 needs ONNX Runtime: pip install "textclf[onnx]"'
+    assert err == ("error: --precision int8 needs ONNX Runtime, a dependency of textclf "
+                   "that is missing here: pip install onnxruntime onnx")
 
 
 def test_int8_on_an_accelerator_is_a_usage_error():
@@ -150,12 +208,15 @@ def test_int8_on_an_accelerator_is_a_usage_error():
     onnx_int8.check_cpu(CPU)
 
 
-def test_serve_answers_with_int8_as_predict_does(loaded, model_folder, tmp_path):
+@pytest.mark.parametrize("precision", ["int8", "auto"])
+def test_serve_answers_with_int8_as_predict_does(loaded, model_folder, precision, monkeypatch):
+    """Forced, or chosen by `auto` (as on a CPU without AMX)."""
     from textclf.predict import label_texts
 
+    monkeypatch.setattr(onnx_int8, "choose_labelling_precision", lambda measure: "int8")
     model, tokenizer, info = loaded
     sample = texts()[:20]
-    with thread_server(["--model", str(model_folder), "--precision", "int8", "--no-log",
+    with thread_server(["--model", str(model_folder), "--precision", precision, "--no-log",
                         "--threads", "1", "--max-wait-ms", "0"]) as (url, _):
         answer = httpx.post(f"{url}/predict", json={"texts": sample}, timeout=60)
     assert answer.status_code == 200, answer.text

@@ -31,6 +31,7 @@ def resumable(project, tiny_model_dir, tmp_path, monkeypatch) -> Path:
                model={"name": str(tiny_model_dir)},
                train={"epochs": EPOCHS, "batch_size": 2, "precision": "fp32"})
     monkeypatch.setenv("TEXTCLF_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    monkeypatch.setenv("TEXTCLF_CHECKPOINT_INTERVAL", "0")  # kill -9 finds epoch 2 saved
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     return project
 
@@ -174,10 +175,9 @@ def test_a_background_save_writes_the_state_as_it_was_when_asked(tmp_path, monke
     store.wait()                                  # and raised once
 
 
-def test_a_stopped_run_resumes_and_resume_false_starts_fresh(tiny_model_dir, tmp_path,
-                                                              monkeypatch, capsys):
-    """In-process: a stop request mid-epoch saves a checkpoint and exits 143; the same run
-    resumes from it; with train.resume false it is deleted and training starts fresh."""
+def in_process_training(tiny_model_dir: Path, tmp_path: Path, epochs: int = 2):
+    """A function that runs `textclf train` in this process on toy data (its checkpoints
+    in tmp_path/checkpoints), with train.resume and extra arguments as given."""
     import yaml
 
     from conftest import LABELS, REPO
@@ -190,10 +190,9 @@ def test_a_stopped_run_resumes_and_resume_false_starts_fresh(tiny_model_dir, tmp
     write_labels(LABELS, tmp_path / "labels.json")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["model"]["name"] = str(tiny_model_dir)
-    params["train"].update(epochs=2, batch_size=8, precision="fp32")
-    checkpoints = tmp_path / "checkpoints"
+    params["train"].update(epochs=epochs, batch_size=8, precision="fp32")
 
-    def train_run(resume: bool) -> None:
+    def train_run(resume: bool = True, *extra: str) -> None:
         params["train"]["resume"] = resume
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
         train.main(["--params", str(tmp_path / "params.yaml"),
@@ -201,7 +200,19 @@ def test_a_stopped_run_resumes_and_resume_false_starts_fresh(tiny_model_dir, tmp
                     "--val", str(tmp_path / "val.parquet"),
                     "--labels", str(tmp_path / "labels.json"),
                     "--model-dir", str(tmp_path / "model"), "--live-dir", str(tmp_path / "live"),
-                    "--checkpoint-dir", str(checkpoints)])
+                    "--checkpoint-dir", str(tmp_path / "checkpoints"), *extra])
+
+    return train_run
+
+
+def test_a_stopped_run_resumes_and_resume_false_starts_fresh(tiny_model_dir, tmp_path,
+                                                              monkeypatch, capsys):
+    """In-process: a stop request mid-epoch saves a checkpoint and exits 143; the same run
+    resumes from it; with train.resume false it is deleted and training starts fresh."""
+    from textclf import train
+
+    train_run = in_process_training(tiny_model_dir, tmp_path)
+    checkpoints = tmp_path / "checkpoints"
 
     def stopped(self):  # as if SIGTERM arrived during the first batch
         self.signal = signal.SIGTERM
@@ -225,3 +236,56 @@ def test_a_stopped_run_resumes_and_resume_false_starts_fresh(tiny_model_dir, tmp
             assert "continuing at epoch" not in out
         assert not list(checkpoints.glob("*.pt"))
         assert (tmp_path / "model" / "model.safetensors").is_file()
+
+
+def test_epoch_end_checkpoints_follow_the_interval(tiny_model_dir, tmp_path, monkeypatch):
+    """With --checkpoint-interval 0 every epoch but the last is checkpointed; with the
+    default (60 s, longer than this toy training) none is; the interval counts from the
+    last save."""
+    from textclf import checkpoint
+
+    written = []
+    monkeypatch.setattr(checkpoint.CheckpointStore, "_write",
+                        lambda self, state: written.append((state["epoch"], state["step"])))
+    train_run = in_process_training(tiny_model_dir, tmp_path, epochs=3)
+    train_run(True, "--checkpoint-interval", "0")
+    assert written == [(1, 0), (2, 0)]
+    written.clear()
+    monkeypatch.delenv(checkpoint.INTERVAL_ENV, raising=False)
+    train_run(True)
+    assert written == []
+    monkeypatch.setenv(checkpoint.INTERVAL_ENV, "0")
+    train_run(True)
+    assert written == [(1, 0), (2, 0)]
+
+    now = [100.0]
+    params = {"model": {"name": "m"}, "train": {"lr": 0.0001}}
+    store = CheckpointStore(tmp_path / "c", fingerprint_run(params, {}, "models/c"),
+                            interval_s=30, clock=lambda: now[0])
+    assert not store.due()
+    now[0] = 130.0
+    assert store.due()
+    store.save_in_background({"epoch": 1, "step": 0})
+    store.wait()
+    assert not store.due()                        # counted again from that save
+    now[0] = 160.0
+    assert store.due()
+
+
+@pytest.mark.parametrize("flag, env, named", [
+    (["--checkpoint-interval", "-5"], None, "--checkpoint-interval: expected seconds"),
+    (["--checkpoint-interval", "soon"], None, "found 'soon'"),
+    ([], "nan", "$TEXTCLF_CHECKPOINT_INTERVAL: expected seconds"),
+])
+def test_a_bad_checkpoint_interval_is_refused_before_training(flag, env, named, monkeypatch,
+                                                              capsys):
+    from textclf import train
+
+    if env is not None:
+        monkeypatch.setenv("TEXTCLF_CHECKPOINT_INTERVAL", env)
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--train", "t", "--val", "v", "--labels", "l", "--model-dir", "m",
+                    "--live-dir", "d", *flag])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert named in err and "Traceback" not in err

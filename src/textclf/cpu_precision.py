@@ -1,4 +1,4 @@
-"""`precision: auto` on a CPU: bf16 only where it is faster than fp32 here.
+"""`precision: auto` on a CPU: bf16, or int8 for labelling, only where faster than fp32 here.
 
 Whether bf16 autocast pays depends on more than an instruction flag: with AMX it is
 several times faster than fp32; with AVX512-BF16 alone the casts around each matmul can
@@ -7,10 +7,19 @@ such a CPU). So the choice is a short measurement of one transformer layer, the 
 this project's models, forward (inference) or forward + backward (training), in both
 precisions. It runs once per CPU, torch version and thread count, and is cached in
 `$XDG_CACHE_HOME/textclf/precision.json` (`~/.cache/...`); delete it to measure again.
+
+Labelling new texts (`predict`, `serve`) has a third path where bf16 does not pay: ONNX
+Runtime with int8 weights (textclf.onnx_int8; same SST-5 dev accuracy as fp32, 1.8x its
+speed without AMX, benchmarks/README.md). It is chosen where ONNX Runtime is installed and
+its int8 matmuls, quantized as that module quantizes the model, measure at least
+MIN_SPEEDUP x PyTorch's fp32 on the feed-forward block of a MiniLM layer; cached the same
+way, per ONNX Runtime version too. `evaluate` scores the PyTorch model and never uses it.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -23,7 +32,7 @@ import torch
 from textclf.outputs import exclusive
 
 Purpose = Literal["train", "infer"]
-# bf16 loses mantissa bits: take it only for a clear gain, not for measurement noise.
+# bf16 and int8 lose precision: take them only for a clear gain, not for measurement noise.
 MIN_SPEEDUP = 1.15
 
 
@@ -113,16 +122,45 @@ def choose_cpu_precision(purpose: Purpose,
         return "bf16"
     if flags is not None and "avx512_bf16" not in flags:
         return "fp32"
+    return _measured_choice(f"{cpu_key()}|{purpose}", lambda: measure(purpose), "bf16",
+                            cache or cache_path())
+
+
+def int8_available() -> bool:
+    """Whether ONNX Runtime and onnx (its quantizer needs it) can be imported."""
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
+
+
+def choose_labelling_precision(measure_int8: Callable[[], dict[str, float]],
+                               measure_bf16: Callable[[Purpose], dict[str, float]] = layer_seconds,
+                               cache: Path | None = None,
+                               flags: frozenset[str] | None | str = "detect",
+                               int8_installed: bool | None = None) -> str:
+    """For labelling new texts (predict, serve): 'bf16' where it pays for inference
+    (`choose_cpu_precision`), else 'int8' where ONNX Runtime is installed and measures at
+    least MIN_SPEEDUP x fp32 here (`measure_int8`: textclf.onnx_int8.int8_seconds), else
+    'fp32'."""
     cache = cache or cache_path()
-    key = f"{cpu_key()}|{purpose}"
+    if choose_cpu_precision("infer", measure_bf16, cache, flags) == "bf16":
+        return "bf16"
+    if not (int8_available() if int8_installed is None else int8_installed):
+        return "fp32"
+    engine = f"onnxruntime {_version('onnxruntime')}"
+    return _measured_choice(f"{cpu_key()}|{engine}|label", measure_int8, "int8", cache)
+
+
+def _measured_choice(key: str, measure: Callable[[], dict[str, float]], candidate: str,
+                     cache: Path) -> str:
+    """`candidate` if measure()'s seconds for it are at most fp32's / MIN_SPEEDUP, else
+    'fp32'; the verdict cached in `cache` under `key`."""
     with exclusive(cache):  # parallel runs (queue workers) measure once and agree
         known = _read(cache)
-        if isinstance(known.get(key), dict) and known[key].get("choice") in ("bf16", "fp32"):
+        if isinstance(known.get(key), dict) and known[key].get("choice") in (candidate, "fp32"):
             return known[key]["choice"]
-        seconds = measure(purpose)
-        fp32, bf16 = seconds["fp32"], seconds["bf16"]
-        choice = "bf16" if fp32 / bf16 >= MIN_SPEEDUP else "fp32"
-        known[key] = {"fp32_s": fp32, "bf16_s": bf16, "choice": choice}
+        seconds = measure()
+        fp32, other = seconds["fp32"], seconds[candidate]
+        choice = candidate if fp32 / other >= MIN_SPEEDUP else "fp32"
+        known[key] = {"fp32_s": fp32, f"{candidate}_s": other, "choice": choice}
         try:
             scratch = cache.with_name(f".{cache.name}.{os.getpid()}")
             scratch.write_text(json.dumps(known, indent=1), encoding="utf-8")
@@ -130,6 +168,13 @@ def choose_cpu_precision(purpose: Purpose,
         except OSError:
             pass  # a read-only home only costs the measurement next time
     return choice
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _read(cache: Path) -> dict:

@@ -188,7 +188,8 @@ def choose_device() -> torch.device:
 def choose_precision(device: torch.device, requested: str = "auto",
                      purpose: str = "infer") -> str:
     """'fp32', 'bf16' or 'fp16': the fastest the device runs well, unless one is forced.
-    On a CPU that is measured (textclf.cpu_precision), for training or inference."""
+    On a CPU that is measured (textclf.cpu_precision), for training or inference; predict
+    and serve may also take int8 (textclf.onnx_int8.labelling_precision)."""
     if requested != "auto":
         return requested
     if device.type == "cuda":

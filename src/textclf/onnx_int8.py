@@ -1,5 +1,8 @@
 """`--precision int8`: the classifier in ONNX Runtime with int8 weights, for CPUs without AMX.
 
+`predict` and `serve` take this path with `--precision auto` where bf16 does not pay and
+int8 measures faster than fp32 (`labelling_precision`, textclf.cpu_precision).
+
 Why this path (benchmarks/cpu_inference_paths.py has the figures): on a CPU without AMX,
 bf16 autocast is slower than fp32, and PyTorch's own dynamic quantization is deprecated and
 lost 0.8-1.7 points on SST-5 dev. ONNX Runtime's dynamic int8 quantization with per-channel
@@ -19,6 +22,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +33,8 @@ import torch
 
 from textclf.batching import pad_batch, sorted_batches
 from textclf.errors import UserError
-from textclf.modeling import weights_sha256
+from textclf.cpu_precision import choose_labelling_precision
+from textclf.modeling import choose_precision, weights_sha256
 from textclf.outputs import atomic_file, exclusive
 
 INPUTS = ("input_ids", "attention_mask")
@@ -51,7 +56,8 @@ def require_onnxruntime():
         import onnx  # noqa: F401  (the quantizer needs it)
         import onnxruntime
     except ImportError:
-        raise UserError('--precision int8 needs ONNX Runtime: pip install "textclf[onnx]"') \
+        raise UserError("--precision int8 needs ONNX Runtime, a dependency of textclf that "
+                        "is missing here: pip install onnxruntime onnx") \
             from None
     return onnxruntime
 
@@ -172,6 +178,78 @@ def load_int8(model, folder: str | Path, max_length: int, threads: int | None = 
             raise UserError(f"{path.parent}: cannot write the int8 model there ({err}); "
                             f"expected a writable cache folder: set XDG_CACHE_HOME") from None
         return Int8Classifier(open_session(path, threads), num_labels, path, reused=False)
+
+
+def labelling_precision(device: torch.device, requested: str) -> str:
+    """The precision predict and serve label with: `choose_precision`'s, except that
+    `auto` on a CPU may also give int8 (cpu_precision.choose_labelling_precision)."""
+    if requested != "auto" or device.type != "cpu":
+        return choose_precision(device, requested)
+    return choose_labelling_precision(int8_seconds)
+
+
+def int8_seconds(repeats: int = 5) -> dict[str, float]:
+    """Best time of a MiniLM layer's feed-forward block (16 texts x 32 tokens x 384 ->
+    1536 -> 384) in PyTorch fp32 and in ONNX Runtime with int8 weights, quantized by
+    `quantize`, on torch's thread count; the two alternate."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    torch.manual_seed(0)
+    up, down = torch.randn(384, 1536) * 0.05, torch.randn(1536, 384) * 0.05
+    x = torch.randn(16 * 32, 384)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "up"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+         helper.make_node("MatMul", ["r", "down"], ["y"])], "feed_forward",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["tokens", 384])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["tokens", 384])],
+        [numpy_helper.from_array(up.numpy(), "up"), numpy_helper.from_array(down.numpy(), "down")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what ONNX Runtime 1.20+ reads, whatever onnx writes by default
+    with tempfile.TemporaryDirectory(prefix="textclf-int8-") as folder:
+        fp32_path, int8_path = Path(folder) / "fp32.onnx", Path(folder) / "int8.onnx"
+        onnx.save(model, fp32_path)
+        quantize(fp32_path, int8_path)
+        session = open_session(int8_path, torch.get_num_threads())
+    feed = {"x": x.numpy()}
+    best = {"fp32": float("inf"), "int8": float("inf")}
+    with torch.inference_mode():
+        for _ in range(repeats + 1):  # the first round warms caches and kernels up
+            start = time.perf_counter()
+            torch.relu(x @ up) @ down
+            best["fp32"] = min(best["fp32"], time.perf_counter() - start)
+            start = time.perf_counter()
+            session.run(["y"], feed)
+            best["int8"] = min(best["int8"], time.perf_counter() - start)
+    return best
+
+
+def engine_for_labelling(model, folder: str | Path, max_length: int, precision: str,
+                         requested: str, threads: int | None = None
+                         ) -> tuple[str, Int8Classifier | None]:
+    """(precision, int8 session or None) for predict and serve, `precision` being what
+    `labelling_precision` returned for `requested`. Where `auto` chose
+    int8 but the model cannot go through ONNX Runtime (an architecture the exporter cannot
+    trace, an unwritable cache), PyTorch in fp32 answers instead and stderr says why; an
+    explicit `--precision int8` fails instead."""
+    if precision != "int8":
+        return precision, None
+    if requested != "int8":
+        print("int8: precision auto chose ONNX Runtime with int8 weights (measured faster "
+              "than fp32 on this CPU; --precision fp32 keeps PyTorch)", file=sys.stderr)
+    try:
+        return precision, load_int8(model, folder, max_length, threads)
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the exporter raises many types
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        if requested == "int8":
+            raise UserError(f"--precision int8: cannot build the int8 model of {folder} "
+                            f"({reason}); expected a model torch.onnx can export, or use "
+                            f"--precision fp32") from None
+        print(f"int8: cannot build it for {folder} ({reason}); using PyTorch fp32",
+              file=sys.stderr)
+        return "fp32", None
 
 
 def predict_proba(classifier: Int8Classifier, ids: Sequence[Sequence[int]], pad_id: int,

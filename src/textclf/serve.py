@@ -19,9 +19,11 @@ Endpoints (Open Inference Protocol / KServe v2, plus one plain one):
 `textclf predict` (label of the highest probability, probabilities rounded to 6 digits),
 with the same precision choice; a text batched with other requests' texts can differ from
 `predict` in the 7th digit in fp32 (the matrix kernels block differently by batch size).
-`--precision int8` answers from ONNX Runtime with int8 weights (textclf.onnx_int8), as
-`predict --precision int8` does; its activations are scaled per batch, so there a text's
-probabilities can move in the 3rd digit with the texts it is batched with.
+With int8 (`--precision int8`, or what `auto` picks on a CPU where bf16 does not pay and
+int8 measures faster than fp32) answers come from ONNX Runtime with int8 weights
+(textclf.onnx_int8), as `predict`'s do; its activations are scaled per batch, so there a
+text's probabilities can move in the 3rd digit with the texts it is batched with
+(`--precision fp32` keeps them to the 7th).
 Every answer carries `model_version`: `sha256:<one sha256 over the weight files>`, plus
 `+git:<commit>` when the model folder is inside a git repository (`git rev-parse HEAD`
 there; it names the code and dvc.lock revision, not uncommitted changes), or
@@ -121,8 +123,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     add("--log-max-mb", type=float, default=100.0, help="size at which a day's log rolls over")
     add("--no-log", action="store_true", help="do not log predictions")
     add("--precision", choices=["auto", "fp32", "bf16", "fp16", "int8"], default="auto",
-        help="auto: the fastest this machine runs well, as predict chooses; int8: ONNX "
-             "Runtime with int8 weights, for CPUs without AMX (needs textclf[onnx])")
+        help="auto: the fastest this machine runs well, as predict chooses (bf16 where it "
+             "pays, else int8 where measured faster than fp32); int8: ONNX Runtime with "
+             "int8 weights")
     add("--threads", type=int, default=default_threads(),
         help="intra-op threads for the model (default: $OMP_NUM_THREADS, else cores - 1)")
     add("--grace-seconds", type=int, default=30,
@@ -147,7 +150,7 @@ def build_app(args: argparse.Namespace):
 
     from textclf import onnx_int8
     from textclf.batching import encode
-    from textclf.modeling import (choose_device, choose_precision, load_classifier,
+    from textclf.modeling import (choose_device, load_classifier,
                                   predict_proba, quiet_transformers)
     from textclf.serve_app import create_app
     from textclf.serve_batcher import BatchSettings, DynamicBatcher
@@ -163,9 +166,9 @@ def build_app(args: argparse.Namespace):
     folder = Path(args.model)
     model, tokenizer, info = load_classifier(folder, device)
     model.to(device)
-    precision = choose_precision(device, args.precision)
-    int8 = (onnx_int8.load_int8(model, folder, info.max_length, args.threads)
-            if precision == "int8" else None)
+    precision, int8 = onnx_int8.engine_for_labelling(
+        model, folder, info.max_length,
+        onnx_int8.labelling_precision(device, args.precision), args.precision, args.threads)
     served = ServedModel(name=args.model_name or folder.resolve().name,
                          version=model_version(folder, args.model_version),
                          labels=tuple(info.labels), max_length=info.max_length)

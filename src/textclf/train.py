@@ -1,7 +1,8 @@
 """Stage `train`: fine-tune a transformer classifier and keep its best epoch.
 
-Training is resumable: a checkpoint is saved after every epoch and when the process is
-asked to stop (SIGTERM, Ctrl-C); the next `dvc repro` / `dvc exp run` with the same
+Training is resumable: a checkpoint is saved at an epoch's end once a minute has passed
+since the last (--checkpoint-interval) and when the process is asked to stop (SIGTERM,
+Ctrl-C); the next `dvc repro` / `dvc exp run` with the same
 params, code and data continues from it (see textclf.checkpoint).
 """
 
@@ -20,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from textclf.checkpoint import CheckpointStore, default_dir, fingerprint_run
+from textclf.checkpoint import (CheckpointStore, default_dir, default_interval,
+                                fingerprint_run, parse_interval)
 from textclf.dataset import fingerprint, read_labels, read_split
 from textclf.distributed import (Workers, device_for, launch, launched_by_torchrun,
                                  process_group, wrap)
@@ -75,8 +77,9 @@ def load_model(params: Params, labels: list[str], device: torch.device):
 def run_training(state, train, val, params: Params, pad_id: int, device, precision: str,
                  store: CheckpointStore, stop: StopRequest, on_epoch,
                  workers: Workers) -> list[EpochResult]:
-    """Epochs from wherever `state` is to the end, checkpointing each one; returns the
-    history, or exits (after saving a checkpoint) when asked to stop."""
+    """Epochs from wherever `state` is to the end, checkpointing at epoch ends when the
+    store says one is due; returns the history, or exits (after saving a checkpoint)
+    when asked to stop."""
     eval_batch = max(64, params.train.batch_size)
     while state.epoch < params.train.epochs:
         loss = train_epoch(state, train, params.train, pad_id, device, precision,
@@ -89,7 +92,7 @@ def run_training(state, train, val, params: Params, pad_id: int, device, precisi
                   f"resumes from here", file=sys.stderr)
             raise SystemExit(128 + (stop.signal or signal.SIGTERM))
         on_epoch(finish_epoch(state, loss, val, pad_id, eval_batch, device, precision))
-        if state.epoch < params.train.epochs:
+        if state.epoch < params.train.epochs and store.due():
             store.save_in_background(state.state_dict())
     return state.history
 
@@ -106,7 +109,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--checkpoint-dir", type=Path, default=None,
                         help="where resumable checkpoints go (default: $TEXTCLF_CHECKPOINT_DIR "
                              "or ~/.cache/textclf/checkpoints)")
-    return parser.parse_args(argv)
+    parser.add_argument("--checkpoint-interval", metavar="SECONDS", default=None,
+                        help="checkpoint at an epoch's end once this many seconds have passed "
+                             "since the last (0: after every epoch; a stop request always "
+                             "saves); default: $TEXTCLF_CHECKPOINT_INTERVAL or 60")
+    args = parser.parse_args(argv)
+    args.checkpoint_interval = (default_interval() if args.checkpoint_interval is None else
+                                parse_interval(args.checkpoint_interval, "--checkpoint-interval"))
+    return args
 
 
 @exits_on_user_error
@@ -145,7 +155,7 @@ def train_and_save(args: argparse.Namespace, params: Params, workers: Workers) -
     store = CheckpointStore(args.checkpoint_dir or default_dir(),
                             fingerprint_run(section_params, data_sha256,
                                             str(Path(args.model_dir).resolve())),
-                            writable=workers.is_main)
+                            writable=workers.is_main, interval_s=args.checkpoint_interval)
     state = new_state(model, params.train, math.ceil(len(train.ids) / params.train.batch_size),
                       device, precision)
     state.runner = wrap(model, workers, device)
