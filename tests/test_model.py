@@ -301,3 +301,25 @@ def test_eager_and_sdpa_attention_agree(tiny_model_dir):
         probs[attention] = predict_proba(model, encode(tokenizer, texts, 32),
                                          tokenizer.pad_token_id, 4, torch.device("cpu"), "fp32")
     np.testing.assert_allclose(probs["eager"], probs["sdpa"], atol=1e-5)
+
+
+@pytest.mark.parametrize("scale", [0.001, 0.05, 0.9, 1.0, 30.0, float("nan")])
+def test_clip_gradients_is_bit_identical_to_clip_grad_norm(scale):
+    """Skipping the multiply-by-1.0 when the norm is within bounds changes no bit, below,
+    at and above max_norm, and with a non-finite gradient."""
+    from textclf.fitting import clip_gradients
+
+    torch.manual_seed(1)
+    ours = [torch.nn.Parameter(torch.randn(40, 30)), torch.nn.Parameter(torch.randn(30))]
+    theirs = [torch.nn.Parameter(w.detach().clone()) for w in ours]
+    for a, b in zip(ours, theirs):
+        a.grad = torch.randn_like(a)
+        b.grad = a.grad.clone()
+    norm = torch.nn.utils.get_total_norm([w.grad for w in ours])
+    for a, b in zip(ours, theirs):  # the gradients' norm becomes `scale`
+        a.grad.mul_(scale / norm)
+        b.grad.copy_(a.grad)
+    clip_gradients(ours, 1.0)
+    torch.nn.utils.clip_grad_norm_(theirs, 1.0, foreach=True)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=0, equal_nan=True)

@@ -231,6 +231,18 @@ def epoch_batches(state: TrainingState, data: Encoded, batch_size: int, pad_id: 
     return batches
 
 
+def clip_gradients(weights: list[torch.nn.Parameter], max_norm: float) -> None:
+    """`torch.nn.utils.clip_grad_norm_`, without its multiply-by-1.0 pass over every
+    gradient when the norm is already within `max_norm` (~5 ms of a MiniLM CPU step):
+    there its clip factor is clamped to 1.0, so skipping it changes no bit."""
+    grads = [w.grad for w in weights if w.grad is not None]
+    total = torch.nn.utils.get_total_norm(grads, foreach=True)
+    # The factor exactly as clip_grads_with_norm_ computes it; NaN (a non-finite gradient)
+    # is not >= 1, so such steps go through it as before.
+    if not bool(max_norm / (total + 1e-6) >= 1.0):
+        torch.nn.utils.clip_grads_with_norm_(weights, max_norm, total, foreach=True)
+
+
 def train_epoch(state: TrainingState, data: Encoded, params: TrainParams, pad_id: int,
                 device: torch.device, precision: str,
                 should_stop: Callable[[], bool] = lambda: False, progress: bool = True,
@@ -253,7 +265,7 @@ def train_epoch(state: TrainingState, data: Encoded, params: TrainParams, pad_id
         # weight is 1 with one process, so the single-process arithmetic is unchanged.
         state.scaler.scale(loss * weight if weight != 1.0 else loss).backward()
         state.scaler.unscale_(state.optimizer)
-        torch.nn.utils.clip_grad_norm_(trainable, params.max_grad_norm, foreach=True)
+        clip_gradients(trainable, params.max_grad_norm)
         state.scaler.step(state.optimizer)
         state.scaler.update()
         state.schedule.step()
