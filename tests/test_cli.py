@@ -138,3 +138,23 @@ def test_usage_errors_and_data_errors_read_differently(tmp_path, monkeypatch, ca
     _, err = capsys.readouterr()
     assert data.value.code == 2 and err.startswith("error: ") and "usage:" not in err
     assert "Traceback" not in err and str(tmp_path) in err
+
+
+def test_the_console_script_freezes_the_collector_on_the_way_out(monkeypatch, capsys):
+    """`textclf` (the installed script) runs `main`, then gc.freeze() whatever happened, so
+    the interpreter's exit skips its final collections; `main` itself never freezes."""
+    import gc
+    from importlib.metadata import entry_points
+
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "textclf"]
+    assert script.value == "textclf.cli:run"
+    frozen = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
+    for argv, code in ((["textclf", "--version"], 0), (["textclf", "no-such-command"], 2)):
+        monkeypatch.setattr("sys.argv", argv)
+        with pytest.raises(SystemExit) as stopped:
+            cli.run()
+        assert stopped.value.code == code
+    assert frozen == [True, True]
+    run_cli(capsys, "--version")
+    assert frozen == [True, True]

@@ -227,3 +227,33 @@ def test_serve_answers_with_int8_as_predict_does(loaded, model_folder, precision
                            int8=int8)
     assert served == [(label, round(float(p), 6)) for label, p in
                       zip(expected["predicted_label"], expected["probability"])]
+
+
+def test_evaluate_can_score_the_int8_model_predict_answers_with(model_folder, tmp_path):
+    """evaluate.precision: int8 scores exactly the labels `predict --precision int8`
+    gives; auto scores PyTorch's."""
+    import json
+
+    import yaml
+
+    from conftest import REPO
+    from textclf import evaluate, predict
+    from textclf.dataset import write_split
+
+    test = toy_reviews(per_class=6)
+    write_split(test, tmp_path / "test.parquet")
+    test[["text"]].to_csv(tmp_path / "test.csv", index=False)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    scores = {}
+    for precision in ("int8", "fp32"):
+        params["evaluate"]["precision"] = precision
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        evaluate.main(["--params", str(tmp_path / "params.yaml"), "--model-dir",
+                       str(model_folder), "--test", str(tmp_path / "test.parquet"),
+                       "--live-dir", str(tmp_path / precision)])
+        scores[precision] = json.loads((tmp_path / precision / "metrics.json").read_text())
+        predict.main(["--model", str(model_folder), "--input", str(tmp_path / "test.csv"),
+                      "--output", str(tmp_path / f"{precision}.csv"), "--precision", precision])
+        labelled = pd.read_csv(tmp_path / f"{precision}.csv")
+        accuracy = (labelled["predicted_label"] == test["label"].to_numpy()).mean()
+        assert scores[precision]["accuracy"] == pytest.approx(accuracy), precision

@@ -13,7 +13,8 @@ Runtime with int8 weights (textclf.onnx_int8; same SST-5 dev accuracy as fp32, 1
 speed without AMX, benchmarks/README.md). It is chosen where ONNX Runtime is installed and
 its int8 matmuls, quantized as that module quantizes the model, measure at least
 MIN_SPEEDUP x PyTorch's fp32 on the feed-forward block of a MiniLM layer; cached the same
-way, per ONNX Runtime version too. `evaluate` scores the PyTorch model and never uses it.
+way, per ONNX Runtime version too. `evaluate`'s `auto` scores the PyTorch model;
+`evaluate.precision: int8` scores the int8 one.
 """
 
 from __future__ import annotations

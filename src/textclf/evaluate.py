@@ -1,4 +1,10 @@
-"""Stage `evaluate`: score the saved model on the test split."""
+"""Stage `evaluate`: score the saved model on the test split.
+
+`evaluate.precision` picks how: `auto` (PyTorch, bf16 where it pays, as training decides),
+a forced fp32/bf16/fp16, or `int8`: the ONNX Runtime model that `predict` and `serve`
+answer with on CPUs without AMX, to see its own scores (`dvc exp run -S
+evaluate.precision=int8`).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import argparse
 import numpy as np
 import pandas as pd
 
+from textclf import onnx_int8
 from textclf.batching import encode
 from textclf.dataset import read_split
 from textclf.errors import exits_on_user_error
@@ -48,13 +55,20 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params).evaluate
     quiet_transformers()
     device = choose_device()
+    if params.precision == "int8":  # fail before the model loads
+        onnx_int8.require_onnxruntime()
+        onnx_int8.check_cpu(device)
     model, tokenizer, info = load_classifier(args.model_dir, device)
     labels = info.labels
     test = read_split(args.test)
-    precision = choose_precision(device, params.precision)
     ids = encode(tokenizer, test["text"].tolist(), info.max_length)
-    probs = predict_proba(model.to(device), ids, tokenizer.pad_token_id, params.batch_size,
-                          device, precision)
+    if params.precision == "int8":  # the model predict/serve use on CPUs without AMX
+        int8 = onnx_int8.load_int8(model, args.model_dir, info.max_length)
+        probs = onnx_int8.predict_proba(int8, ids, tokenizer.pad_token_id, params.batch_size)
+    else:
+        probs = predict_proba(model.to(device), ids, tokenizer.pad_token_id,
+                              params.batch_size, device,
+                              choose_precision(device, params.precision))
     actual = test["label"].tolist()
     predicted = [labels[i] for i in probs.argmax(axis=1)]
     scores = classification_metrics(actual, predicted, labels)

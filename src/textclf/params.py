@@ -25,6 +25,9 @@ from textclf.errors import UserError
 
 Label = Union[str, int]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+# Scoring may also go through ONNX Runtime's int8 model, what predict and serve answer
+# with on CPUs without AMX (textclf.onnx_int8), to see that model's own test scores.
+ScoringPrecision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 
 
 class ParamsError(UserError):
@@ -147,7 +150,7 @@ class TrainParams:
 @dataclass(frozen=True)
 class EvaluateParams:
     batch_size: int = 64
-    precision: Precision = "auto"
+    precision: ScoringPrecision = "auto"
 
     def check(self, fail) -> None:
         if self.batch_size < 1:
