@@ -8,8 +8,8 @@ and saves its model folder. Contenders: `textclf train` (params.yaml defaults, `
 auto`); the Trainer with group_by_length + dynamic padding in bf16 and in fp32 (its best
 configuration is whichever is faster on the CPU at hand).
 Predict: the 8,544 SST-5 training sentences, CSV in, CSV out, with the model the first
-`textclf train` made. Contenders: `textclf predict` with `--precision auto`, `fp32` and,
-when onnxruntime is installed, `int8`; `pipeline("text-classification")` at batch 32.
+`textclf train` made. Contenders: `textclf predict` with `--precision auto`, `fp32` and
+`int8`; `pipeline("text-classification")` at batch 32.
 
 Contenders alternate (A B C A B C ...) after one untimed warm-up run each (so caches that
 a user's second run finds, such as the int8 model, exist; the int8 build is timed apart).
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import yaml
 
-from _common import LABELS, REPO, machine, sst5_or_standin, summary
+from _common import LABELS, REPO, sst5_or_standin, summary
 
 HERE = Path(__file__).resolve().parent
 
@@ -57,8 +57,6 @@ def no_amx_env(scratch: Path) -> dict[str, str]:
 
 def write_inputs(work: Path, n_train: int) -> tuple[str, int]:
     """Parquet splits + labels.json for the train processes, a CSV of texts for predict."""
-    import pandas as pd
-
     train, dev, source = sst5_or_standin(n_train)
     train.to_parquet(work / "train.parquet", index=False)
     dev.to_parquet(work / "val.parquet", index=False)
@@ -93,12 +91,12 @@ def train_commands(work: Path, model: str) -> dict[str, list[str]]:
     }
 
 
-def predict_commands(work: Path, onnx: bool) -> dict[str, list[str]]:
+def predict_commands(work: Path) -> dict[str, list[str]]:
     model, texts = str(work / "model"), str(work / "texts.csv")
     textclf = ["textclf", "predict", "--model", model, "--input", texts]
     commands = {f"textclf predict {p}": [*textclf, "--output", str(work / f"out_{p}.csv"),
                                          "--precision", p]
-                for p in ("auto", "fp32") + (("int8",) if onnx else ())}
+                for p in ("auto", "fp32", "int8")}
     commands["pipeline()"] = [sys.executable, str(HERE / "hf_baseline.py"), "predict",
                               "--model", model, "--input", texts,
                               "--output", str(work / "out_pipeline.csv")]
@@ -162,8 +160,6 @@ def main() -> None:
         facts = subprocess.run([sys.executable, "-c", "import _common; print(_common.machine())"],
                                cwd=HERE, env=env, capture_output=True, text=True).stdout.strip()
         source, n_texts = write_inputs(work, args.samples)
-        onnx = subprocess.run([sys.executable, "-c", "import onnxruntime"], env=env,
-                              capture_output=True).returncode == 0
         print(f"machine: {facts}" + (" (AMX hidden: " + ", ".join(
             f"{k}={Path(v).name}" for k, v in env.items()
             if k in ("ONEDNN_MAX_CPU_ISA", "LD_PRELOAD")) + ")" if args.no_amx else ""))
@@ -190,10 +186,9 @@ def main() -> None:
                 cmd = train_commands(work, str(bundled_model_dir()))["textclf train"]
                 timed(cmd, env, work)
                 shutil.copytree(work / "m_textclf", model)
-            if onnx:
-                build, _ = timed(predict_commands(work, onnx)["textclf predict int8"], env, work)
-                print(f"\nint8: first predict, building the ONNX model: {build:.1f} s")
-            seconds = race(predict_commands(work, onnx), args.rounds, env, work,
+            build, _ = timed(predict_commands(work)["textclf predict int8"], env, work)
+            print(f"\nint8: first predict, building the ONNX model: {build:.1f} s")
+            seconds = race(predict_commands(work), args.rounds, env, work,
                            lambda n, out, w: predict_accuracy(n, w))
             print(f"\npredict {n_texts} texts, whole processes")
             table(seconds, "pipeline()", lambda n: predict_accuracy(n, work))

@@ -19,7 +19,7 @@ from textclf.dataset import read_split
 from textclf.errors import exits_on_user_error
 from textclf.metrics import classification_metrics
 from textclf.modeling import (choose_device, choose_precision, load_classifier,
-                              predict_proba, quiet_transformers)
+                              quiet_transformers)
 from textclf.outputs import atomic_dir, write_json
 from textclf.params import load_params
 
@@ -56,19 +56,18 @@ def main(argv: list[str] | None = None) -> None:
     quiet_transformers()
     device = choose_device()
     if params.precision == "int8":  # fail before the model loads
-        onnx_int8.require_onnxruntime()
-        onnx_int8.check_cpu(device)
+        onnx_int8.check_usable(device)
     model, tokenizer, info = load_classifier(args.model_dir, device)
     labels = info.labels
     test = read_split(args.test)
-    ids = encode(tokenizer, test["text"].tolist(), info.max_length)
-    if params.precision == "int8":  # the model predict/serve use on CPUs without AMX
-        int8 = onnx_int8.load_int8(model, args.model_dir, info.max_length)
-        probs = onnx_int8.predict_proba(int8, ids, tokenizer.pad_token_id, params.batch_size)
-    else:
-        probs = predict_proba(model.to(device), ids, tokenizer.pad_token_id,
-                              params.batch_size, device,
-                              choose_precision(device, params.precision))
+    # int8: the model predict and serve answer with on CPUs without AMX
+    precision, int8 = onnx_int8.engine_for_labelling(
+        model, args.model_dir, info.max_length, choose_precision(device, params.precision),
+        params.precision)
+    probs = onnx_int8.probabilities(model.to(device), int8,
+                                    encode(tokenizer, test["text"].tolist(), info.max_length),
+                                    tokenizer.pad_token_id, params.batch_size, device,
+                                    precision)
     actual = test["label"].tolist()
     predicted = [labels[i] for i in probs.argmax(axis=1)]
     scores = classification_metrics(actual, predicted, labels)

@@ -34,6 +34,7 @@ import torch
 from textclf.batching import pad_batch, sorted_batches
 from textclf.errors import UserError
 from textclf.cpu_precision import choose_labelling_precision
+from textclf import modeling
 from textclf.modeling import choose_precision, weights_sha256
 from textclf.outputs import atomic_file, exclusive
 
@@ -60,6 +61,12 @@ def require_onnxruntime():
                         "is missing here: pip install onnxruntime onnx") \
             from None
     return onnxruntime
+
+
+def check_usable(device: torch.device) -> None:
+    """Before a model loads for int8: ONNX Runtime is importable and this is a CPU."""
+    require_onnxruntime()
+    check_cpu(device)
 
 
 def check_cpu(device: torch.device) -> None:
@@ -227,8 +234,8 @@ def int8_seconds(repeats: int = 5) -> dict[str, float]:
 def engine_for_labelling(model, folder: str | Path, max_length: int, precision: str,
                          requested: str, threads: int | None = None
                          ) -> tuple[str, Int8Classifier | None]:
-    """(precision, int8 session or None) for predict and serve, `precision` being what
-    `labelling_precision` returned for `requested`. Where `auto` chose
+    """(precision, int8 session or None) for predict and serve (`precision` being what
+    `labelling_precision` returned for `requested`), and for evaluate. Where `auto` chose
     int8 but the model cannot go through ONNX Runtime (an architecture the exporter cannot
     trace, an unwritable cache), PyTorch in fp32 answers instead and stderr says why; an
     explicit `--precision int8` fails instead."""
@@ -250,6 +257,16 @@ def engine_for_labelling(model, folder: str | Path, max_length: int, precision: 
         print(f"int8: cannot build it for {folder} ({reason}); using PyTorch fp32",
               file=sys.stderr)
         return "fp32", None
+
+
+def probabilities(model, int8: Int8Classifier | None, ids: Sequence[Sequence[int]],
+                  pad_id: int, batch_size: int, device: torch.device,
+                  precision: str) -> np.ndarray:
+    """Class probabilities (N, C) in input order from the int8 session where there is one
+    (`engine_for_labelling`), else from `model` on `device` in `precision`."""
+    if int8 is not None:
+        return predict_proba(int8, ids, pad_id, batch_size)
+    return modeling.predict_proba(model, ids, pad_id, batch_size, device, precision)
 
 
 def predict_proba(classifier: Int8Classifier, ids: Sequence[Sequence[int]], pad_id: int,

@@ -18,10 +18,9 @@ from textclf.batching import encode
 from textclf.dataset import DataError, read_table
 from textclf.errors import UserError, exits_on_user_error
 from textclf.modeling import (choose_device, choose_precision, load_classifier,
-                              predict_proba, quiet_transformers)
-from textclf.onnx_int8 import (Int8Classifier, check_cpu, engine_for_labelling,
-                               labelling_precision, require_onnxruntime)
-from textclf.onnx_int8 import predict_proba as int8_proba
+                              quiet_transformers)
+from textclf.onnx_int8 import (Int8Classifier, check_usable, engine_for_labelling,
+                               labelling_precision, probabilities)
 from textclf.outputs import atomic_file
 
 PRECISIONS = ["auto", "fp32", "bf16", "fp16", "int8"]
@@ -32,12 +31,9 @@ def label_texts(model, tokenizer, texts: list[str], labels: list[str], max_lengt
                 int8: Int8Classifier | None = None) -> pd.DataFrame:
     """Predicted label and its probability for each text, in input order; computed by
     `int8` (ONNX Runtime) where given, else by `model` in `precision`."""
-    ids = encode(tokenizer, texts, max_length)
-    if int8 is not None:
-        probs = int8_proba(int8, ids, tokenizer.pad_token_id, batch_size)
-    else:
-        probs = predict_proba(model.to(device), ids, tokenizer.pad_token_id, batch_size,
-                              device, choose_precision(device, precision))
+    probs = probabilities(model.to(device), int8, encode(tokenizer, texts, max_length),
+                          tokenizer.pad_token_id, batch_size, device,
+                          choose_precision(device, precision))
     best = probs.argmax(axis=1)
     return pd.DataFrame({"predicted_label": [labels[i] for i in best],
                          "probability": probs.max(axis=1).round(6)})
@@ -121,8 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     quiet_transformers()
     device = choose_device()
     if args.precision == "int8":  # fail before the model loads
-        require_onnxruntime()
-        check_cpu(device)
+        check_usable(device)
     model, tokenizer, info = load_classifier(args.model, device)
     precision, int8 = engine_for_labelling(
         model, args.model, info.max_length,

@@ -150,8 +150,7 @@ def build_app(args: argparse.Namespace):
 
     from textclf import onnx_int8
     from textclf.batching import encode
-    from textclf.modeling import (choose_device, load_classifier,
-                                  predict_proba, quiet_transformers)
+    from textclf.modeling import choose_device, load_classifier, quiet_transformers
     from textclf.serve_app import create_app
     from textclf.serve_batcher import BatchSettings, DynamicBatcher
     from textclf.serve_log import PredictionLog
@@ -161,8 +160,7 @@ def build_app(args: argparse.Namespace):
     quiet_transformers()
     device = choose_device()
     if args.precision == "int8":  # fail before the model loads
-        onnx_int8.require_onnxruntime()
-        onnx_int8.check_cpu(device)
+        onnx_int8.check_usable(device)
     folder = Path(args.model)
     model, tokenizer, info = load_classifier(folder, device)
     model.to(device)
@@ -174,12 +172,9 @@ def build_app(args: argparse.Namespace):
                          labels=tuple(info.labels), max_length=info.max_length)
 
     def classify(texts):
-        ids = encode(tokenizer, texts, info.max_length)
-        if int8 is not None:
-            return onnx_int8.predict_proba(int8, ids, tokenizer.pad_token_id,
-                                           args.max_batch_size)
-        return predict_proba(model, ids, tokenizer.pad_token_id, args.max_batch_size,
-                             device, precision)
+        return onnx_int8.probabilities(model, int8, encode(tokenizer, texts, info.max_length),
+                                       tokenizer.pad_token_id, args.max_batch_size, device,
+                                       precision)
 
     batcher = DynamicBatcher(classify, BatchSettings(args.max_batch_size, args.max_wait_ms))
     limits = Limits(args.max_texts, args.max_chars, args.on_long_text)
