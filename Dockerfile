@@ -30,6 +30,6 @@ WORKDIR /opt/textclf
 COPY pyproject.toml README.md ./
 COPY src ./src
 RUN pip install ".[kfp]" \
-    && python -c "import torch, kfp, dvc, textclf.kfp_point; print('torch', torch.__version__, 'kfp', kfp.__version__)"
+    && python -c "import torch, kfp, dvc, textclf.sweeps.point; print('torch', torch.__version__, 'kfp', kfp.__version__)"
 
 WORKDIR /work

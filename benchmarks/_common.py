@@ -46,7 +46,7 @@ def sst5_or_standin(n_train: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataF
 def machine(with_torch: bool = True) -> str:
     """CPU model, the instruction sets that decide precision (AVX-512, its BF16, AMX) and
     cores: results are only comparable between machines with the same features."""
-    from textclf.cpu_precision import cpu_facts
+    from textclf.model.precision import cpu_facts
 
     cpu, flags = cpu_facts()
     kind = "AMX" if flags and "amx_bf16" in flags else (

@@ -40,9 +40,10 @@ def textclf_paths(folder: str, names: list[str]) -> tuple[dict, object, object]:
     """Runners (texts -> predicted class ids) for the textclf paths, and the loaded model."""
     import torch
 
-    from textclf import onnx_int8
-    from textclf.batching import encode
-    from textclf.modeling import load_classifier, predict_proba
+    from textclf.model.engines import onnx_int8
+    from textclf.model.batching import encode
+    from textclf.model.loading import load_classifier
+    from textclf.model.engines.pytorch import predict_proba
 
     cpu = torch.device("cpu")
     model, tokenizer, info = load_classifier(folder, cpu)
@@ -133,7 +134,7 @@ def main() -> None:
     if not (SST5 / "dev.csv").is_file():
         print(f"skipped: {SST5 / 'dev.csv'} not found (accuracy needs SST-5 dev)")
         return
-    from textclf.modeling import quiet_transformers
+    from textclf.model.loading import quiet_transformers
 
     quiet_transformers()
     names = args.paths.split(",")

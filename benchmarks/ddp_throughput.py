@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from _common import LABELS, REPO, machine, sst5_or_standin, summary
-from textclf.dataset import write_labels, write_split
+from textclf.data.dataset import write_labels, write_split
 
 
 def run(folder: Path, processes: int) -> float:

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from textclf.drift_inputs import Predictions
-from textclf.drift_report import Sources, compare
-from textclf.drift_stats import domain_classifier
+from textclf.monitoring.inputs import Predictions
+from textclf.monitoring.report import Sources, compare
+from textclf.monitoring.stats import domain_classifier
 
 REPO = Path(__file__).resolve().parents[1]
 SST5_DEV = REPO.parent / "shared" / "data" / "sst5" / "dev.csv"

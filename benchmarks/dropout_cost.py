@@ -1,4 +1,4 @@
-"""What dropout costs a CPU training step, and what textclf.fast_dropout gives back.
+"""What dropout costs a CPU training step, and what textclf.training.dropout gives back.
 
 One MiniLM training step (bf16 autocast where `precision: auto` picks it, else fp32; batch
 32 x 48 tokens, fused AdamW) in four copies of the same model, stepped in turn each round:
@@ -19,9 +19,10 @@ import time
 import torch
 
 from _common import machine, summary
-from textclf import fast_dropout
-from textclf.modeling import (DEFAULT_MODEL, autocast, choose_precision, load_pretrained,
-                              quiet_transformers)
+from textclf.training import dropout as fast_dropout
+from textclf.model.loading import DEFAULT_MODEL, load_pretrained, quiet_transformers
+from textclf.model.engines.pytorch import autocast
+from textclf.model.precision import choose_precision
 
 
 def main() -> None:

@@ -16,9 +16,10 @@ import time
 import numpy as np
 
 from _common import machine, sst5_or_standin, summary
-from textclf.batching import encode
-from textclf.modeling import (choose_device, choose_precision, load_classifier, predict_proba,
-                              quiet_transformers)
+from textclf.model.batching import encode
+from textclf.model.precision import choose_device, choose_precision
+from textclf.model.loading import load_classifier, quiet_transformers
+from textclf.model.engines.pytorch import predict_proba
 
 
 def run_textclf(model, tokenizer, texts, max_length, batch_size, precision):

@@ -2,7 +2,7 @@
 `gc.freeze()` (what the `textclf` console script does after a command) gives back.
 
 Each round starts one Python process per way of ending, each loading a model folder with
-`textclf.modeling.load_classifier` (what `evaluate` and `predict` do) and then ending:
+`textclf.model.loading.load_classifier` (what `evaluate` and `predict` do) and then ending:
 plainly; with `gc.freeze()` as its last statement; with `os._exit(0)` (the floor, not
 used: it skips atexit handlers and finalizers). The time measured runs from the process's
 last statement (a timestamp it prints) to its end as its parent sees it.
@@ -27,7 +27,7 @@ ENDINGS = {
 
 
 def exit_seconds(model: str, ending: str) -> float:
-    code = (f"from textclf.modeling import load_classifier\nload_classifier({model!r})\n"
+    code = (f"from textclf.model.loading import load_classifier\nload_classifier({model!r})\n"
             f"import time; print(time.time(), flush=True)\n{ending}")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     ended = time.time()

@@ -48,8 +48,8 @@ MODES = {"batching": [], "batching, 0 ms": ["--max-wait-ms", "0"],
 def untrained_minilm(folder: Path) -> Path:
     """The bundled MiniLM with a fresh 5-class head, saved as `train` saves a model
     (speed does not depend on what the head learned)."""
-    from textclf.modeling import DEFAULT_MODEL, load_pretrained, save_classifier
-    from textclf.training_info import TrainingInfo
+    from textclf.model.loading import DEFAULT_MODEL, load_pretrained, save_classifier
+    from textclf.model.folder import TrainingInfo
 
     tokenizer, model = load_pretrained(DEFAULT_MODEL, LABELS)
     save_classifier(model, tokenizer, folder,
@@ -129,22 +129,21 @@ async def load(url: str, texts: list[str], clients: int, requests: int) -> tuple
     return requests / elapsed, p50, p99
 
 
-def predict_ceiling(loaded: tuple, texts: list[str]) -> float:
+def predict_ceiling(loaded, texts: list[str]) -> float:
     """texts/s of `textclf predict`'s core on `texts`, the model already loaded."""
     from textclf.predict import label_texts
 
-    model, tokenizer, info, device = loaded
-    label_texts(model, tokenizer, texts[:64], info.labels, info.max_length, device)  # warm-up
+    label_texts(loaded, texts[:64])  # warm-up
     start = time.perf_counter()
-    label_texts(model, tokenizer, texts, info.labels, info.max_length, device)
+    label_texts(loaded, texts)
     return len(texts) / (time.perf_counter() - start)
 
 
-def load_for_predict(model_dir: Path) -> tuple:
-    from textclf.modeling import choose_device, load_classifier
+def load_for_predict(model_dir: Path):
+    """The Labeller `textclf predict` and `serve` use, with serve's engine choice."""
+    from textclf.model.labeller import Labeller
 
-    device = choose_device()
-    return (*load_classifier(model_dir, device), device)
+    return Labeller.load(model_dir)
 
 
 def report(results: dict, ceiling: list[float], concurrency: list[int]) -> None:
@@ -177,7 +176,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from textclf.modeling import quiet_transformers
+    from textclf.model.loading import quiet_transformers
 
     quiet_transformers()
     concurrency = [int(c) for c in args.clients.split(",")]

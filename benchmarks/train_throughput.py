@@ -18,11 +18,12 @@ import time
 import torch
 
 from _common import LABELS, machine, matmul_gflops, sst5_or_standin, summary
-from textclf.batching import encode
-from textclf.modeling import (DEFAULT_MODEL, attention_for, choose_device, choose_precision,
-                              load_pretrained, predict_proba, quiet_transformers)
+from textclf.model.batching import encode
+from textclf.model.loading import DEFAULT_MODEL, attention_for, load_pretrained, quiet_transformers
+from textclf.model.precision import choose_device, choose_precision
+from textclf.model.engines.pytorch import predict_proba
 from textclf.params import TrainParams
-from textclf.fitting import Encoded, encode_split, fit
+from textclf.training.loop import Compute, Encoded, encode_split, fit
 
 
 def run_textclf(train, val_small, args, seed=0, freeze=False):
@@ -35,8 +36,8 @@ def run_textclf(train, val_small, args, seed=0, freeze=False):
     params = TrainParams(batch_size=args.batch_size, epochs=1, lr=args.lr, warmup_ratio=0.1,
                          weight_decay=0.01, seed=seed, freeze_embeddings=freeze)
     start = time.perf_counter()
-    fit(model, train_enc, val_small, params, tokenizer.pad_token_id, device,
-        choose_precision(device), progress=False)
+    fit(model, train_enc, val_small, params,
+        Compute(device, choose_precision(device), tokenizer.pad_token_id), progress=False)
     return model, tokenizer, time.perf_counter() - start
 
 

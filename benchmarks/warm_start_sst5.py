@@ -1,7 +1,7 @@
 """A new class by warm start against training every class from scratch, on SST-5.
 
 Route "warm": train on 4 of the 5 classes (label 4 held out), then continue from that
-model on all 5 classes with `model.init_from` (textclf.warm_start grows the head).
+model on all 5 classes with `model.init_from` (textclf.training.warm_start grows the head).
 Route "scratch": train on all 5 classes from the pretrained base.
 Both are scored on the SST-5 dev sentences; wall times count training only.
 
@@ -19,13 +19,14 @@ import numpy as np
 import torch
 
 from _common import LABELS, SST5, machine, sst5_or_standin
-from textclf.fitting import encode_split, fit
+from textclf.training.loop import Compute, encode_split, fit
 from textclf.metrics import classification_metrics
-from textclf.modeling import (DEFAULT_MODEL, load_pretrained, predict_proba, quiet_transformers,
-                              save_classifier)
+from textclf.model.loading import (DEFAULT_MODEL, load_pretrained, quiet_transformers,
+                                   save_classifier)
+from textclf.model.engines.pytorch import predict_proba
 from textclf.params import TrainParams
-from textclf.training_info import TrainingInfo
-from textclf.warm_start import load_warm_start
+from textclf.model.folder import TrainingInfo
+from textclf.training.warm_start import load_warm_start
 
 CPU = torch.device("cpu")
 MAX_LENGTH = 64
@@ -34,7 +35,7 @@ MAX_LENGTH = 64
 def train(tokenizer, model, frame, labels, params) -> float:
     start = time.perf_counter()
     data = encode_split(tokenizer, frame, labels, MAX_LENGTH)
-    fit(model, data, data, params, tokenizer.pad_token_id, CPU, "fp32", progress=False)
+    fit(model, data, data, params, Compute(CPU, "fp32", tokenizer.pad_token_id), progress=False)
     return time.perf_counter() - start
 
 

@@ -149,7 +149,7 @@ def main() -> None:
     parser.add_argument("--no-amx", action="store_true", help="emulate a CPU without AMX")
     parser.add_argument("--skip", choices=["train", "predict"], help="leave one part out")
     args = parser.parse_args()
-    from textclf.modeling import bundled_model_dir
+    from textclf.model.loading import bundled_model_dir
 
     with tempfile.TemporaryDirectory(prefix="whole-process-") as scratch:
         work = Path(scratch)

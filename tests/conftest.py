@@ -44,7 +44,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
     import torch
 
-    from textclf.modeling import bundled_model_dir
+    from textclf.model.loading import bundled_model_dir
 
     folder = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir())

@@ -26,9 +26,9 @@ def build_model_folder(tiny_model_dir: Path, folder: Path, steps: int = 40) -> P
     text), saved with a TrainingInfo the way `textclf train` saves a model."""
     import torch
 
-    from textclf.batching import encode, pad_batch
-    from textclf.modeling import load_pretrained, save_classifier
-    from textclf.training_info import TrainingInfo
+    from textclf.model.batching import encode, pad_batch
+    from textclf.model.loading import load_pretrained, save_classifier
+    from textclf.model.folder import TrainingInfo
 
     torch.manual_seed(0)
     tokenizer, model = load_pretrained(str(tiny_model_dir), LABELS)

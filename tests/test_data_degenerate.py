@@ -14,7 +14,7 @@ import yaml
 
 from conftest import REPO
 from textclf import prepare
-from textclf.dataset import DataError, clean_examples, read_table
+from textclf.data.dataset import DataError, clean_examples, read_table
 from textclf.errors import UserError
 
 COLUMNS = ["text", "label"]

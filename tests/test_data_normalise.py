@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from conftest import REPO
-from textclf.dataset import (DataError, canonical_text, clean_examples, label_order,
-                             normalize_label, read_table)
+from textclf.data.dataset import DataError, clean_examples, label_order, read_table
+from textclf.canonical import canonical_text, normalize_label
 from textclf.params import ParamsError, params_from_dict
 from textclf.prepare import check_disjoint, split_dataset
 

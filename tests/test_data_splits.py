@@ -11,7 +11,7 @@ import yaml
 
 from conftest import LABELS, REPO, SST5, run, toy_reviews
 from textclf import prepare, resample
-from textclf.dataset import DataError, read_labels, read_split
+from textclf.data.dataset import DataError, read_labels, read_split
 from textclf.prepare import find_split_files
 
 OUT = ("out/prepared", "out/prepare.json")

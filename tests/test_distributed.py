@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from conftest import LABELS, REPO, toy_reviews
-from textclf.dataset import write_labels, write_split
-from textclf.distributed import Workers
+from textclf.data.dataset import write_labels, write_split
+from textclf.training.distributed import Workers
 
 pytestmark = pytest.mark.slow
 

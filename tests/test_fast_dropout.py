@@ -1,4 +1,4 @@
-"""textclf.fast_dropout: the same dropout (keep 1 - p, scale 1 / (1 - p)) with a cheaper mask
+"""textclf.training.dropout: the same dropout (keep 1 - p, scale 1 / (1 - p)) with a cheaper mask
 on CPU, installed into transformers models through their public interfaces."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from textclf.fast_dropout import ATTENTION, FastDropout, cheap_dropout, install, uninstall
+from textclf.training.dropout import ATTENTION, FastDropout, cheap_dropout, install, uninstall
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5])

@@ -17,10 +17,10 @@ from conftest import REPO, set_params
 from credential_scan import credential_findings
 from remote_project import BUCKET, S3, base_env, call, isolate
 from textclf.errors import UserError
-from textclf.kfp_grid import check_sweep_name, grid_points
-from textclf.kfp_point import error_text
-from textclf.kfp_results import PointResult, leaderboard_markdown
-from textclf.kfp_stages import confusion_plot, metrics_files, pull_targets, rerun_stages
+from textclf.sweeps.grid import check_sweep_name, grid_points
+from textclf.sweeps.point import error_text
+from textclf.sweeps.results import PointResult, leaderboard_markdown
+from textclf.sweeps.stages import confusion_plot, metrics_files, pull_targets, rerun_stages
 
 pytest.importorskip("kfp", reason="the kfp extra is not installed")
 
@@ -113,7 +113,7 @@ def test_metrics_and_confusion_matrix_come_from_dvc_yaml(dvc_yaml):
 
 
 def test_scores_and_confusion_matrix_are_read_in_label_order(tmp_path):
-    from textclf.kfp_point import read_scores
+    from textclf.sweeps.point import read_scores
 
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
     files = {"metrics/evaluate/metrics.json": {"accuracy": 0.5, "f1_macro": 0.4, "note": "x"},
@@ -495,7 +495,7 @@ def _echo_project(root: Path) -> tuple[Path, Path]:
 
 @pytest.mark.slow
 def test_run_point_pushes_once_and_refuses_a_name_origin_already_has(tmp_path, monkeypatch):
-    from textclf.kfp_point import PointJob, run_point
+    from textclf.sweeps.point import PointJob, run_point
 
     isolate(tmp_path)
     project, origin = _echo_project(tmp_path)

@@ -12,14 +12,15 @@ import torch
 
 from conftest import LABELS, toy_reviews
 from textclf import predict
-from textclf.batching import encode, length_grouped_batches, pad_batch
-from textclf.modeling import (BUNDLED_SHA256, DEFAULT_MODEL, ModelError, autocast,
-                              bundled_model_dir, choose_precision, load_classifier,
-                              load_pretrained, predict_proba, resolve_model, save_classifier,
-                              verify_sha256)
-from textclf.fitting import encode_split, fit
+from textclf.model.batching import encode, length_grouped_batches, pad_batch
+from textclf.model.loading import (BUNDLED_SHA256, DEFAULT_MODEL, ModelError, bundled_model_dir,
+                                   load_classifier, load_pretrained, resolve_model,
+                                   save_classifier, verify_sha256)
+from textclf.model.engines.pytorch import autocast, predict_proba
+from textclf.model.precision import choose_precision
+from textclf.training.loop import Compute, encode_split, fit
 from textclf.params import TrainParams
-from textclf.training_info import TrainingInfo
+from textclf.model.folder import TrainingInfo
 
 
 def train_tiny(tiny_model_dir, epochs=3, seed=0, precision="fp32"):
@@ -29,8 +30,8 @@ def train_tiny(tiny_model_dir, epochs=3, seed=0, precision="fp32"):
     train = encode_split(tokenizer, data, LABELS, max_length=32)
     val = encode_split(tokenizer, data.iloc[::3], LABELS, max_length=32)
     params = TrainParams(batch_size=8, epochs=epochs, lr=3e-3, seed=seed)
-    history = fit(model, train, val, params, tokenizer.pad_token_id, torch.device("cpu"),
-                  precision, progress=False)
+    history = fit(model, train, val, params,
+                  Compute(torch.device("cpu"), precision, tokenizer.pad_token_id), progress=False)
     return model, tokenizer, history
 
 
@@ -127,7 +128,7 @@ def test_unknown_model_name_gives_a_clear_error():
 
 
 def test_precision_choice(monkeypatch):
-    import textclf.cpu_precision as cpu_precision
+    import textclf.model.precision as cpu_precision
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(cpu_precision, "choose_cpu_precision", lambda purpose: "bf16")
@@ -148,7 +149,7 @@ def test_precision_choice(monkeypatch):
     (1.0, 1.4, "fp32"),     # AVX512-BF16 without AMX: the casts cost more than they save
 ])
 def test_cpu_precision_is_chosen_by_measurement_and_cached(tmp_path, fp32, bf16, expected):
-    from textclf.cpu_precision import choose_cpu_precision
+    from textclf.model.precision import choose_cpu_precision
 
     calls = []
 
@@ -180,7 +181,7 @@ def test_cpu_precision_is_chosen_by_measurement_and_cached(tmp_path, fp32, bf16,
     ("AVX512_CORE", {"avx512f"}),
 ])
 def test_onednn_isa_cap_hides_what_onednn_may_not_use(cap, left):
-    from textclf.cpu_precision import usable_flags
+    from textclf.model.precision import usable_flags
 
     amx = frozenset({"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
     assert usable_flags(amx, cap) == left
@@ -188,7 +189,7 @@ def test_onednn_isa_cap_hides_what_onednn_may_not_use(cap, left):
 
 
 def test_auto_precision_under_an_isa_cap_measures_instead_of_assuming_amx(tmp_path, monkeypatch):
-    from textclf import cpu_precision
+    from textclf.model import precision as cpu_precision
 
     amx = frozenset({"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
     monkeypatch.setattr(cpu_precision, "cpu_facts", lambda: ("a CPU", amx))
@@ -211,7 +212,7 @@ def test_auto_precision_under_an_isa_cap_measures_instead_of_assuming_amx(tmp_pa
 def test_labelling_precision_is_bf16_then_measured_int8_then_fp32(tmp_path, flags,
                                                                     int8_installed, int8_s,
                                                                     expected):
-    from textclf.cpu_precision import choose_labelling_precision
+    from textclf.model.precision import choose_labelling_precision
 
     calls = []
 
@@ -235,7 +236,7 @@ def test_labelling_precision_is_bf16_then_measured_int8_then_fp32(tmp_path, flag
 
 
 def test_layer_measurement_runs_both_precisions():
-    from textclf.cpu_precision import layer_seconds
+    from textclf.model.precision import layer_seconds
 
     for purpose in ("train", "infer"):
         seconds = layer_seconds(purpose, repeats=1)
@@ -274,7 +275,7 @@ def test_freeze_embeddings_keeps_token_embeddings_and_trains_the_rest(tiny_model
     before = {k: v.clone() for k, v in model.state_dict().items()}
     data = encode_split(tokenizer, toy_reviews(per_class=8), LABELS, max_length=32)
     fit(model, data, data, TrainParams(batch_size=8, epochs=1, lr=1e-2, freeze_embeddings=True),
-        tokenizer.pad_token_id, torch.device("cpu"), "fp32", progress=False)
+        Compute(torch.device("cpu"), "fp32", tokenizer.pad_token_id), progress=False)
     after = model.state_dict()
     assert torch.equal(before["bert.embeddings.word_embeddings.weight"],
                        after["bert.embeddings.word_embeddings.weight"])
@@ -283,7 +284,7 @@ def test_freeze_embeddings_keeps_token_embeddings_and_trains_the_rest(tiny_model
 
 
 def test_attention_kernel_choice():
-    from textclf.modeling import attention_for
+    from textclf.model.loading import attention_for
 
     assert attention_for(torch.device("cpu"), 128) == "eager"   # measured faster on short texts
     assert attention_for(torch.device("cpu"), 512) == "sdpa"
@@ -307,7 +308,7 @@ def test_eager_and_sdpa_attention_agree(tiny_model_dir):
 def test_clip_gradients_is_bit_identical_to_clip_grad_norm(scale):
     """Skipping the multiply-by-1.0 when the norm is within bounds changes no bit, below,
     at and above max_norm, and with a non-finite gradient."""
-    from textclf.fitting import clip_gradients
+    from textclf.training.loop import clip_gradients
 
     torch.manual_seed(1)
     ours = [torch.nn.Parameter(torch.randn(40, 30)), torch.nn.Parameter(torch.randn(30))]

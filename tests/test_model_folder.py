@@ -12,13 +12,15 @@ import torch
 
 from conftest import LABELS, toy_reviews
 from textclf import predict
-from textclf.batching import encode
-from textclf.fitting import EpochResult, best_epoch, encode_split, fit, new_state, train_epoch
-from textclf.fitting import TrainingDiverged
-from textclf.modeling import load_classifier, load_pretrained, predict_proba, save_classifier
+from textclf.model.batching import encode
+from textclf.training.loop import (Compute, EpochResult, best_epoch, encode_split, fit,
+                                   new_state, train_epoch)
+from textclf.training.loop import TrainingDiverged
+from textclf.model.loading import load_classifier, load_pretrained, save_classifier
+from textclf.model.engines.pytorch import predict_proba
 from textclf.params import TrainParams
-from textclf.training_info import FORMAT_VERSION, ModelError, TrainingInfo
-from textclf.warm_start import grow_head, load_warm_start, warm_start_labels
+from textclf.model.folder import FORMAT_VERSION, ModelError, TrainingInfo
+from textclf.training.warm_start import grow_head, load_warm_start, warm_start_labels
 
 CPU = torch.device("cpu")
 
@@ -30,7 +32,7 @@ def tiny_trained(tiny_model_dir, labels=LABELS, epochs=2, per_class=20):
     data = data[data["label"].isin(labels)]
     train = encode_split(tokenizer, data, labels, 32)
     history = fit(model, train, train, TrainParams(batch_size=8, epochs=epochs, lr=3e-3, seed=0),
-                  tokenizer.pad_token_id, CPU, "fp32", progress=False)
+                  Compute(CPU, "fp32", tokenizer.pad_token_id), progress=False)
     return model, tokenizer, history
 
 
@@ -158,9 +160,10 @@ def test_a_diverging_loss_stops_training(tiny_model_dir):
         model.classifier.weight.fill_(float("nan"))
     params = TrainParams(batch_size=8, epochs=1, lr=1e-3)
     data = encode_split(tokenizer, toy_reviews(per_class=4), LABELS, 32)
-    state = new_state(model, params, 3, CPU, "fp32")
+    compute = Compute(CPU, "fp32", tokenizer.pad_token_id)
+    state = new_state(model, params, len(data.ids), compute)
     with pytest.raises(TrainingDiverged, match="loss became nan in epoch 1, step 1"):
-        train_epoch(state, data, params, tokenizer.pad_token_id, CPU, "fp32", progress=False)
+        train_epoch(state, data, params, compute, progress=False)
 
 
 def test_warm_start_label_order_and_dropped_labels():
@@ -187,7 +190,7 @@ def test_new_class_keeps_old_head_rows_and_is_learnt(tiny_model_dir, tmp_path):
     data = toy_reviews(per_class=20)
     encoded = encode_split(tokenizer, data, order, 32)
     fit(grown, encoded, encoded, TrainParams(batch_size=8, epochs=8, lr=3e-3, seed=0),
-        tokenizer.pad_token_id, CPU, "fp32", progress=False)
+        Compute(CPU, "fp32", tokenizer.pad_token_id), progress=False)
     probs = predict_proba(grown, encoded.ids, tokenizer.pad_token_id, 16, CPU, "fp32")
     assert set(probs.argmax(1)) == set(range(5)), "every class, the new one too, is predicted"
 
@@ -204,7 +207,7 @@ def test_warm_start_beats_a_fresh_start_after_one_epoch(tiny_model_dir, model_fo
         encoded = encode_split(tokenizer, data, order, 32)
         history = fit(model, encoded, encoded, TrainParams(batch_size=8, epochs=1, lr=3e-3,
                                                            seed=1),
-                      tokenizer.pad_token_id, CPU, "fp32", progress=False)
+                      Compute(CPU, "fp32", tokenizer.pad_token_id), progress=False)
         scores[name] = history[0].val_f1_macro
     assert scores["warm"] > scores["fresh"]
 
@@ -216,7 +219,7 @@ def test_train_and_evaluate_entry_points_write_a_complete_model_folder(tiny_mode
 
     from conftest import REPO
     from textclf import evaluate, train
-    from textclf.dataset import write_labels, write_split
+    from textclf.data.dataset import write_labels, write_split
 
     data = toy_reviews(per_class=12)
     for name, part in {"train": data, "val": data.iloc[::3], "test": data.iloc[1::3]}.items():

@@ -14,11 +14,15 @@ import torch
 
 from conftest import toy_reviews
 from serve_harness import build_model_folder, thread_server
-from textclf.batching import encode, pad_batch
+from textclf.model.batching import encode, pad_batch
 from textclf.errors import UserError
-from textclf.modeling import choose_precision, load_classifier, predict_proba
+from textclf.model.precision import choose_precision
+from textclf.model.loading import load_classifier
+from textclf.model.engines.pytorch import predict_proba
+from textclf.predict import label_texts
 
-from textclf import onnx_int8
+from textclf.model import labeller
+from textclf.model.engines import onnx_int8
 
 CPU = torch.device("cpu")
 EXTRA = ["a plain sentence with no cue at all", "superb", "It rained all day and the museum "
@@ -150,7 +154,7 @@ def test_predict_auto_uses_int8_where_chosen_and_falls_back_to_fp32(model_folder
 
     forced_int8, _ = run("--precision", "int8")
     forced_fp32, _ = run("--precision", "fp32")
-    monkeypatch.setattr(onnx_int8, "choose_labelling_precision", lambda measure: "int8")
+    monkeypatch.setattr(labeller, "choose_labelling_precision", lambda measure: "int8")
     auto, err = run()
     pd.testing.assert_frame_equal(auto, forced_int8)
     assert "precision auto chose ONNX Runtime with int8 weights" in err
@@ -179,14 +183,14 @@ def test_int8_measurement_runs_both_engines():
 def test_labelling_precision_offers_int8_only_for_auto_on_a_cpu(monkeypatch):
     """predict and serve: int8 where `auto` on a CPU measures it; a forced precision and
     an accelerator go through choose_precision as evaluate does."""
-    from textclf import cpu_precision
+    from textclf.model import precision as cpu_precision
 
-    monkeypatch.setattr(onnx_int8, "choose_labelling_precision", lambda measure: "int8")
+    monkeypatch.setattr(labeller, "choose_labelling_precision", lambda measure: "int8")
     monkeypatch.setattr(cpu_precision, "choose_cpu_precision", lambda purpose: "fp32")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert onnx_int8.labelling_precision(CPU, "auto") == "int8"
-    assert onnx_int8.labelling_precision(CPU, "fp32") == "fp32"
-    assert onnx_int8.labelling_precision(torch.device("cuda"), "auto") == "bf16"
+    assert labeller.labelling_precision(CPU, "auto") == "int8"
+    assert labeller.labelling_precision(CPU, "fp32") == "fp32"
+    assert labeller.labelling_precision(torch.device("cuda"), "auto") == "bf16"
     assert choose_precision(CPU, "auto") == "fp32"  # scoring never takes int8
 
 
@@ -204,17 +208,14 @@ def test_missing_onnxruntime_is_one_line_naming_what_to_install(model_folder, mo
 
 def test_int8_on_an_accelerator_is_a_usage_error():
     with pytest.raises(UserError, match="--precision int8 runs on a CPU only.*cuda"):
-        onnx_int8.check_cpu(torch.device("cuda"))
-    onnx_int8.check_cpu(CPU)
+        labeller.check_cpu(torch.device("cuda"))
+    labeller.check_cpu(CPU)
 
 
 @pytest.mark.parametrize("precision", ["int8", "auto"])
 def test_serve_answers_with_int8_as_predict_does(loaded, model_folder, precision, monkeypatch):
     """Forced, or chosen by `auto` (as on a CPU without AMX)."""
-    from textclf.predict import label_texts
-
-    monkeypatch.setattr(onnx_int8, "choose_labelling_precision", lambda measure: "int8")
-    model, tokenizer, info = loaded
+    monkeypatch.setattr(labeller, "choose_labelling_precision", lambda measure: "int8")
     sample = texts()[:20]
     with thread_server(["--model", str(model_folder), "--precision", precision, "--no-log",
                         "--threads", "1", "--max-wait-ms", "0"]) as (url, _):
@@ -222,9 +223,9 @@ def test_serve_answers_with_int8_as_predict_does(loaded, model_folder, precision
     assert answer.status_code == 200, answer.text
     served = [(p["label"], p["probability"]) for p in answer.json()["predictions"]]
     # One request is one batch of 64 in both, so int8's per-batch activation scales match.
-    int8 = onnx_int8.load_int8(model, model_folder, info.max_length)
-    expected = label_texts(model, tokenizer, sample, info.labels, info.max_length, CPU, 64,
-                           int8=int8)
+    int8 = labeller.Labeller.load(model_folder, "int8")
+    assert int8.int8 is not None
+    expected = label_texts(int8, sample)
     assert served == [(label, round(float(p), 6)) for label, p in
                       zip(expected["predicted_label"], expected["probability"])]
 
@@ -238,7 +239,7 @@ def test_evaluate_can_score_the_int8_model_predict_answers_with(model_folder, tm
 
     from conftest import REPO
     from textclf import evaluate, predict
-    from textclf.dataset import write_split
+    from textclf.data.dataset import write_split
 
     test = toy_reviews(per_class=6)
     write_split(test, tmp_path / "test.parquet")

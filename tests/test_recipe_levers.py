@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from conftest import LABELS, toy_reviews
-from textclf.fitting import (batch_loss, build_optimizer, encode_split, finish_epoch,
-                             make_batches, new_state, train_epoch)
-from textclf.modeling import load_pretrained
+from textclf.training.loop import (Compute, batch_loss, build_optimizer, encode_split,
+                                   finish_epoch, make_batches, new_state, train_epoch)
+from textclf.model.loading import load_pretrained
 from textclf.params import ParamsError, TrainParams, params_from_dict
 
 CPU = torch.device("cpu")
@@ -99,17 +99,18 @@ def test_label_smoothing_and_rdrop_losses(tiny_model_dir):
 def test_ema_weights_are_validated_kept_and_checkpointed(tiny_model_dir):
     tokenizer, model, data = tiny(tiny_model_dir)
     params = TrainParams(batch_size=8, epochs=1, lr=3e-3, ema_decay=0.5)
-    state = new_state(model, params, 5, CPU, "fp32")
-    loss = train_epoch(state, data, params, tokenizer.pad_token_id, CPU, "fp32", progress=False)
+    compute = Compute(CPU, "fp32", tokenizer.pad_token_id)
+    state = new_state(model, params, len(data.ids), compute)
+    loss = train_epoch(state, data, params, compute, progress=False)
     assert int(state.average.n_averaged) == 5    # one update per optimizer step
     raw, averaged = dict(model.named_parameters()), dict(state.average.module.named_parameters())
     assert not torch.equal(raw["classifier.weight"], averaged["classifier.weight"])
-    finish_epoch(state, loss, data, tokenizer.pad_token_id, 16, CPU, "fp32")
+    finish_epoch(state, loss, data, 16, compute)
     assert torch.equal(state.best_weights["classifier.weight"], averaged["classifier.weight"])
 
     saved = state.state_dict()
     _, other_model, _ = tiny(tiny_model_dir)
-    restored = new_state(other_model, params, 5, CPU, "fp32")
+    restored = new_state(other_model, params, len(data.ids), compute)
     restored.load_state_dict(saved)
     assert int(restored.average.n_averaged) == 5
     assert torch.equal(restored.average.module.classifier.weight, averaged["classifier.weight"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from test_report import experiment
-from textclf.replicates import recipe_names, replicate_groups
+from textclf.reporting.replicates import recipe_names, replicate_groups
 from textclf.report import compare, render_html, render_markdown, to_json
 
 

@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from textclf.errors import UserError
-from textclf.experiments import Experiment, list_runs, stale_deps, stale_params, to_yaml
+from textclf.reporting.experiments import Experiment, list_runs, stale_deps, stale_params, to_yaml
 from textclf.report import changes, compare, fmt, render_html, render_markdown, to_json
 
 LABELS = ["neg", "neu", "pos"]
@@ -290,7 +290,7 @@ def test_only_finished_runs_of_exp_show_are_read():
 
 
 def test_page_helpers_escape_cells_and_keep_multi_line_values():
-    from textclf.pages import html_page, html_table, markdown_table
+    from textclf.reporting.pages import html_page, html_table, markdown_table
 
     table = html_table(["k", "v"], [["a<b", "x: 1\ny: [2, 3]"], ["c", "d"]], ["best"])
     assert '<tr class="best"><td>a&lt;b</td><td><pre>x: 1\ny: [2, 3]</pre></td></tr>' in table

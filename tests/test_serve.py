@@ -22,11 +22,11 @@ import pytest
 
 from conftest import LABELS
 from serve_harness import TEXTCLF, build_model_folder, process_server, thread_server
-from textclf.modeling import weights_sha256
+from textclf.model.loading import weights_sha256
 from textclf.serve import git_revision, model_version
-from textclf.serve_batcher import STOP, BatchSettings, DynamicBatcher, take_batch
-from textclf.serve_log import FIELDS, PredictionLog, log_file_name, log_lines
-from textclf.serve_protocol import Limits, ServeError, checked_texts
+from textclf.serving.batcher import STOP, BatchSettings, DynamicBatcher, take_batch
+from textclf.serving.log import FIELDS, PredictionLog, log_file_name, log_lines
+from textclf.serving.protocol import Limits, ServeError, checked_texts
 
 TEXTS = ["the food was awful dreadful", "a poor weak film", "okay average room",
          "good nice phone", "superb brilliant book", "review 3: the app was good nice",

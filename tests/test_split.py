@@ -13,7 +13,7 @@ import yaml
 
 from conftest import LABELS, REPO, toy_reviews
 from textclf import prepare, resample
-from textclf.dataset import DataError, read_labels, read_split, write_labels, write_split
+from textclf.data.dataset import DataError, read_labels, read_split, write_labels, write_split
 from textclf.params import ParamsError
 from textclf.prepare import split_dataset
 from textclf.resample import ratio_targets, resample_by_ratio

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from conftest import SST5
-from textclf.dataset import clean_examples, label_order, read_table
-from textclf.modeling import load_pretrained
+from textclf.data.dataset import clean_examples, label_order, read_table
+from textclf.model.loading import load_pretrained
 from textclf.params import TrainParams
 from textclf.prepare import split_dataset
 from textclf.resample import resample_by_ratio
-from textclf.fitting import encode_split, fit
+from textclf.training.loop import Compute, encode_split, fit
 
 pytestmark = pytest.mark.skipif(not (SST5 / "train.csv").is_file(),
                                 reason=f"SST-5 not found at {SST5}")
@@ -39,6 +39,6 @@ def test_prepare_and_short_training_on_sst5(tiny_model_dir):
     history = fit(model, encode_split(tokenizer, subset, labels, 64),
                   encode_split(tokenizer, splits["val"].iloc[:200], labels, 64),
                   TrainParams(batch_size=32, epochs=2, lr=1e-3, seed=0),
-                  tokenizer.pad_token_id, torch.device("cpu"), "fp32", progress=False)
+                  Compute(torch.device("cpu"), "fp32", tokenizer.pad_token_id), progress=False)
     assert len(history) == 2
     assert all(np.isfinite(r.train_loss) and 0 <= r.val_accuracy <= 1 for r in history)

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import GIT_IDENTITY, run, set_params, toy_reviews
-from textclf.checkpoint import CheckpointStore, fingerprint_run
+from textclf.training.checkpoint import CheckpointStore, fingerprint_run
 
 
 EPOCHS = 4
@@ -182,7 +182,7 @@ def in_process_training(tiny_model_dir: Path, tmp_path: Path, epochs: int = 2):
 
     from conftest import LABELS, REPO
     from textclf import train
-    from textclf.dataset import write_labels, write_split
+    from textclf.data.dataset import write_labels, write_split
 
     data = toy_reviews(per_class=12)
     write_split(data, tmp_path / "train.parquet")
@@ -242,7 +242,7 @@ def test_epoch_end_checkpoints_follow_the_interval(tiny_model_dir, tmp_path, mon
     """With --checkpoint-interval 0 every epoch but the last is checkpointed; with the
     default (60 s, longer than this toy training) none is; the interval counts from the
     last save."""
-    from textclf import checkpoint
+    from textclf.training import checkpoint
 
     written = []
     monkeypatch.setattr(checkpoint.CheckpointStore, "_write",

@@ -16,12 +16,13 @@ import re
 import sys
 from pathlib import Path
 
-from textclf.drift_inputs import (Predictions, Predictor, parse_time, read_prediction_logs,
-                                  read_texts)
-from textclf.drift_page import render
-from textclf.drift_report import DriftReport, Sources, compare
+from textclf.monitoring.inputs import (Predictions, label_texts, parse_time,
+                                       read_prediction_logs, read_texts)
+from textclf.monitoring.page import render
+from textclf.monitoring.report import DriftReport, Sources, check_sizes, compare
 from textclf.errors import UserError, exits_on_user_error
 from textclf.outputs import atomic_file, write_json
+from textclf.params import PRECISIONS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -48,8 +49,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the held-out split")
     parser.add_argument("--batch-size", type=int, default=64,
                         help="texts per forward pass when the model predicts (default: 64)")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                        help="auto: the fastest this machine runs well")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="auto: what `serve` and `predict` choose here, so the test-split "
+                             "baseline comes from the engine that answered the logged texts")
     parser.add_argument("--fail-on-drift", action="store_true",
                         help="exit with status 1 when drift is detected (for CI and cron)")
     args = parser.parse_args(argv)
@@ -73,23 +75,41 @@ def build(args: argparse.Namespace) -> DriftReport:
     reference = read_texts(args.reference, args.reference_text_column, "--reference")
     test_texts = read_texts(args.test, "text", "--test")
 
-    predictor = Predictor(args.model, args.batch_size, args.precision)
-    test = predictor(test_texts)
-    version, notes = predictor.version(), []
+    if logged:
+        source = (f"{current_path} ({logged.files} log file{'s' * (logged.files > 1)}, "
+                  f"answered {logged.first:%Y-%m-%d %H:%M} to {logged.last:%Y-%m-%d %H:%M} UTC)")
+    else:
+        source = str(current_path)
+    sizes = Sources(reference=str(args.reference), current=source, test=str(args.test),
+                    model_version="")
+    check_sizes(sizes, len(reference), len(logged.predictions.texts) if logged else
+                len(current_texts), len(test_texts))   # before the model loads
+
+    labeller = load_labeller(args.model, args.precision, args.batch_size)
+    test = label_texts(labeller, test_texts)
+    version, notes = labeller.weights_version(), []
     if logged:
         current: Predictions = logged.predictions
         notes += served_notes(logged.model_versions, version, args.model)
-        source = (f"{current_path} ({logged.files} log file{'s' * (logged.files > 1)}, "
-                  f"answered {logged.first:%Y-%m-%d %H:%M} to {logged.last:%Y-%m-%d %H:%M} UTC)")
         if logged.model_versions:
             version = f"{', '.join(logged.model_versions)} (as logged by `textclf serve`)"
     else:
-        current, source = predictor(current_texts), str(current_path)
+        current = label_texts(labeller, current_texts)
         version = f"{version} (the weights in {args.model})"
     sources = Sources(reference=str(args.reference), current=source, test=str(args.test),
                       model_version=short_hashes(version))
-    return compare(reference, test, current, predictor.labels, sources, seed=args.seed,
+    return compare(reference, test, current, labeller.labels, sources, seed=args.seed,
                    max_rows=args.max_rows, notes=[short_hashes(note) for note in notes])
+
+
+def load_labeller(model: str, precision: str, batch_size: int):
+    """The model folder as `serve` and `predict` load it (same engine choice)."""
+    from textclf.model.labeller import Labeller
+
+    if not Path(model).is_dir():
+        raise UserError(f"--model {model}: no such model folder; expected the folder "
+                        f"written by `textclf train` (run `dvc repro` or `dvc pull`)")
+    return Labeller.load(model, precision, batch_size=batch_size)
 
 
 def short_hashes(text: str) -> str:

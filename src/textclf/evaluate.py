@@ -13,13 +13,10 @@ import argparse
 import numpy as np
 import pandas as pd
 
-from textclf import onnx_int8
-from textclf.batching import encode
-from textclf.dataset import read_split
+from textclf.data.dataset import read_split
 from textclf.errors import exits_on_user_error
 from textclf.metrics import classification_metrics
-from textclf.modeling import (choose_device, choose_precision, load_classifier,
-                              quiet_transformers)
+from textclf.model.labeller import Labeller
 from textclf.outputs import atomic_dir, write_json
 from textclf.params import load_params
 
@@ -53,21 +50,12 @@ def main(argv: list[str] | None = None) -> None:
     from dvclive import Live
 
     params = load_params(args.params).evaluate
-    quiet_transformers()
-    device = choose_device()
-    if params.precision == "int8":  # fail before the model loads
-        onnx_int8.check_usable(device)
-    model, tokenizer, info = load_classifier(args.model_dir, device)
-    labels = info.labels
-    test = read_split(args.test)
     # int8: the model predict and serve answer with on CPUs without AMX
-    precision, int8 = onnx_int8.engine_for_labelling(
-        model, args.model_dir, info.max_length, choose_precision(device, params.precision),
-        params.precision)
-    probs = onnx_int8.probabilities(model.to(device), int8,
-                                    encode(tokenizer, test["text"].tolist(), info.max_length),
-                                    tokenizer.pad_token_id, params.batch_size, device,
-                                    precision)
+    labeller = Labeller.load(args.model_dir, params.precision, batch_size=params.batch_size,
+                             auto_int8=False)
+    labels = labeller.labels
+    test = read_split(args.test)
+    probs = labeller.probabilities(test["text"].tolist())
     actual = test["label"].tolist()
     predicted = [labels[i] for i in probs.argmax(axis=1)]
     scores = classification_metrics(actual, predicted, labels)

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 from textclf.errors import UserError, exits_on_user_error
-from textclf.kfp_grid import check_sweep_name, grid_points
-from textclf.kfp_point import safe_remote_setting
+from textclf.sweeps.grid import check_sweep_name, grid_points
+from textclf.sweeps.point import safe_remote_setting
 
 # kfp.local's SubprocessRunner runs at most this many ParallelFor iterations at once.
 LOCAL_MAX_PARALLEL = 2
@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _spec(args: argparse.Namespace, repo_url: str, revision: str, remote: str, threads: int,
           image: str, **cluster):
-    from textclf.kfp_pipeline import SweepSpec
+    from textclf.sweeps.pipeline import SweepSpec
 
     if args.parallelism < 1:
         raise UserError(f"--parallelism: expected a positive integer, found {args.parallelism}")
@@ -160,7 +160,7 @@ def _spec(args: argparse.Namespace, repo_url: str, revision: str, remote: str, t
 def compile_sweep(args: argparse.Namespace) -> None:
     from kfp import compiler
 
-    from textclf.kfp_pipeline import DEFAULT_SECRET_KEYS, Resources, build_pipeline
+    from textclf.sweeps.pipeline import DEFAULT_SECRET_KEYS, Resources, build_pipeline
 
     try:
         repo_url = args.repo or _git(["remote", "get-url", "origin"], Path.cwd())
@@ -185,7 +185,7 @@ def compile_sweep(args: argparse.Namespace) -> None:
 def run_local(args: argparse.Namespace) -> None:
     from kfp import local
 
-    from textclf.kfp_pipeline import build_pipeline
+    from textclf.sweeps.pipeline import build_pipeline
 
     here = Path(_git(["rev-parse", "--show-toplevel"], Path.cwd())) if not args.repo else None
     repo_url = args.repo or str(here)

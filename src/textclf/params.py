@@ -14,20 +14,22 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Union, get_args
 
 import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml import YAMLError as RuamelYAMLError
 
-from textclf.dataset import normalize_label
+from textclf.canonical import normalize_label
 from textclf.errors import UserError
 
 Label = Union[str, int]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
-# Scoring may also go through ONNX Runtime's int8 model, what predict and serve answer
-# with on CPUs without AMX (textclf.onnx_int8), to see that model's own test scores.
-ScoringPrecision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
+# Labelling (evaluate, predict, serve, drift) may also go through ONNX Runtime's int8 model,
+# what predict and serve answer with on CPUs without AMX (textclf.model.labeller).
+LabellingPrecision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
+# The one list every command's --precision offers.
+PRECISIONS: tuple[str, ...] = get_args(LabellingPrecision)
 
 
 class ParamsError(UserError):
@@ -70,7 +72,7 @@ class DataParams:
 
 
 def _check_labels(labels: list[Label], fail) -> None:
-    """Labels are compared as the data's labels are (see dataset.normalize_label)."""
+    """Labels are compared as the data's labels are (see textclf.canonical)."""
     names = [normalize_label(label) for label in labels]
     expected = "null or a list of at least 2 distinct labels"
     if len(names) < 2:
@@ -150,7 +152,7 @@ class TrainParams:
 @dataclass(frozen=True)
 class EvaluateParams:
     batch_size: int = 64
-    precision: ScoringPrecision = "auto"
+    precision: LabellingPrecision = "auto"
 
     def check(self, fail) -> None:
         if self.batch_size < 1:

@@ -12,30 +12,19 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import torch
 
-from textclf.batching import encode
-from textclf.dataset import DataError, read_table
+from textclf.data.dataset import DataError, read_table
 from textclf.errors import UserError, exits_on_user_error
-from textclf.modeling import (choose_device, choose_precision, load_classifier,
-                              quiet_transformers)
-from textclf.onnx_int8 import (Int8Classifier, check_usable, engine_for_labelling,
-                               labelling_precision, probabilities)
+from textclf.model.labeller import Labeller
 from textclf.outputs import atomic_file
+from textclf.params import PRECISIONS
 
-PRECISIONS = ["auto", "fp32", "bf16", "fp16", "int8"]
 
-
-def label_texts(model, tokenizer, texts: list[str], labels: list[str], max_length: int,
-                device: torch.device, batch_size: int = 64, precision: str = "auto",
-                int8: Int8Classifier | None = None) -> pd.DataFrame:
-    """Predicted label and its probability for each text, in input order; computed by
-    `int8` (ONNX Runtime) where given, else by `model` in `precision`."""
-    probs = probabilities(model.to(device), int8, encode(tokenizer, texts, max_length),
-                          tokenizer.pad_token_id, batch_size, device,
-                          choose_precision(device, precision))
+def label_texts(labeller: Labeller, texts: list[str]) -> pd.DataFrame:
+    """Predicted label and its probability for each text, in input order."""
+    probs = labeller.probabilities(texts)
     best = probs.argmax(axis=1)
-    return pd.DataFrame({"predicted_label": [labels[i] for i in best],
+    return pd.DataFrame({"predicted_label": [labeller.labels[i] for i in best],
                          "probability": probs.max(axis=1).round(6)})
 
 
@@ -114,16 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         check_texts(args.texts, lambda i: f"text argument {i + 1}")
         rows, texts = pd.DataFrame({"text": args.texts}), args.texts
-    quiet_transformers()
-    device = choose_device()
-    if args.precision == "int8":  # fail before the model loads
-        check_usable(device)
-    model, tokenizer, info = load_classifier(args.model, device)
-    precision, int8 = engine_for_labelling(
-        model, args.model, info.max_length,
-        labelling_precision(device, args.precision), args.precision)
-    result = label_texts(model, tokenizer, texts, info.labels, info.max_length, device,
-                         args.batch_size, precision, int8)
+    labeller = Labeller.load(args.model, args.precision, batch_size=args.batch_size)
+    result = label_texts(labeller, texts)
     labelled = pd.concat([rows.reset_index(drop=True), result], axis=1)
     if args.output:
         write_predictions(labelled, args.output)

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from textclf.dataset import (FORMATS, MAX_ROWS_SHOWN, DataError, check_readable,
-                             class_counts, clean_examples, clip, describe_rows, label_order,
-                             read_table, write_labels, write_split)
+from textclf.data.dataset import (FORMATS, MAX_ROWS_SHOWN, DataError, check_readable,
+                                  class_counts, clean_examples, clip, describe_rows, label_order,
+                                  read_table, write_labels, write_split)
 from textclf.errors import exits_on_user_error
 from textclf.outputs import atomic_dir, write_json
 from textclf.params import DataParams, load_params

@@ -1,7 +1,7 @@
 """Command `report`: compare DVC experiments on one offline HTML page and in Markdown or JSON.
 
 `compare` and the renderers are pure (experiment records in, text out); the records come
-from `textclf.experiments`, which reads them through DVC's public API.
+from `textclf.reporting.experiments`, which reads them through DVC's public API.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from textclf.charts import bar_chart, escape, heatmap, line_chart
+from textclf.reporting.charts import bar_chart, escape, heatmap, line_chart
 from textclf.errors import UserError, exits_on_user_error
-from textclf.experiments import (CURVES, Experiment, Listed, RunFiles, read_experiments,
-                                 to_yaml)
+from textclf.reporting.experiments import (CURVES, Experiment, Listed, RunFiles, read_experiments,
+                                           to_yaml)
 from textclf.outputs import atomic_file
-from textclf.pages import heading, html_page, html_table, markdown_table, paragraph
-from textclf.replicates import Replicates, replicate_groups, spread_table
+from textclf.reporting.pages import heading, html_page, html_table, markdown_table, paragraph
+from textclf.reporting.replicates import Replicates, replicate_groups, spread_table
 
 HEADLINE = ("f1_macro", "accuracy", "f1_weighted", "best.val_f1_macro", "best.val_accuracy",
             "best_epoch", "train_seconds")

@@ -13,7 +13,7 @@ import shutil
 import numpy as np
 import pandas as pd
 
-from textclf.dataset import class_counts, read_labels, read_split, write_split
+from textclf.data.dataset import class_counts, read_labels, read_split, write_split
 from textclf.errors import exits_on_user_error
 from textclf.outputs import atomic_dir, write_json
 from textclf.params import ParamsError, load_params

@@ -11,7 +11,7 @@ Endpoints (Open Inference Protocol / KServe v2, plus one plain one):
     GET  /v2/models/{name}, /v2/models/{name}/ready   metadata; readiness
     POST /v2/models/{name}/infer   texts as one BYTES input of shape [N]; outputs label,
                                    probability, probabilities [N, C], classes [C]
-                                   (see textclf.serve_protocol)
+                                   (see textclf.serving.protocol)
     POST /predict  {"texts": [...], "id"?} -> {"predictions": [{"label", "probability",
                                    "probabilities": {label: p}}, ...], ...}
 
@@ -21,7 +21,7 @@ with the same precision choice; a text batched with other requests' texts can di
 `predict` in the 7th digit in fp32 (the matrix kernels block differently by batch size).
 With int8 (`--precision int8`, or what `auto` picks on a CPU where bf16 does not pay and
 int8 measures faster than fp32) answers come from ONNX Runtime with int8 weights
-(textclf.onnx_int8), as `predict`'s do; its activations are scaled per batch, so there a
+(textclf.model.engines.onnx_int8), as `predict`'s do; its activations are scaled per batch, so there a
 text's probabilities can move in the 3rd digit with the texts it is batched with
 (`--precision fp32` keeps them to the 7th).
 Every answer carries `model_version`: `sha256:<one sha256 over the weight files>`, plus
@@ -36,9 +36,9 @@ when `--on-long-text reject` (the default, `truncate`, classifies its first `--m
 characters: the model reads only its first max_length tokens anyway); 404 an unknown model
 name or path. A refused request never reaches the batch, so it cannot disturb others.
 
-Concurrent requests are batched: see textclf.serve_batcher (`--max-batch-size`,
+Concurrent requests are batched: see textclf.serving.batcher (`--max-batch-size`,
 `--max-wait-ms`; `--max-batch-size 1` turns batching off). Every request is logged to
-`--log-dir` (JSON Lines, one file per UTC day; schema in textclf.serve_log) unless
+`--log-dir` (JSON Lines, one file per UTC day; schema in textclf.serving.log) unless
 `--no-log`. SIGTERM (what Kubernetes sends) stops accepting connections, lets requests
 in flight finish (up to `--grace-seconds`), then exits.
 
@@ -67,11 +67,12 @@ from pathlib import Path
 from typing import Optional
 
 from textclf.errors import UserError, exits_on_user_error
+from textclf.params import PRECISIONS
 
 
 def model_version(folder: Path, override: Optional[str] = None) -> str:
     """`sha256:<weights>[+git:<commit>]`, or `override` as given."""
-    from textclf.modeling import weights_sha256
+    from textclf.model.loading import weights_sha256
 
     if override:
         return override
@@ -122,7 +123,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     add("--log-dir", default="logs/predictions", help="prediction log folder")
     add("--log-max-mb", type=float, default=100.0, help="size at which a day's log rolls over")
     add("--no-log", action="store_true", help="do not log predictions")
-    add("--precision", choices=["auto", "fp32", "bf16", "fp16", "int8"], default="auto",
+    add("--precision", choices=PRECISIONS, default="auto",
         help="auto: the fastest this machine runs well, as predict chooses (bf16 where it "
              "pays, else int8 where measured faster than fp32); int8: ONNX Runtime with "
              "int8 weights")
@@ -148,40 +149,26 @@ def build_app(args: argparse.Namespace):
     """Load the model and wire the app: (app, ServedModel)."""
     import torch
 
-    from textclf import onnx_int8
-    from textclf.batching import encode
-    from textclf.modeling import choose_device, load_classifier, quiet_transformers
-    from textclf.serve_app import create_app
-    from textclf.serve_batcher import BatchSettings, DynamicBatcher
-    from textclf.serve_log import PredictionLog
-    from textclf.serve_protocol import Limits, ServedModel
+    from textclf.model.labeller import Labeller
+    from textclf.serving.app import create_app
+    from textclf.serving.batcher import BatchSettings, DynamicBatcher
+    from textclf.serving.log import PredictionLog
+    from textclf.serving.protocol import Limits, ServedModel
 
     torch.set_num_threads(args.threads)
-    quiet_transformers()
-    device = choose_device()
-    if args.precision == "int8":  # fail before the model loads
-        onnx_int8.check_usable(device)
     folder = Path(args.model)
-    model, tokenizer, info = load_classifier(folder, device)
-    model.to(device)
-    precision, int8 = onnx_int8.engine_for_labelling(
-        model, folder, info.max_length,
-        onnx_int8.labelling_precision(device, args.precision), args.precision, args.threads)
+    labeller = Labeller.load(folder, args.precision, batch_size=args.max_batch_size,
+                             threads=args.threads)
     served = ServedModel(name=args.model_name or folder.resolve().name,
                          version=model_version(folder, args.model_version),
-                         labels=tuple(info.labels), max_length=info.max_length)
-
-    def classify(texts):
-        return onnx_int8.probabilities(model, int8, encode(tokenizer, texts, info.max_length),
-                                       tokenizer.pad_token_id, args.max_batch_size, device,
-                                       precision)
-
+                         labels=tuple(labeller.labels), max_length=labeller.info.max_length)
+    classify = labeller.probabilities
     batcher = DynamicBatcher(classify, BatchSettings(args.max_batch_size, args.max_wait_ms))
     limits = Limits(args.max_texts, args.max_chars, args.on_long_text)
     prediction_log = None if args.no_log else PredictionLog(
         Path(args.log_dir), int(args.log_max_mb * 2**20))
     print(f"serve: model {served.name!r} ({served.version}), {len(served.labels)} labels, "
-          f"{device.type} {precision}, {args.threads} threads; prediction log: "
+          f"{labeller.device.type} {labeller.precision}, {args.threads} threads; prediction log: "
           f"{'off' if prediction_log is None else args.log_dir}", file=sys.stderr)
     return create_app(served, batcher, limits, prediction_log), served
 

@@ -3,7 +3,7 @@
 Training is resumable: a checkpoint is saved at an epoch's end once a minute has passed
 since the last (--checkpoint-interval) and when the process is asked to stop (SIGTERM,
 Ctrl-C); the next `dvc repro` / `dvc exp run` with the same
-params, code and data continues from it (see textclf.checkpoint).
+params, code and data continues from it (see textclf.training.checkpoint).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import math
 import platform
 import signal
 import sys
@@ -21,20 +20,21 @@ from pathlib import Path
 
 import torch
 
-from textclf.checkpoint import (CheckpointStore, default_dir, default_interval,
-                                fingerprint_run, parse_interval)
-from textclf.dataset import fingerprint, read_labels, read_split
-from textclf.distributed import (Workers, device_for, launch, launched_by_torchrun,
-                                 process_group, wrap)
+from textclf.training.checkpoint import (CheckpointStore, default_dir, default_interval,
+                                         fingerprint_run, parse_interval)
+from textclf.data.dataset import fingerprint, read_labels, read_split
+from textclf.training.distributed import (Workers, device_for, launch, launched_by_torchrun,
+                                          process_group, wrap)
 from textclf.errors import exits_on_user_error
-from textclf.fitting import (EpochResult, best_epoch, encode_split, finish_epoch, new_state,
-                             train_epoch)
-from textclf.model_card import model_card
-from textclf.modeling import (attention_for, choose_device, choose_precision, load_pretrained,
-                              quiet_transformers, save_classifier)
+from textclf.training.loop import (Compute, EpochResult, best_epoch, encode_split, new_state,
+                                   run_epochs)
+from textclf.model.card import model_card
+from textclf.model.loading import (attention_for, load_pretrained, quiet_transformers,
+                                   save_classifier)
+from textclf.model.precision import choose_device, choose_precision
 from textclf.outputs import atomic_dir
 from textclf.params import Params, load_params
-from textclf.training_info import TrainingInfo
+from textclf.model.folder import TrainingInfo
 
 
 class StopRequest:
@@ -67,34 +67,20 @@ def load_model(params: Params, labels: list[str], device: torch.device):
     """(tokenizer, model, label order): the pretrained base, or `model.init_from`."""
     attention = attention_for(device, params.model.max_length)
     if params.model.init_from:
-        from textclf.warm_start import load_warm_start
+        from textclf.training.warm_start import load_warm_start
 
         return load_warm_start(params.model.init_from, labels, attention)
     tokenizer, model = load_pretrained(params.model.name, labels, attention)
     return tokenizer, model, labels
 
 
-def run_training(state, train, val, params: Params, pad_id: int, device, precision: str,
-                 store: CheckpointStore, stop: StopRequest, on_epoch,
-                 workers: Workers) -> list[EpochResult]:
-    """Epochs from wherever `state` is to the end, checkpointing at epoch ends when the
-    store says one is due; returns the history, or exits (after saving a checkpoint)
-    when asked to stop."""
-    eval_batch = max(64, params.train.batch_size)
-    while state.epoch < params.train.epochs:
-        loss = train_epoch(state, train, params.train, pad_id, device, precision,
-                           should_stop=stop, progress=workers.is_main, workers=workers)
-        if loss is None:
-            store.save(state.state_dict())
-            name = signal.Signals(stop.signal or signal.SIGTERM).name
-            print(f"train: stopped by {name} in epoch {state.epoch + 1} after batch "
-                  f"{state.step}; checkpoint saved, `dvc repro` (or the same `dvc exp run`) "
-                  f"resumes from here", file=sys.stderr)
-            raise SystemExit(128 + (stop.signal or signal.SIGTERM))
-        on_epoch(finish_epoch(state, loss, val, pad_id, eval_batch, device, precision))
-        if state.epoch < params.train.epochs and store.due():
-            store.save_in_background(state.state_dict())
-    return state.history
+def stopped(state, stop: StopRequest) -> SystemExit:
+    """The exit after a stop request: the checkpoint is saved, say how to resume."""
+    signum = stop.signal or signal.SIGTERM
+    print(f"train: stopped by {signal.Signals(signum).name} in epoch {state.epoch + 1} after "
+          f"batch {state.step}; checkpoint saved, `dvc repro` (or the same `dvc exp run`) "
+          f"resumes from here", file=sys.stderr)
+    return SystemExit(128 + signum)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -145,6 +131,7 @@ def train_and_save(args: argparse.Namespace, params: Params, workers: Workers) -
     train = encode_split(tokenizer, read_split(args.train), labels, max_length)
     val = encode_split(tokenizer, read_split(args.val), labels, max_length)
     precision = choose_precision(device, params.train.precision, purpose="train")
+    compute = Compute(device, precision, tokenizer.pad_token_id)
     say(f"train: {params.model.init_from or params.model.name} on {device.type} ({precision}"
         f"{f', {workers.size} processes' if workers.size > 1 else ''}), {len(train.ids)} "
         f"train / {len(val.ids)} val examples, {len(labels)} labels")
@@ -156,8 +143,7 @@ def train_and_save(args: argparse.Namespace, params: Params, workers: Workers) -
                             fingerprint_run(section_params, data_sha256,
                                             str(Path(args.model_dir).resolve())),
                             writable=workers.is_main, interval_s=args.checkpoint_interval)
-    state = new_state(model, params.train, math.ceil(len(train.ids) / params.train.batch_size),
-                      device, precision)
+    state = new_state(model, params.train, len(train.ids), compute)
     state.runner = wrap(model, workers, device)
     if params.train.resume:
         found, why = store.find()
@@ -188,9 +174,10 @@ def train_and_save(args: argparse.Namespace, params: Params, workers: Workers) -
             for done in state.history:  # a resumed run's curves continue, not restart
                 log_epoch(done)
             with StopRequest().installed() as stop:
-                history = run_training(state, train, val, params, tokenizer.pad_token_id,
-                                       device, precision, store, stop, log_epoch, workers)
-            best = best_epoch(history)
+                if not run_epochs(state, train, val, params.train, compute, on_epoch=log_epoch,
+                                  should_stop=stop, store=store, workers=workers):
+                    raise stopped(state, stop)
+            best = best_epoch(state.history)
             if live is not None:
                 live.summary.update({"best_epoch": best.epoch,
                                      "best": {"val_accuracy": best.val_accuracy,

@@ -15,12 +15,12 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 
 from textclf import __version__
-from textclf.serve_batcher import DynamicBatcher
-from textclf.serve_log import PredictionLog, log_lines
-from textclf.serve_protocol import (InferenceRequest, Limits, PredictRequest, ServedModel,
-                                    ServeError, checked_texts, infer_response, infer_texts,
-                                    model_metadata, predict_response, predictions,
-                                    validation_error)
+from textclf.serving.batcher import DynamicBatcher
+from textclf.serving.log import PredictionLog, log_lines
+from textclf.serving.protocol import (InferenceRequest, Limits, PredictRequest, ServedModel,
+                                      ServeError, checked_texts, infer_response, infer_texts,
+                                      model_metadata, predict_response, predictions,
+                                      validation_error)
 
 log = logging.getLogger("textclf.serve")
 

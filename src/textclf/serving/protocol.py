@@ -2,7 +2,7 @@
 messages for a text classifier, the plain `/predict` form, and the request limits.
 
 Pure: values in, dicts out, `ServeError` (an HTTP status and a message naming the field)
-for anything a client got wrong. The HTTP layer is in `textclf.serve_app`.
+for anything a client got wrong. The HTTP layer is in `textclf.serving.app`.
 
 Inference request (`POST /v2/models/{name}/infer`): one input of datatype `BYTES`, shape
 `[N]`, `data` a list of N strings. The response has four outputs, or those asked for in

@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from textclf.experiments import Experiment, to_yaml
+from textclf.reporting.experiments import Experiment, to_yaml
 
 SEED_KEYS = ("train.seed",)
 

@@ -14,10 +14,10 @@ from typing import Sequence
 
 import numpy as np
 
-from textclf.drift_inputs import Predictions
-from textclf.drift_stats import (ConfidenceShift, DomainClassifierResult, LabelShift,
-                                 TextProfile, confidence_shift, domain_classifier,
-                                 label_shift, text_profile, vocabulary_of)
+from textclf.monitoring.inputs import Predictions
+from textclf.monitoring.stats import (ConfidenceShift, DomainClassifierResult, LabelShift,
+                                      TextProfile, confidence_shift, domain_classifier,
+                                      label_shift, text_profile, vocabulary_of)
 from textclf.errors import UserError
 
 MIN_ROWS = 10              # below this a held-out half has too few texts to score
@@ -97,16 +97,21 @@ def sample(texts: Sequence[str], limit: int, seed: int) -> list[str]:
     return [texts[i] for i in keep]
 
 
+def check_sizes(sources: Sources, reference: int, current: int, test: int) -> None:
+    """Each window holds at least MIN_ROWS texts (checked before a model is loaded, too)."""
+    for name, source, size in (("--reference", sources.reference, reference),
+                               ("--current", sources.current, current),
+                               ("--test", sources.test, test)):
+        if size < MIN_ROWS:
+            raise UserError(f"{name} {source}: {size} text(s); expected at least {MIN_ROWS} "
+                            f"to compare (a window that small cannot show drift)")
+
+
 def compare(reference: Sequence[str], test: Predictions, current: Predictions,
             labels: Sequence[str], sources: Sources, seed: int = 0,
             max_rows: int = 10_000, notes: Sequence[str] = ()) -> DriftReport:
     """Everything the report shows; `labels` are the model's, in its label order."""
-    for name, source, size in (("--reference", sources.reference, len(reference)),
-                               ("--current", sources.current, len(current.texts)),
-                               ("--test", sources.test, len(test.texts))):
-        if size < MIN_ROWS:
-            raise UserError(f"{name} {source}: {size} text(s); expected at least {MIN_ROWS} "
-                            f"to compare (a window that small cannot show drift)")
+    check_sizes(sources, len(reference), len(current.texts), len(test.texts))
     notes = list(notes)
     for name, texts in (("reference", reference), ("current", current.texts)):
         if len(texts) > max_rows:

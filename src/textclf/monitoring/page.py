@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from itertools import zip_longest
 
-from textclf.charts import bar_chart
-from textclf.drift_report import DriftReport, format_p
-from textclf.drift_stats import MIN_AUC, MIN_PSI
-from textclf.pages import heading, html_page, html_table, markdown_table, paragraph
+from textclf.reporting.charts import bar_chart
+from textclf.monitoring.report import DriftReport, format_p
+from textclf.monitoring.stats import MIN_AUC, MIN_PSI
+from textclf.reporting.pages import heading, html_page, html_table, markdown_table, paragraph
 
 EXAMPLE_CHARS = 300
 

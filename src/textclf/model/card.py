@@ -6,7 +6,7 @@ import json
 
 import yaml
 
-from textclf.training_info import TrainingInfo
+from textclf.model.folder import TrainingInfo
 
 
 def model_card(info: TrainingInfo, validation: dict[str, float]) -> str:

@@ -3,7 +3,7 @@
 Request handlers (on the asyncio event loop) put a job on a queue and await its future.
 One worker thread takes the first waiting job, then keeps taking jobs until the batch
 holds `max_batch_size` texts or `max_wait_ms` have passed since the first one, runs one
-`classify` call on all their texts (which length-sorts them: `textclf.modeling.predict_proba`)
+`classify` call on all their texts (which length-sorts them: `textclf.model.engines.pytorch.predict_proba`)
 and resolves each job's future with its own rows. While the model runs, new jobs wait in
 the queue, so under load batches fill without waiting and when idle a lone request waits
 at most `max_wait_ms`. With `max_wait_ms` 0 a batch is whatever queued up during the

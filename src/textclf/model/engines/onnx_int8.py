@@ -1,7 +1,8 @@
 """`--precision int8`: the classifier in ONNX Runtime with int8 weights, for CPUs without AMX.
 
+This module exports, quantizes and runs the model; textclf.model.labeller decides when:
 `predict` and `serve` take this path with `--precision auto` where bf16 does not pay and
-int8 measures faster than fp32 (`labelling_precision`, textclf.cpu_precision).
+int8 measures faster than fp32 (textclf.model.precision.choose_labelling_precision).
 
 Why this path (benchmarks/cpu_inference_paths.py has the figures): on a CPU without AMX,
 bf16 autocast is slower than fp32, and PyTorch's own dynamic quantization is deprecated and
@@ -31,11 +32,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from textclf.batching import pad_batch, sorted_batches
 from textclf.errors import UserError
-from textclf.cpu_precision import choose_labelling_precision
-from textclf import modeling
-from textclf.modeling import choose_precision, weights_sha256
+from textclf.model.batching import pad_batch, sorted_batches
+from textclf.model.loading import weights_sha256
 from textclf.outputs import atomic_file, exclusive
 
 INPUTS = ("input_ids", "attention_mask")
@@ -61,19 +60,6 @@ def require_onnxruntime():
                         "is missing here: pip install onnxruntime onnx") \
             from None
     return onnxruntime
-
-
-def check_usable(device: torch.device) -> None:
-    """Before a model loads for int8: ONNX Runtime is importable and this is a CPU."""
-    require_onnxruntime()
-    check_cpu(device)
-
-
-def check_cpu(device: torch.device) -> None:
-    """int8 is a CPU path: on an accelerator bf16/fp16 is the faster choice."""
-    if device.type != "cpu":
-        raise UserError(f"--precision int8 runs on a CPU only, but this machine computes on "
-                        f"{device.type}; expected --precision auto (or fp32/bf16/fp16) here")
 
 
 def cache_path(folder: str | Path, max_length: int) -> Path:
@@ -187,14 +173,6 @@ def load_int8(model, folder: str | Path, max_length: int, threads: int | None = 
         return Int8Classifier(open_session(path, threads), num_labels, path, reused=False)
 
 
-def labelling_precision(device: torch.device, requested: str) -> str:
-    """The precision predict and serve label with: `choose_precision`'s, except that
-    `auto` on a CPU may also give int8 (cpu_precision.choose_labelling_precision)."""
-    if requested != "auto" or device.type != "cpu":
-        return choose_precision(device, requested)
-    return choose_labelling_precision(int8_seconds)
-
-
 def int8_seconds(repeats: int = 5) -> dict[str, float]:
     """Best time of a MiniLM layer's feed-forward block (16 texts x 32 tokens x 384 ->
     1536 -> 384) in PyTorch fp32 and in ONNX Runtime with int8 weights, quantized by
@@ -231,48 +209,10 @@ def int8_seconds(repeats: int = 5) -> dict[str, float]:
     return best
 
 
-def engine_for_labelling(model, folder: str | Path, max_length: int, precision: str,
-                         requested: str, threads: int | None = None
-                         ) -> tuple[str, Int8Classifier | None]:
-    """(precision, int8 session or None) for predict and serve (`precision` being what
-    `labelling_precision` returned for `requested`), and for evaluate. Where `auto` chose
-    int8 but the model cannot go through ONNX Runtime (an architecture the exporter cannot
-    trace, an unwritable cache), PyTorch in fp32 answers instead and stderr says why; an
-    explicit `--precision int8` fails instead."""
-    if precision != "int8":
-        return precision, None
-    if requested != "int8":
-        print("int8: precision auto chose ONNX Runtime with int8 weights (measured faster "
-              "than fp32 on this CPU; --precision fp32 keeps PyTorch)", file=sys.stderr)
-    try:
-        return precision, load_int8(model, folder, max_length, threads)
-    except UserError:
-        raise
-    except Exception as err:  # noqa: BLE001 - the exporter raises many types
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
-        if requested == "int8":
-            raise UserError(f"--precision int8: cannot build the int8 model of {folder} "
-                            f"({reason}); expected a model torch.onnx can export, or use "
-                            f"--precision fp32") from None
-        print(f"int8: cannot build it for {folder} ({reason}); using PyTorch fp32",
-              file=sys.stderr)
-        return "fp32", None
-
-
-def probabilities(model, int8: Int8Classifier | None, ids: Sequence[Sequence[int]],
-                  pad_id: int, batch_size: int, device: torch.device,
-                  precision: str) -> np.ndarray:
-    """Class probabilities (N, C) in input order from the int8 session where there is one
-    (`engine_for_labelling`), else from `model` on `device` in `precision`."""
-    if int8 is not None:
-        return predict_proba(int8, ids, pad_id, batch_size)
-    return modeling.predict_proba(model, ids, pad_id, batch_size, device, precision)
-
-
 def predict_proba(classifier: Int8Classifier, ids: Sequence[Sequence[int]], pad_id: int,
                   batch_size: int) -> np.ndarray:
     """Class probabilities (N, C) in input order: the contract and the length-sorted,
-    padded batches of textclf.modeling.predict_proba."""
+    padded batches of textclf.model.engines.pytorch.predict_proba."""
     probs = np.zeros((len(ids), classifier.num_labels), dtype=np.float32)
     for rows in sorted_batches([len(seq) for seq in ids], batch_size):
         batch = pad_batch([ids[i] for i in rows], pad_id)

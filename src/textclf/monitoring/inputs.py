@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from textclf.dataset import DataError, read_table
+from textclf.data.dataset import DataError, read_table
 from textclf.errors import UserError
 
 LOG_PATTERN = "predictions-*.jsonl"
@@ -129,42 +129,9 @@ def parse_time(value, what: str) -> dt.datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
 
-class Predictor:
-    """A model folder loaded once, labelling texts in batches (the device is chosen here)."""
-
-    def __init__(self, model_dir: str | Path, batch_size: int = 64, precision: str = "auto"):
-        from textclf.modeling import (choose_device, choose_precision, load_classifier,
-                                      quiet_transformers)
-
-        model_dir = Path(model_dir)
-        if not model_dir.is_dir():
-            raise UserError(f"--model {model_dir}: no such model folder; expected the folder "
-                            f"written by `textclf train` (run `dvc repro` or `dvc pull`)")
-        quiet_transformers()
-        self.device = choose_device()
-        self.model, self.tokenizer, self.info = load_classifier(model_dir, self.device)
-        self.model.to(self.device)
-        self.precision = choose_precision(self.device, precision)
-        self.batch_size = batch_size
-        self.folder = model_dir
-
-    @property
-    def labels(self) -> list[str]:
-        return list(self.info.labels)
-
-    def version(self) -> str:
-        """The model_version `textclf serve` reports for these weights (without +git)."""
-        from textclf.modeling import weights_sha256
-
-        return f"sha256:{weights_sha256(self.folder)}"
-
-    def __call__(self, texts: Sequence[str]) -> Predictions:
-        from textclf.batching import encode
-        from textclf.modeling import predict_proba
-
-        ids = encode(self.tokenizer, texts, self.info.max_length)
-        probs = predict_proba(self.model, ids, self.tokenizer.pad_token_id, self.batch_size,
-                              self.device, self.precision)    # (N, C)
-        best = probs.argmax(axis=1)
-        return Predictions(tuple(texts), tuple(self.labels[i] for i in best),
-                           tuple(float(p) for p in probs.max(axis=1)))
+def label_texts(labeller, texts: Sequence[str]) -> Predictions:
+    """`texts` with the label a textclf.model.labeller.Labeller gives each, and its probability."""
+    probs = labeller.probabilities(texts)    # (N, C)
+    best = probs.argmax(axis=1)
+    return Predictions(tuple(texts), tuple(labeller.labels[i] for i in best),
+                       tuple(float(p) for p in probs.max(axis=1)))

@@ -3,8 +3,8 @@ then a leaderboard task over every point's result (`dsl.Collected`).
 
 Both components are lightweight Python components that import `textclf` from the image
 (the Dockerfile) or, under `kfp.local`, from this environment: nothing is pip-installed
-when a task starts. Their bodies only adapt KFP types to `textclf.kfp_point` and
-`textclf.kfp_results`, which hold the logic and are tested without KFP.
+when a task starts. Their bodies only adapt KFP types to `textclf.sweeps.point` and
+`textclf.sweeps.results`, which hold the logic and are tested without KFP.
 """
 
 from dataclasses import dataclass
@@ -13,7 +13,7 @@ from typing import Callable, List
 from kfp import dsl, kubernetes
 from kfp.dsl import ClassificationMetrics, Markdown, Metrics, Output
 
-from textclf.kfp_grid import GridPoint
+from textclf.sweeps.grid import GridPoint
 
 PIPELINE_NAME = "textclf-sweep"
 # AWS-style keys, read by dvc-s3 (and by most S3-compatible servers' clients).
@@ -25,7 +25,7 @@ def sweep_point(point: dict, sweep_name: str, repo_url: str, revision: str, dvc_
                 metrics: Output[Metrics],
                 confusion: Output[ClassificationMetrics]) -> str:
     """Run one grid point as a DVC experiment and push it; its result as JSON."""
-    from textclf.kfp_point import PointJob, run_point
+    from textclf.sweeps.point import PointJob, run_point
 
     result = run_point(PointJob(
         repo_url=repo_url, revision=revision, name=f"{sweep_name}-{point['number']}",
@@ -44,7 +44,7 @@ def sweep_point(point: dict, sweep_name: str, repo_url: str, revision: str, dvc_
 def sweep_leaderboard(results: List[str], sort_by: str, ascending: bool,
                       leaderboard: Output[Markdown]) -> str:
     """Every point, best first by `sort_by`, failed points with their error; also returned."""
-    from textclf.kfp_results import PointResult, leaderboard_markdown
+    from textclf.sweeps.results import PointResult, leaderboard_markdown
 
     page = leaderboard_markdown([PointResult.from_json(r) for r in results], sort_by, ascending)
     with open(leaderboard.path, "w", encoding="utf-8") as out:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from textclf.kfp_grid import DEFAULT_PARAMS_FILE, split_file
+from textclf.sweeps.grid import DEFAULT_PARAMS_FILE, split_file
 
 
 def _entry_path(entry: Any) -> str:

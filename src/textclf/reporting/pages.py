@@ -2,7 +2,7 @@
 
 Shared by the pages textclf writes (the experiments report, the drift report): one
 style sheet, no scripts, no network, so a page can be mailed or opened from a CI artifact.
-Charts come from `textclf.charts`.
+Charts come from `textclf.reporting.charts`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from textclf.charts import escape
+from textclf.reporting.charts import escape
 
 STYLE = """body{font:14px sans-serif;margin:24px;color:#222} table{border-collapse:collapse}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;vertical-align:top}

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from textclf.kfp_results import PointResult, flatten_numbers
-from textclf.kfp_stages import confusion_plot, labels_files, metrics_files, pull_targets
+from textclf.sweeps.results import PointResult, flatten_numbers
+from textclf.sweeps.stages import confusion_plot, labels_files, metrics_files, pull_targets
 
 SWEEP_REMOTE = "sweep"   # the DVC remote a point pushes to, when the sweep names a url
 # Git over HTTPS from a pod: a credential helper that reads these variables (a secret's
@@ -139,7 +139,7 @@ def run_experiment(job: PointJob, clone: Path, remote: str) -> tuple[str, tuple[
 
 def label_order(path: Path) -> list[str]:
     """The pipeline's label order (prepare's labels.json), read the way the stages read it."""
-    from textclf.dataset import read_labels
+    from textclf.data.dataset import read_labels
 
     try:
         return [str(label) for label in read_labels(path)]

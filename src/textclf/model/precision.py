@@ -1,4 +1,5 @@
-"""`precision: auto` on a CPU: bf16, or int8 for labelling, only where faster than fp32 here.
+"""The device a model computes on and its precision: `precision: auto` on a CPU takes bf16,
+or int8 for labelling, only where faster than fp32 here.
 
 Whether bf16 autocast pays depends on more than an instruction flag: with AMX it is
 several times faster than fp32; with AVX512-BF16 alone the casts around each matmul can
@@ -9,7 +10,7 @@ precisions. It runs once per CPU, torch version and thread count, and is cached 
 `$XDG_CACHE_HOME/textclf/precision.json` (`~/.cache/...`); delete it to measure again.
 
 Labelling new texts (`predict`, `serve`) has a third path where bf16 does not pay: ONNX
-Runtime with int8 weights (textclf.onnx_int8; same SST-5 dev accuracy as fp32, 1.8x its
+Runtime with int8 weights (textclf.model.engines.onnx_int8; same SST-5 dev accuracy as fp32, 1.8x its
 speed without AMX, benchmarks/README.md). It is chosen where ONNX Runtime is installed and
 its int8 matmuls, quantized as that module quantizes the model, measure at least
 MIN_SPEEDUP x PyTorch's fp32 on the feed-forward block of a MiniLM layer; cached the same
@@ -139,7 +140,7 @@ def choose_labelling_precision(measure_int8: Callable[[], dict[str, float]],
                                int8_installed: bool | None = None) -> str:
     """For labelling new texts (predict, serve): 'bf16' where it pays for inference
     (`choose_cpu_precision`), else 'int8' where ONNX Runtime is installed and measures at
-    least MIN_SPEEDUP x fp32 here (`measure_int8`: textclf.onnx_int8.int8_seconds), else
+    least MIN_SPEEDUP x fp32 here (`measure_int8`: textclf.model.engines.onnx_int8.int8_seconds), else
     'fp32'."""
     cache = cache or cache_path()
     if choose_cpu_precision("infer", measure_bf16, cache, flags) == "bf16":
@@ -184,3 +185,25 @@ def _read(cache: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return known if isinstance(known, dict) else {}
+
+
+def choose_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def choose_precision(device: torch.device, requested: str = "auto",
+                     purpose: str = "infer") -> str:
+    """'fp32', 'bf16' or 'fp16': the fastest the device runs well, unless one is forced.
+    On a CPU that is measured (textclf.model.precision), for training or inference; predict
+    and serve may also take int8 (textclf.model.engines.onnx_int8.labelling_precision)."""
+    if requested != "auto":
+        return requested
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cpu":
+        return choose_cpu_precision("train" if purpose == "train" else "infer")
+    return "fp32"

@@ -1,0 +1,7 @@
+"""The model: the model-folder contract (folder.py, card.py), loading and saving (loading.py),
+device and precision choice (precision.py), batching, the engines that compute probabilities
+(engines/: PyTorch, ONNX Runtime int8) and the Labeller that commands label texts with.
+
+Imports only the shared modules. A new inference engine goes in engines/ and is chosen in
+labeller.py.
+"""

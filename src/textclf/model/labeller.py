@@ -1,0 +1,125 @@
+"""The Labeller: a model folder loaded once to label texts, with the engine that computes.
+
+Every command that labels texts (`evaluate`, `predict`, `serve`, `drift`) builds one
+`Labeller.load(folder, precision)` and asks it for `.probabilities(texts)`: the device, the
+early check that int8 can run here, the model folder, the engine and the precision the
+request resolves to are decided once, here, so the four cannot drift apart (the drift
+report compares confidences from the engine `serve` answers with).
+
+Engines (textclf.model.engines): PyTorch in fp32, bf16 or fp16, or ONNX Runtime with int8
+weights. `auto` resolves as `predict` and `serve` need it (bf16 where it pays, else int8
+where it measures faster than fp32, else fp32); `evaluate`'s `auto` scores the PyTorch model
+(`auto_int8=False`) and takes int8 only when asked by name.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from textclf.errors import UserError
+from textclf.model.batching import encode
+from textclf.model.engines import onnx_int8, pytorch
+from textclf.model.folder import TrainingInfo
+from textclf.model.loading import load_classifier, quiet_transformers, weights_sha256
+from textclf.model.precision import choose_device, choose_labelling_precision, choose_precision
+
+
+@dataclass(frozen=True)
+class Labeller:
+    """A classifier ready to label texts: the model and tokenizer, its TrainingInfo, and
+    the engine chosen for it (`int8` is the ONNX Runtime session, or None for PyTorch in
+    `precision`)."""
+    model: torch.nn.Module
+    tokenizer: object
+    info: TrainingInfo
+    folder: Path
+    device: torch.device
+    precision: str                        # fp32, bf16, fp16 or int8: what computes
+    int8: onnx_int8.Int8Classifier | None
+    batch_size: int = 64
+
+    @classmethod
+    def load(cls, folder: str | Path, precision: str = "auto", *, batch_size: int = 64,
+             threads: int | None = None, auto_int8: bool = True) -> Labeller:
+        """Load `folder` and choose its engine for `precision` (one of PRECISIONS).
+        `threads`: ONNX Runtime's intra-op threads (default: torch's)."""
+        quiet_transformers()
+        device = choose_device()
+        if precision == "int8":  # fail before the model loads
+            onnx_int8.require_onnxruntime()
+            check_cpu(device)
+        folder = Path(folder)
+        model, tokenizer, info = load_classifier(folder, device)
+        model.to(device)
+        resolved = (labelling_precision(device, precision) if auto_int8
+                    else choose_precision(device, precision))
+        resolved, int8 = engine_for(model, folder, info.max_length, resolved, precision,
+                                    threads)
+        return cls(model, tokenizer, info, folder, device, resolved, int8, batch_size)
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.info.labels)
+
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        """Class probabilities (N, C) of `texts`, in input order."""
+        return self.ids_probabilities(encode(self.tokenizer, texts, self.info.max_length))
+
+    def ids_probabilities(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """Class probabilities (N, C) of token ids already truncated to max_length."""
+        pad_id = self.tokenizer.pad_token_id
+        if self.int8 is not None:
+            return onnx_int8.predict_proba(self.int8, ids, pad_id, self.batch_size)
+        return pytorch.predict_proba(self.model, ids, pad_id, self.batch_size, self.device,
+                                     self.precision)
+
+    def weights_version(self) -> str:
+        """`sha256:<one sha256 over the weight files>`: what `serve` reports, without +git."""
+        return f"sha256:{weights_sha256(self.folder)}"
+
+
+def check_cpu(device: torch.device) -> None:
+    """int8 is a CPU path: on an accelerator bf16/fp16 is the faster choice."""
+    if device.type != "cpu":
+        raise UserError(f"--precision int8 runs on a CPU only, but this machine computes on "
+                        f"{device.type}; expected --precision auto (or fp32/bf16/fp16) here")
+
+
+def labelling_precision(device: torch.device, requested: str) -> str:
+    """The precision predict and serve label with: `choose_precision`'s, except that
+    `auto` on a CPU may also give int8 (textclf.model.precision.choose_labelling_precision)."""
+    if requested != "auto" or device.type != "cpu":
+        return choose_precision(device, requested)
+    return choose_labelling_precision(onnx_int8.int8_seconds)
+
+
+def engine_for(model, folder: Path, max_length: int, precision: str, requested: str,
+               threads: int | None = None) -> tuple[str, onnx_int8.Int8Classifier | None]:
+    """(precision, int8 session or None) for resolved `precision`. Where `auto` chose int8
+    but the model cannot go through ONNX Runtime (an architecture the exporter cannot trace,
+    an unwritable cache), PyTorch in fp32 answers instead and stderr says why; an explicit
+    `--precision int8` fails instead."""
+    if precision != "int8":
+        return precision, None
+    if requested != "int8":
+        print("int8: precision auto chose ONNX Runtime with int8 weights (measured faster "
+              "than fp32 on this CPU; --precision fp32 keeps PyTorch)", file=sys.stderr)
+    try:
+        return precision, onnx_int8.load_int8(model, folder, max_length, threads)
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the exporter raises many types
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        if requested == "int8":
+            raise UserError(f"--precision int8: cannot build the int8 model of {folder} "
+                            f"({reason}); expected a model torch.onnx can export, or use "
+                            f"--precision fp32") from None
+        print(f"int8: cannot build it for {folder} ({reason}); using PyTorch fp32",
+              file=sys.stderr)
+        return "fp32", None

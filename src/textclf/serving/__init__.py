@@ -1,0 +1,6 @@
+"""Serving: the HTTP adapter behind `textclf serve` (Open Inference Protocol messages, the
+FastAPI app, dynamic batching, the prediction log). It answers what `predict` answers: the
+model wing's Labeller computes, this wing only speaks HTTP.
+
+Imports the model wing and the shared modules.
+"""

@@ -1,0 +1,6 @@
+"""Sweeps on Kubeflow Pipelines: the grid of -S overrides (grid.py), the components and the
+pipeline (stages.py, point.py, pipeline.py) and bringing results back as DVC experiments
+(results.py). The `kfp` command (kfp_sweep.py) compiles, submits or runs them locally.
+
+Imports the data wing and the shared modules.
+"""
