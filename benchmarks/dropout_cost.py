@@ -19,10 +19,10 @@ import time
 import torch
 
 from _common import machine, summary
-from textclf.training import dropout as fast_dropout
-from textclf.model.loading import DEFAULT_MODEL, load_pretrained, quiet_transformers
 from textclf.model.engines.pytorch import autocast
+from textclf.model.loading import DEFAULT_MODEL, load_pretrained, quiet_transformers
 from textclf.model.precision import choose_precision
+from textclf.training import dropout as fast_dropout
 
 
 def main() -> None:

@@ -17,9 +17,9 @@ import numpy as np
 
 from _common import machine, sst5_or_standin, summary
 from textclf.model.batching import encode
-from textclf.model.precision import choose_device, choose_precision
-from textclf.model.loading import load_classifier, quiet_transformers
 from textclf.model.engines.pytorch import predict_proba
+from textclf.model.loading import load_classifier, quiet_transformers
+from textclf.model.precision import choose_device, choose_precision
 
 
 def run_textclf(model, tokenizer, texts, max_length, batch_size, precision):

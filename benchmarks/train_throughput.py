@@ -19,11 +19,12 @@ import torch
 
 from _common import LABELS, machine, matmul_gflops, sst5_or_standin, summary
 from textclf.model.batching import encode
+from textclf.model.engines.pytorch import predict_proba
 from textclf.model.loading import DEFAULT_MODEL, attention_for, load_pretrained, quiet_transformers
 from textclf.model.precision import choose_device, choose_precision
-from textclf.model.engines.pytorch import predict_proba
 from textclf.params import TrainParams
-from textclf.training.loop import Compute, Encoded, encode_split, fit
+from textclf.training.loop import Encoded, encode_split, fit
+from textclf.training.state import Compute
 
 
 def run_textclf(train, val_small, args, seed=0, freeze=False):

@@ -19,13 +19,14 @@ import numpy as np
 import torch
 
 from _common import LABELS, SST5, machine, sst5_or_standin
-from textclf.training.loop import Compute, encode_split, fit
 from textclf.metrics import classification_metrics
+from textclf.model.engines.pytorch import predict_proba
+from textclf.model.folder import TrainingInfo
 from textclf.model.loading import (DEFAULT_MODEL, load_pretrained, quiet_transformers,
                                    save_classifier)
-from textclf.model.engines.pytorch import predict_proba
 from textclf.params import TrainParams
-from textclf.model.folder import TrainingInfo
+from textclf.training.loop import encode_split, fit
+from textclf.training.state import Compute
 from textclf.training.warm_start import load_warm_start
 
 CPU = torch.device("cpu")

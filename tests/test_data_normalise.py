@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from conftest import REPO
-from textclf.data.dataset import DataError, clean_examples, label_order, read_table
 from textclf.canonical import canonical_text, normalize_label
+from textclf.data.dataset import DataError, clean_examples, label_order, read_table
 from textclf.params import ParamsError, params_from_dict
 from textclf.prepare import check_disjoint, split_dataset
 

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from textclf.canonical import normalize_label
 from textclf.data.dataset import (DataError, clean_examples, label_order, read_labels, read_split,
                                   read_table, write_labels, write_split)
-from textclf.canonical import normalize_label
 
 COLUMNS = ["text", "label"]
 ROWS = [{"text": "a fine film", "label": 3}, {"text": "dull, slow", "label": 1},

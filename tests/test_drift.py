@@ -13,12 +13,12 @@ import pytest
 
 from conftest import REPO, SST5, toy_reviews
 from textclf import drift
+from textclf.errors import UserError
 from textclf.monitoring.inputs import Predictions, read_prediction_logs
 from textclf.monitoring.report import Sources, compare
 from textclf.monitoring.stats import (MIN_AUC, chi_squared, confidence_shift, domain_classifier,
                                       label_shift, permutation_auc_threshold, psi, text_profile,
                                       vocabulary_of)
-from textclf.errors import UserError
 from textclf.serving.log import log_file_name, log_lines
 
 SOURCES = Sources("ref", "cur", "test", "v1")

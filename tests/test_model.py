@@ -13,14 +13,15 @@ import torch
 from conftest import LABELS, toy_reviews
 from textclf import predict
 from textclf.model.batching import encode, length_grouped_batches, pad_batch
+from textclf.model.engines.pytorch import autocast, predict_proba
+from textclf.model.folder import TrainingInfo
 from textclf.model.loading import (BUNDLED_SHA256, DEFAULT_MODEL, ModelError, bundled_model_dir,
                                    load_classifier, load_pretrained, resolve_model,
                                    save_classifier, verify_sha256)
-from textclf.model.engines.pytorch import autocast, predict_proba
 from textclf.model.precision import choose_precision
-from textclf.training.loop import Compute, encode_split, fit
 from textclf.params import TrainParams
-from textclf.model.folder import TrainingInfo
+from textclf.training.loop import encode_split, fit
+from textclf.training.state import Compute
 
 
 def train_tiny(tiny_model_dir, epochs=3, seed=0, precision="fp32"):

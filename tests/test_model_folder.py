@@ -13,13 +13,13 @@ import torch
 from conftest import LABELS, toy_reviews
 from textclf import predict
 from textclf.model.batching import encode
-from textclf.training.loop import (Compute, EpochResult, best_epoch, encode_split, fit,
-                                   new_state, train_epoch)
-from textclf.training.loop import TrainingDiverged
-from textclf.model.loading import load_classifier, load_pretrained, save_classifier
 from textclf.model.engines.pytorch import predict_proba
-from textclf.params import TrainParams
 from textclf.model.folder import FORMAT_VERSION, ModelError, TrainingInfo
+from textclf.model.loading import load_classifier, load_pretrained, save_classifier
+from textclf.params import TrainParams
+from textclf.training.loop import encode_split, fit, train_epoch
+from textclf.training.loop import TrainingDiverged
+from textclf.training.state import Compute, EpochResult, best_epoch, new_state
 from textclf.training.warm_start import grow_head, load_warm_start, warm_start_labels
 
 CPU = torch.device("cpu")

@@ -14,11 +14,11 @@ import torch
 
 from conftest import toy_reviews
 from serve_harness import build_model_folder, thread_server
-from textclf.model.batching import encode, pad_batch
 from textclf.errors import UserError
-from textclf.model.precision import choose_precision
-from textclf.model.loading import load_classifier
+from textclf.model.batching import encode, pad_batch
 from textclf.model.engines.pytorch import predict_proba
+from textclf.model.loading import load_classifier
+from textclf.model.precision import choose_precision
 from textclf.predict import label_texts
 
 from textclf.model import labeller

@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from conftest import LABELS, toy_reviews
-from textclf.training.loop import (Compute, batch_loss, build_optimizer, encode_split,
-                                   finish_epoch, make_batches, new_state, train_epoch)
 from textclf.model.loading import load_pretrained
 from textclf.params import ParamsError, TrainParams, params_from_dict
+from textclf.training.loop import batch_loss, encode_split, finish_epoch, make_batches, train_epoch
+from textclf.training.state import Compute, build_optimizer, new_state
 
 CPU = torch.device("cpu")
 

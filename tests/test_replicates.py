@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from test_report import experiment
-from textclf.reporting.replicates import recipe_names, replicate_groups
 from textclf.report import compare, render_html, render_markdown, to_json
+from textclf.reporting.replicates import recipe_names, replicate_groups
 
 
 def seeded() -> list:

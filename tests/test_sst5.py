@@ -12,7 +12,8 @@ from textclf.model.loading import load_pretrained
 from textclf.params import TrainParams
 from textclf.prepare import split_dataset
 from textclf.resample import resample_by_ratio
-from textclf.training.loop import Compute, encode_split, fit
+from textclf.training.loop import encode_split, fit
+from textclf.training.state import Compute
 
 pytestmark = pytest.mark.skipif(not (SST5 / "train.csv").is_file(),
                                 reason=f"SST-5 not found at {SST5}")

@@ -16,11 +16,11 @@ import re
 import sys
 from pathlib import Path
 
+from textclf.errors import UserError, exits_on_user_error
 from textclf.monitoring.inputs import (Predictions, label_texts, parse_time,
                                        read_prediction_logs, read_texts)
 from textclf.monitoring.page import render
 from textclf.monitoring.report import DriftReport, Sources, check_sizes, compare
-from textclf.errors import UserError, exits_on_user_error
 from textclf.outputs import atomic_file, write_json
 from textclf.params import PRECISIONS
 

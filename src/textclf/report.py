@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from textclf.reporting.charts import bar_chart, escape, heatmap, line_chart
 from textclf.errors import UserError, exits_on_user_error
+from textclf.outputs import atomic_file
+from textclf.reporting.charts import bar_chart, escape, heatmap, line_chart
 from textclf.reporting.experiments import (CURVES, Experiment, Listed, RunFiles, read_experiments,
                                            to_yaml)
-from textclf.outputs import atomic_file
 from textclf.reporting.pages import heading, html_page, html_table, markdown_table, paragraph
 from textclf.reporting.replicates import Replicates, replicate_groups, spread_table
 

@@ -20,21 +20,21 @@ from pathlib import Path
 
 import torch
 
-from textclf.training.checkpoint import (CheckpointStore, default_dir, default_interval,
-                                         fingerprint_run, parse_interval)
 from textclf.data.dataset import fingerprint, read_labels, read_split
-from textclf.training.distributed import (Workers, device_for, launch, launched_by_torchrun,
-                                          process_group, wrap)
 from textclf.errors import exits_on_user_error
-from textclf.training.loop import (Compute, EpochResult, best_epoch, encode_split, new_state,
-                                   run_epochs)
 from textclf.model.card import model_card
+from textclf.model.folder import TrainingInfo
 from textclf.model.loading import (attention_for, load_pretrained, quiet_transformers,
                                    save_classifier)
 from textclf.model.precision import choose_device, choose_precision
 from textclf.outputs import atomic_dir
 from textclf.params import Params, load_params
-from textclf.model.folder import TrainingInfo
+from textclf.training.checkpoint import (CheckpointStore, default_dir, default_interval,
+                                         fingerprint_run, parse_interval)
+from textclf.training.distributed import (Workers, device_for, launch, launched_by_torchrun,
+                                          process_group, wrap)
+from textclf.training.loop import encode_split, run_epochs
+from textclf.training.state import Compute, EpochResult, best_epoch, new_state
 
 
 class StopRequest:

@@ -1,4 +1,4 @@
-"""What the drift report reads: text files, `textclf serve` prediction logs, a model folder.
+"""What the drift report reads: text files and `textclf serve` prediction logs, as predictions.
 
 A serve log folder holds JSON Lines files `predictions-*.jsonl`, one line per text:
 `time`, `request_id`, `model_version`, `text`, `label`, `probability`, `probabilities`.

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from itertools import zip_longest
 
-from textclf.reporting.charts import bar_chart
 from textclf.monitoring.report import DriftReport, format_p
 from textclf.monitoring.stats import MIN_AUC, MIN_PSI
+from textclf.reporting.charts import bar_chart
 from textclf.reporting.pages import heading, html_page, html_table, markdown_table, paragraph
 
 EXAMPLE_CHARS = 300

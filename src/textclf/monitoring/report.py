@@ -14,11 +14,11 @@ from typing import Sequence
 
 import numpy as np
 
+from textclf.errors import UserError
 from textclf.monitoring.inputs import Predictions
 from textclf.monitoring.stats import (ConfidenceShift, DomainClassifierResult, LabelShift,
                                       TextProfile, confidence_shift, domain_classifier,
                                       label_shift, text_profile, vocabulary_of)
-from textclf.errors import UserError
 
 MIN_ROWS = 10              # below this a held-out half has too few texts to score
 SMALL_WINDOW = 200         # below this only large changes can be detected: say so
