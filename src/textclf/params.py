@@ -27,7 +27,7 @@ Label = Union[str, int]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 # Labelling (evaluate, predict, serve, drift) may also go through ONNX Runtime's int8 model,
 # what predict and serve answer with on CPUs without AMX (textclf.model.labeller).
-LabellingPrecision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
+LabellingPrecision = Literal[Precision, "int8"]
 # The one list every command's --precision offers.
 PRECISIONS: tuple[str, ...] = get_args(LabellingPrecision)
 
