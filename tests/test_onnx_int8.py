@@ -258,3 +258,17 @@ def test_evaluate_can_score_the_int8_model_predict_answers_with(model_folder, tm
         labelled = pd.read_csv(tmp_path / f"{precision}.csv")
         accuracy = (labelled["predicted_label"] == test["label"].to_numpy()).mean()
         assert scores[precision]["accuracy"] == pytest.approx(accuracy), precision
+
+
+def test_drift_labels_with_the_engine_serve_answers_with(model_folder, monkeypatch):
+    """One Labeller for all commands: where `auto` picks int8 for serve and predict, drift's
+    baseline comes from int8 too (it used to stay on PyTorch); evaluate's `auto` does not."""
+    from textclf import drift
+
+    monkeypatch.setattr(labeller, "choose_labelling_precision", lambda measure: "int8")
+    drifts = drift.load_labeller(str(model_folder), "auto", 64)
+    serves = labeller.Labeller.load(model_folder, "auto", batch_size=64)
+    assert drifts.precision == serves.precision == "int8" and drifts.int8 is not None
+    np.testing.assert_array_equal(drifts.probabilities(texts()), serves.probabilities(texts()))
+    evaluates = labeller.Labeller.load(model_folder, "auto", auto_int8=False)
+    assert evaluates.precision != "int8" and evaluates.int8 is None
