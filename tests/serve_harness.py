@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -113,3 +115,24 @@ def wait_ready(url: str, timeout: float, proc: subprocess.Popen | None = None) -
             pass
         time.sleep(0.1)
     raise AssertionError(f"server at {url} not ready after {timeout} s")
+
+
+def send_json(url: str, path: str, body: dict) -> socket.socket:
+    """POST `body` to `url + path` on a socket of its own and return at once, the whole
+    request sent (unlike an httpx call on a thread, whose sending no one can wait for)."""
+    where = urlsplit(url)
+    data = json.dumps(body).encode()
+    sock = socket.create_connection((where.hostname, where.port), timeout=60)
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {where.netloc}\r\n"
+                 f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+                 f"Connection: close\r\n\r\n".encode() + data)
+    return sock
+
+
+def json_response(sock: socket.socket) -> tuple[int, dict]:
+    """(status, JSON body) of the response to `send_json`, read until the server closes."""
+    with sock:
+        raw = b"".join(iter(lambda: sock.recv(65536), b""))
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 "), raw[:200]
+    return int(head.split()[1]), json.loads(body)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,7 +19,7 @@ import yaml
 
 from conftest import LABELS, REPO, toy_reviews
 from textclf.data.dataset import write_labels, write_split
-from textclf.training.distributed import Workers
+from textclf.training.distributed import COLLECTIVE_TIMEOUT, Workers
 
 pytestmark = pytest.mark.slow
 
@@ -82,28 +85,61 @@ def test_two_processes_train_one_model_close_to_one_process(tmp_path, tiny_model
     assert abs(results[1]["train"]["loss"] - results[2]["train"]["loss"]) < 0.05
 
 
+# A batch of training done on rank 0 (tqdm, stderr): "epoch 1/200:   4%|▍   | 1/25 [".
+# Every step all-reduces across the ranks, so both are then inside the training loop.
+TRAINING = re.compile(r"epoch \d+/\d+:[^\r\n]*?\| *[1-9][0-9]*/[0-9]+ \[")
+# Once a rank dies, torchrun stops the others within seconds (SIGTERM, then SIGKILL after
+# 30 s); without it the survivor would wait in a collective for COLLECTIVE_TIMEOUT (10 min).
+# A bound well under that tells a hang from a slow machine; it is not a speed claim.
+HANG_S = 300
+assert HANG_S < COLLECTIVE_TIMEOUT.total_seconds()
+
+
 def test_a_crashed_process_stops_the_others(tmp_path, tiny_model_dir):
     command, out = workspace(tmp_path, tiny_model_dir, 2)
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     params["train"]["epochs"] = 200          # long enough to be killed mid-way
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            env={**os.environ, "OMP_NUM_THREADS": "1"},
                             start_new_session=True)
-    deadline = time.monotonic() + 120
-    while True:
+    chunks: list[bytes] = []                 # the output so far, read as it comes
+
+    def read() -> None:
+        for chunk in iter(lambda: proc.stdout.read1(65536), b""):
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+
+    def output() -> str:
+        return b"".join(chunks).decode(errors="replace")
+
+    def ranks() -> list[str]:
         # torchrun starts each worker in a session of its own: find them by command line.
-        ranks = subprocess.run(["pgrep", "-f", f"[-]u -m textclf[.]train .*{out}"],
-                               capture_output=True, text=True).stdout.split()
-        if len(ranks) == 2:
-            break
-        assert time.monotonic() < deadline and proc.poll() is None, "workers did not start"
-        time.sleep(0.2)
-    time.sleep(3)
-    os.kill(int(ranks[-1]), signal.SIGKILL)
-    started = time.monotonic()
-    output, _ = proc.communicate(timeout=120)
+        return subprocess.run(["pgrep", "-f", f"[-]u -m textclf[.]train .*{out}"],
+                              capture_output=True, text=True).stdout.split()
+
+    try:
+        deadline = time.monotonic() + 600    # fails a stuck start with a message
+        while not (TRAINING.search(output()) and len(started := ranks()) == 2):
+            assert proc.poll() is None, f"training ended before it was killed:\n{output()}"
+            assert time.monotonic() < deadline, f"2 ranks not training after 600 s:\n{output()}"
+            time.sleep(0.2)
+        os.kill(int(started[-1]), signal.SIGKILL)
+        try:
+            proc.wait(timeout=HANG_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the surviving rank hangs: training still runs {HANG_S} s after "
+                        f"rank {started[-1]} was killed:\n{output()[-3000:]}")
+    finally:
+        if proc.poll() is None:              # leave nothing running after a failed test
+            with contextlib.suppress(ProcessLookupError):
+                for pid in ranks():
+                    os.kill(int(pid), signal.SIGKILL)
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    reader.join(timeout=60)
     assert proc.returncode != 0
-    assert time.monotonic() - started < 90, "the surviving rank must not hang"
-    assert "a training process failed" in output
+    assert "a training process failed" in output()
     assert not (out / "model").exists(), "nothing half-written"

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import xml.etree.ElementTree as ET
 
 import pytest
 
 from textclf.errors import UserError
-from textclf.reporting.experiments import Experiment, list_runs, stale_deps, stale_params, to_yaml
 from textclf.report import changes, compare, fmt, render_html, render_markdown, to_json
+from textclf.reporting.experiments import Experiment, list_runs, stale_deps, stale_params, to_yaml
 
 LABELS = ["neg", "neu", "pos"]
 BASE_PARAMS = {"data.path": "data/reviews.csv", "data.class_ratio": None, "model.name": "tiny",
@@ -247,16 +246,14 @@ def test_json_for_scripts_round_trips_with_typed_values():
     assert group["ranked"][-1]["is_baseline"] is True
 
 
-def test_a_hundred_experiments_render_quickly_with_the_top_twenty_charted():
+def test_a_hundred_experiments_render_with_the_top_twenty_charted():
+    # How fast is a figure, not a property: benchmarks/report_100.py times it.
     exps = [experiment("b", "main", 0.1)] + [
         experiment(f"{i:07x}", f"exp-{i}", 0.2 + i / 200,
                    train__batch_size=8 * (i % 4 + 1), train__lr=10.0 ** -(i % 5 + 2))
         for i in range(1, 100)]
-    start = time.perf_counter()
     page, summary = build_report(exps)
-    elapsed = time.perf_counter() - start
 
-    assert elapsed < 2.0, f"the report took {elapsed:.2f}s for 100 experiments"
     assert len(md_rows(summary)) == 100
     bars = svgs(page)[0]
     title = bars.find("{http://www.w3.org/2000/svg}title").text

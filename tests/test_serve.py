@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 
 from conftest import LABELS
-from serve_harness import TEXTCLF, build_model_folder, process_server, thread_server
+from serve_harness import (TEXTCLF, build_model_folder, json_response, process_server,
+                           send_json, thread_server)
 from textclf.model.loading import weights_sha256
 from textclf.serve import git_revision, model_version
 from textclf.serving.batcher import STOP, BatchSettings, DynamicBatcher, take_batch
@@ -222,10 +223,26 @@ def test_take_batch_fills_up_to_the_limit_and_carries_the_rest():
     assert [len(j.texts) for j in batch] == [2, 3] and len(carry.texts) == 4
     batch, carry = take_batch(jobs, settings, carry)
     assert [len(j.texts) for j in batch] == [4, 1] and carry is None
+    # Alone, a job waits max_wait_ms for company (at least that: load only makes it longer).
     start = time.monotonic()
     jobs.put(SimpleNamespace(texts=["t"]))
     batch, _ = take_batch(jobs, settings, None)
-    assert len(batch) == 1 and 0.04 < time.monotonic() - start < 1  # waited max_wait_ms
+    assert len(batch) == 1 and time.monotonic() - start >= 0.04
+    # A job that comes while the first waits joins its batch. No timing: the late job is
+    # put once the first has been taken, and the minute's wait ends when the batch is full.
+    late = SimpleNamespace(texts=["t"] * 5)
+
+    def arrive_late():
+        while not jobs.empty():
+            time.sleep(0.001)
+        jobs.put(late)
+
+    jobs.put(SimpleNamespace(texts=["t"]))
+    later = threading.Thread(target=arrive_late)
+    later.start()
+    batch, carry = take_batch(jobs, BatchSettings(max_batch_size=6, max_wait_ms=60_000), None)
+    later.join()
+    assert [len(j.texts) for j in batch] == [1, 5] and batch[1] is late and carry is None
     jobs.put(STOP)
     assert take_batch(jobs, settings, None) == ([STOP], None)
 
@@ -303,19 +320,21 @@ def test_sigterm_lets_requests_in_flight_finish(model_folder, tmp_path):
     logs = tmp_path / "logs"
     # A long batching wait keeps the request in flight while SIGTERM arrives.
     with process_server(["--model", str(model_folder), "--log-dir", str(logs),
-                         "--max-wait-ms", "1500"], tmp_path) as (url, proc):
-        answer = {}
-        client = threading.Thread(target=lambda: answer.update(response=httpx.post(
-            f"{url}/predict", json={"texts": ["in flight"]}, timeout=30)))
-        client.start()
-        time.sleep(0.5)
+                         "--max-wait-ms", "5000", "--access-log"], tmp_path) as (url, proc):
+        request = send_json(url, "/predict", {"texts": ["in flight"]})
+        # The server has read the request once it answers one sent after it: the health
+        # check's bytes came later, on a connection accepted later, to the same event loop.
+        assert httpx.get(f"{url}/v2/health/live", timeout=60).status_code == 200
         proc.send_signal(signal.SIGTERM)
-        client.join(timeout=30)
+        status, answer = json_response(request)
         # uvicorn re-raises SIGTERM after its clean shutdown: the usual "ended by SIGTERM".
-        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
-        assert "Finished server process" in proc.stdout.read()
-        assert answer["response"].status_code == 200
-        assert answer["response"].json()["predictions"][0]["label"] in LABELS
+        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+        output = proc.stdout.read()
+        assert "Finished server process" in output
+        # Answered after the shutdown began: the request was in flight when SIGTERM came.
+        assert output.index("Shutting down") < output.index('"POST /predict'), output
+        assert status == 200
+        assert answer["predictions"][0]["label"] in LABELS
         with pytest.raises(httpx.TransportError):
             httpx.get(f"{url}/v2/health/live", timeout=2)
     logged = [json.loads(line) for p in logs.iterdir() for line in p.read_text().splitlines()]

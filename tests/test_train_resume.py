@@ -3,10 +3,13 @@ result equals an uninterrupted run; a checkpoint of other params is not used."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -47,28 +50,70 @@ def checkpoint_position(folder: Path) -> tuple[int, int] | None:
     return None
 
 
-def interrupt_in_epoch_3(project: Path, sig: int) -> subprocess.CompletedProcess:
-    """Start `dvc repro`; once epoch 2 is checkpointed, send `sig` to its process group."""
+# tqdm's bar for epoch 3 once a batch of it is done: "epoch 3/4:   2%|▏    | 3/180 [".
+EPOCH_3_BATCH = re.compile(rb"epoch 3/%d:[^\r\n]*?\| *([1-9][0-9]*)/([0-9]+) \[" % EPOCHS)
+
+
+class Output:
+    """A subprocess's merged output, read on a thread as it comes, so that tqdm's
+    carriage-return updates can be watched while the process runs."""
+
+    def __init__(self, pipe) -> None:
+        self.chunks: list[bytes] = []
+        self.thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
+        self.thread.start()
+
+    def _read(self, pipe) -> None:
+        for chunk in iter(lambda: pipe.read1(65536), b""):
+            self.chunks.append(chunk)
+
+    def text(self) -> str:
+        return b"".join(self.chunks).decode(errors="replace")
+
+    def raw(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+def interrupt_in_epoch_3(project: Path, sig: int) -> tuple[subprocess.CompletedProcess, int]:
+    """Start `dvc repro`; once epoch 2's checkpoint is on disk and the progress bar shows a
+    batch of epoch 3 done, send `sig` (to the training process for SIGTERM, else to the
+    whole job). Returns the ended run and the epoch-3 batch the bar showed then."""
     checkpoints = Path(os.environ["TEXTCLF_CHECKPOINT_DIR"])
     env = {**os.environ, **GIT_IDENTITY, "DVC_NO_ANALYTICS": "1"}
-    proc = subprocess.Popen(["dvc", "repro"], cwd=project, env=env, text=True,
+    proc = subprocess.Popen(["dvc", "repro"], cwd=project, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
-    deadline, seen, position = time.monotonic() + 300, None, None
-    while position != (2, 0):
-        assert proc.poll() is None, f"training ended before epoch 3:\n{proc.stdout.read()}"
-        assert time.monotonic() < deadline, "no checkpoint after epoch 2"
-        time.sleep(0.02)
-        # Load a checkpoint only when it is new: loading it 50 times a second would take
-        # the CPU the training needs and could miss the 1-2 s of epoch 3 on a busy machine.
-        try:
-            stamp = [(path, path.stat().st_mtime_ns) for path in checkpoints.glob("*.pt")]
-        except FileNotFoundError:
-            continue                      # replaced between listing and stat
-        if stamp != seen:
-            position = checkpoint_position(checkpoints)
-            seen = stamp if position is not None else None
-    time.sleep(0.3)  # some batches into epoch 3
+    output = Output(proc.stdout)
+    try:
+        # The deadline is only there to fail a stuck run with a message, not a speed claim.
+        deadline, seen, position, batch = time.monotonic() + 600, None, None, None
+        while position != (2, 0) or batch is None:
+            assert proc.poll() is None, f"training ended before epoch 3:\n{output.text()[-3000:]}"
+            assert time.monotonic() < deadline, (
+                f"no checkpoint of epoch 2 and batch of epoch 3 in 600 s (checkpoint {position}, "
+                f"epoch-3 batch {batch}):\n{output.text()[-3000:]}")
+            time.sleep(0.02)
+            shown = EPOCH_3_BATCH.findall(output.raw())
+            if shown:
+                batch = int(shown[-1][0])
+                assert batch < int(shown[-1][1]), "epoch 3 ended before it was seen"
+            if position == (2, 0):
+                continue
+            # Load a checkpoint only when it is new: loading it 50 times a second would take
+            # the CPU the training needs.
+            try:
+                stamp = [(path, path.stat().st_mtime_ns) for path in checkpoints.glob("*.pt")]
+            except FileNotFoundError:
+                continue                      # replaced between listing and stat
+            if stamp != seen:
+                position = checkpoint_position(checkpoints)
+                seen = stamp if position is not None else None
+                assert position is None or position <= (2, 0), "epoch 3 ended before it was seen"
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # leave no training behind a failed test
+        proc.wait()
+        raise
     if sig == signal.SIGTERM:
         # What `dvc queue kill` / a scheduler does: the training process gets SIGTERM.
         train = subprocess.run(["pgrep", "-s", str(proc.pid), "-f", "bin/textclf train"],
@@ -77,8 +122,9 @@ def interrupt_in_epoch_3(project: Path, sig: int) -> subprocess.CompletedProcess
         os.kill(int(train[0]), sig)
     else:
         os.killpg(proc.pid, sig)  # kill -9 of the whole job
-    out, _ = proc.communicate(timeout=120)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
+    proc.wait(timeout=600)
+    output.thread.join(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, output.text(), ""), batch
 
 
 def snapshot(project: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -105,7 +151,7 @@ def test_resume_after_kill_and_sigterm_equals_uninterrupted_run(resumable):
     assert not list(checkpoints.glob("*.pt")), "a finished training removes its checkpoint"
 
     # kill -9 of the whole job in epoch 3: the next `dvc repro` resumes after epoch 2.
-    killed = interrupt_in_epoch_3_after_force(project)
+    killed, _ = interrupt_in_epoch_3_after_force(project)
     assert killed.returncode != 0
     assert checkpoint_position(checkpoints) == (2, 0)
     resumed = run(["dvc", "repro"], project)
@@ -115,10 +161,10 @@ def test_resume_after_kill_and_sigterm_equals_uninterrupted_run(resumable):
     assert not list(checkpoints.glob("*.pt"))
 
     # SIGTERM mid-epoch: a checkpoint inside epoch 3, exit 143, then the same result.
-    stopped = interrupt_in_epoch_3_after_force(project, signal.SIGTERM)
-    assert "stopped by SIGTERM in epoch 3" in stopped.stdout
+    stopped, shown = interrupt_in_epoch_3_after_force(project, signal.SIGTERM)
+    assert "stopped by SIGTERM in epoch 3" in stopped.stdout, stopped.stdout[-3000:]
     epoch, step = checkpoint_position(checkpoints)
-    assert (epoch, step > 0) == (2, True)
+    assert epoch == 2 and step >= shown > 0      # no earlier than the batch the bar showed
 
     resumed = run(["dvc", "repro"], project)
     assert f"continuing at epoch 3 of 4, batch {step + 1}" in resumed.stdout, resumed.stdout
