@@ -31,8 +31,8 @@ if _threads_per_worker():
     os.environ["OMP_NUM_THREADS"] = str(_threads_per_worker())
 
 # Re-exported: tests import these from conftest or from harness.
-from harness import (GIT_IDENTITY, REPO, SweepWalk, TourWalk, copy_project,  # noqa: E402,F401
-                     run, set_params, walk_sweep, walk_tour)
+from harness import (GIT_IDENTITY, REPO, OwnDataWalk, SweepWalk, TourWalk,  # noqa: E402,F401
+                     copy_project, run, set_params, walk_own_data, walk_sweep, walk_tour)
 
 SST5 = REPO.parent / "shared" / "data" / "sst5"
 LABELS = ["very negative", "negative", "neutral", "positive", "very positive"]
@@ -75,31 +75,40 @@ def project(tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def readme_tour(tmp_path_factory, tiny_model_dir) -> TourWalk:
-    """The README's main command, tour and own-data sections, run once in order in one
-    project with the tiny model; test_readme checks each claim, test_pipeline goes on."""
+    """The README's main command and tour, run once in order in one project with the tiny
+    model; test_readme checks each claim, test_pipeline goes on."""
     return walk_tour(tmp_path_factory.mktemp("readme-tour"), tiny_model_dir)
 
 
 @pytest.fixture(scope="session")
+def readme_own_data(tmp_path_factory, tiny_model_dir) -> OwnDataWalk:
+    """The README's main command and own-data section in a project of their own (the tour
+    leaves the workspace as it found it, test_readme checks); test_readme_own_data checks."""
+    return walk_own_data(tmp_path_factory.mktemp("readme-own-data"), tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
 def readme_sweep(tmp_path_factory, tiny_model_dir) -> SweepWalk:
-    """The README's main command and sweep section in a project of their own (the tour
-    leaves the workspace as it found it, test_readme checks); test_sweep goes on."""
+    """The README's main command and the sweep section of docs/experiments.md in a project
+    of their own (the tour and own-data sections leave the workspace as they found it,
+    test_readme and test_readme_own_data check); test_sweep goes on."""
     return walk_sweep(tmp_path_factory.mktemp("readme-sweep"), tiny_model_dir)
 
 
 # --- running on several workers (pytest-xdist, `-n 2 --dist loadgroup` in pyproject.toml) ---
 
 # Test files that share one expensive session fixture run on one worker, or each worker
-# would build it: the README's tour (`readme_tour`) and its sweep (`readme_sweep`), each
-# a few minutes, are two groups so that the two workers walk them side by side.
-SHARED_FIXTURES = ("readme_tour", "readme_sweep")
+# would build it. The README walk is three groups, each in a project of its own, so that
+# the two workers walk them side by side: the tour (`readme_tour`), the own-data section
+# (`readme_own_data`) and the sweep of docs/experiments.md (`readme_sweep`).
+SHARED_FIXTURES = ("readme_tour", "readme_own_data", "readme_sweep")
 SHARED_WORK = {"test_pipeline.py": "readme_tour", "test_readme.py": "readme_tour",
-               "test_sweep.py": "readme_sweep"}
+               "test_readme_own_data.py": "readme_own_data", "test_sweep.py": "readme_sweep"}
 # The longest groups first (`--durations` on 2 cores), so that no worker starts a
 # minutes-long group after the other has run out of work; the rest keep their order.
-LONGEST_FIRST = ("readme_sweep", "readme_tour", "test_remote.py", "test_kfp.py", "test_train_resume.py",
-                 "test_report_browser.py", "test_model_folder.py", "test_distributed.py",
-                 "test_model.py", "test_serve.py")
+LONGEST_FIRST = ("readme_sweep", "readme_tour", "test_remote.py", "test_kfp.py",
+                 "test_train_resume.py", "readme_own_data", "test_report_browser.py",
+                 "test_model_folder.py", "test_distributed.py", "test_model.py", "test_serve.py")
 
 
 def work_group(test_file: str) -> str:

@@ -123,13 +123,21 @@ def wait_for_queue(project: Path, timeout_s: float = 600) -> dict[str, str]:
         time.sleep(2)
 
 
-def readme_blocks(marker: str, readme: Path = REPO / "README.md") -> list[str]:
-    """The shell commands of the ```bash block after `<!-- marker -->`, one per command:
-    comments dropped, backslash continuations joined."""
+# Where each block that the tests run lives: the README keeps the set-up commands, the tour
+# and the own-data section; the longer sections live on their docs/ pages.
+BLOCK_PAGES = {"main-command": "README.md", "test-command": "README.md", "tour": "README.md",
+               "own-data": "README.md", "sweep": "docs/experiments.md"}
+
+
+def readme_blocks(marker: str, readme: Path | None = None) -> list[str]:
+    """The shell commands of the ```bash block after `<!-- marker -->` in `readme` (by
+    default the page BLOCK_PAGES names), one per command: comments dropped, backslash
+    continuations joined."""
+    readme = readme or REPO / BLOCK_PAGES[marker]
     text = readme.read_text(encoding="utf-8")
     found = re.search(rf"<!-- {re.escape(marker)} -->\s*```bash\n(.*?)```", text, re.S)
     if not found:
-        raise AssertionError(f"README.md has no ```bash block after <!-- {marker} -->")
+        raise AssertionError(f"{readme} has no ```bash block after <!-- {marker} -->")
     joined = found[1].replace("\\\n", " ")
     commands = []
     for line in joined.splitlines():
@@ -156,7 +164,7 @@ def _strip_comment(line: str) -> str:
 
 @dataclass(frozen=True)
 class Step:
-    section: str                 # the README marker: main-command, tour, own-data, sweep
+    section: str                 # the block's marker: main-command, tour, own-data, sweep
     command: str
     returncode: int
     stdout: str
@@ -177,21 +185,31 @@ class Walk:
 
 @dataclass(frozen=True)
 class TourWalk(Walk):
-    """The main command, the tour and the own-data section."""
+    """The main command, then the tour."""
     before_tour: dict[str, str]              # workspace file -> sha256 after the main command
     after_tour: dict[str, str]
-    after_own_data: dict[str, str]
     after_tour_exps: dict[str, dict]         # `dvc exp show --json` rows by name
     narrow_exp_show: str                     # `dvc exp show --only-changed` in 120 columns
-    own_data_exps: dict[str, dict]
-    own_data_report: dict                    # `textclf report --json` after own-data
+    would_add: list[str]                     # what `git add -A` would add after the tour
+
+
+@dataclass(frozen=True)
+class OwnDataWalk(Walk):
+    """The main command, then the own-data section, in a project of its own. (It starts
+    where the tour leaves a user: TourWalk checks that the tour leaves the workspace as
+    it was.)"""
+    before: dict[str, str]                   # workspace file -> sha256 after the main command
+    after: dict[str, str]                    # ... and after the own-data section
+    exps: dict[str, dict]                    # `dvc exp show --json` rows by name
+    report: dict                             # `textclf report --json` after own-data
     would_add: list[str]                     # what `git add -A` would add after all that
 
 
 @dataclass(frozen=True)
 class SweepWalk(Walk):
-    """The main command, then the sweep section. (It starts where the tour and own-data
-    sections leave a user: TourWalk checks that they leave the workspace as it was.)"""
+    """The main command, then the sweep section (docs/experiments.md). (It starts where
+    the tour and own-data sections leave a user: TourWalk and OwnDataWalk check that they
+    leave the workspace as it was.)"""
     sweep_commit_params: str                 # params.yaml as the sweep's `git commit` left it
     sweep_commit_files: list[str]            # files tracked after that commit
     sweep_status: dict[str, str]             # `dvc queue status` once the queue was done
@@ -217,7 +235,8 @@ def own_reviews(path: Path, per_class: int = 24) -> None:
 
 
 class _Reader:
-    """Runs the README's blocks in a project as a newcomer would, keeping every step."""
+    """Runs the blocks of the README (and docs pages, BLOCK_PAGES) in a project as a newcomer
+    would, keeping every step."""
 
     def __init__(self, tmp: Path, model_dir: Path, epochs: int) -> None:
         """The project as published (its own run committed), with only the model and the
@@ -253,7 +272,7 @@ class _Reader:
 
 
 def walk_tour(tmp: Path, model_dir: Path, epochs: int = 1) -> TourWalk:
-    """The README's main command, tour and own-data sections, in that order."""
+    """The README's main command, then its tour."""
     reader = _Reader(tmp, model_dir, epochs)
     project = reader.project
     reader.section("main-command")
@@ -263,18 +282,27 @@ def walk_tour(tmp: Path, model_dir: Path, epochs: int = 1) -> TourWalk:
     tour_exps = experiments(project)
     narrow = run(["dvc", "exp", "show", "--only-changed", "--no-pager"], project,
                  env=_walk_env(tmp, COLUMNS="120")).stdout
+    return TourWalk(project, reader.steps, reader.skipped, before, after, tour_exps, narrow,
+                    would_add(project))
+
+
+def walk_own_data(tmp: Path, model_dir: Path, epochs: int = 1) -> OwnDataWalk:
+    """The README's main command, then its own-data section, in a project of its own (so
+    it runs beside the tour on another worker)."""
+    reader = _Reader(tmp, model_dir, epochs)
+    project = reader.project
+    reader.section("main-command")
+    before = workspace_state(project)
     reader.section("own-data")
-    return TourWalk(
-        project, reader.steps, reader.skipped, before, after, workspace_state(project),
-        tour_exps, narrow, experiments(project),
-        json.loads(run(["textclf", "report", "--json"], project).stdout),
-        [line.split("'", 2)[1] for line in
-         run(["git", "add", "-A", "--dry-run"], project).stdout.splitlines()])
+    return OwnDataWalk(
+        project, reader.steps, reader.skipped, before, workspace_state(project),
+        experiments(project), json.loads(run(["textclf", "report", "--json"], project).stdout),
+        would_add(project))
 
 
 def walk_sweep(tmp: Path, model_dir: Path, epochs: int = 1) -> SweepWalk:
-    """The README's main command, then its sweep section, in a project of its own (so it
-    runs beside the tour on another worker)."""
+    """The README's main command, then the sweep section of docs/experiments.md, in a
+    project of its own (so it runs beside the tour on another worker)."""
     reader = _Reader(tmp, model_dir, epochs)
     project = reader.project
     reader.section("main-command")
@@ -286,6 +314,13 @@ def walk_sweep(tmp: Path, model_dir: Path, epochs: int = 1) -> SweepWalk:
         queue_status(project), experiments(project))
 
 
+def would_add(project: Path) -> list[str]:
+    """The paths `git add -A` would add now."""
+    return [line.split("'", 2)[1] for line in
+            run(["git", "add", "-A", "--dry-run"], project).stdout.splitlines()]
+
+
 def _walk_env(tmp: Path, **extra: str) -> dict[str, str]:
-    # One thread per process: the sweep runs two workers on a 2-core machine (README).
+    # One thread per process: the sweep runs two workers on a 2-core machine
+    # (docs/experiments.md).
     return command_env(HOME=str(tmp / "home"), OMP_NUM_THREADS="1", **extra)

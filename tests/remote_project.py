@@ -55,7 +55,7 @@ def base_env() -> dict[str, str]:
                NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost",
                AWS_EC2_METADATA_DISABLED="true",  # never ask 169.254.169.254 for credentials
                AWS_DEFAULT_REGION=REGION,
-               # one retry: a stopped server fails a push in seconds, not minutes (README)
+               # one retry: a stopped server fails a push in seconds, not minutes (docs/troubleshooting.md)
                AWS_MAX_ATTEMPTS="2", AWS_RETRY_MODE="standard")
     return env
 

@@ -1,7 +1,8 @@
 """The README as a newcomer runs it: its shell blocks, in order, in a project with the tiny
 model (only the model name and the epoch count differ), and each step's claim checked.
-The main command, tour and own-data sections run here (`readme_tour`); the sweep section
-runs in test_sweep.py, from the state this file checks the tour leaves."""
+The main command and the tour run here (`readme_tour`); the own-data section runs in
+test_readme_own_data.py and the sweep of docs/experiments.md in test_sweep.py, each in a
+project of its own, from the state this file checks the tour leaves."""
 
 from __future__ import annotations
 
@@ -9,19 +10,29 @@ import re
 
 import pytest
 
-from harness import REPO, readme_blocks
+from harness import BLOCK_PAGES, REPO, readme_blocks
 
 SECTIONS = ("main-command", "test-command", "tour", "own-data", "sweep")
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 # A user with nothing new to commit sees this from the sweep's `git add -A && git commit`.
 NOTHING_TO_COMMIT = "nothing to commit"
 
 
 def test_the_readme_marks_the_blocks_that_are_run():
+    assert set(BLOCK_PAGES) == set(SECTIONS)
     for marker in SECTIONS:
         assert readme_blocks(marker), marker
+        # on one page only, the one the walks read
+        marked = [page.relative_to(REPO).as_posix() for page in PAGES
+                  if f"<!-- {marker} -->" in page.read_text(encoding="utf-8")]
+        assert marked == [BLOCK_PAGES[marker]], (marker, marked)
     # Exactly two set-up commands, one line each (.ci/run runs the second verbatim).
     text = (REPO / "README.md").read_text()
     assert text.count("<!-- main-command -->") == text.count("<!-- test-command -->") == 1
+    # the main command first; the test command under its Development heading
+    assert text.index("<!-- main-command -->") < text.index("<!-- test-command -->")
+    assert text.rindex("\n## ", 0, text.index("<!-- test-command -->")) == \
+        text.index("\n## Development\n")
     [main] = readme_blocks("main-command")
     [tests] = readme_blocks("test-command")
     assert main.endswith("&& dvc repro && dvc metrics show"), main
@@ -42,7 +53,7 @@ def failures(walk) -> list[str]:
 def test_every_command_of_the_tour_succeeds(readme_tour):
     assert not failures(readme_tour)
     assert [s.section for s in readme_tour.steps][0] == "main-command"
-    assert {s.section for s in readme_tour.steps} == {"main-command", "tour", "own-data"}
+    assert {s.section for s in readme_tour.steps} == {"main-command", "tour"}
     assert readme_tour.skipped == []
 
 
@@ -56,9 +67,9 @@ def test_the_main_command_ends_with_the_headline_metrics(readme_tour):
 
 @slow
 def test_the_tour_leaves_the_workspace_as_it_was(readme_tour):
+    # so the own-data section (test_readme_own_data.py) and the sweep (test_sweep.py) start
+    # from the published run, each in a project of its own
     assert readme_tour.after_tour == readme_tour.before_tour
-    # so is own-data's: the sweep section (test_sweep.py) starts from the published run
-    assert readme_tour.after_own_data == readme_tour.before_tour
     assert "Data and pipelines are up to date" in readme_tour.step("tour", "dvc status").stdout
     assert (readme_tour.project / "dvc_plots/index.html").is_file()
     assert (readme_tour.project / "reports/experiments.html").is_file()
@@ -96,15 +107,3 @@ def test_generated_folders_are_never_committed(readme_tour):
     for folder in ("dvc_plots/", "reports/", "logs/", "data/prepared/", "models/classifier/"):
         assert not any(path.startswith(folder) for path in committed), folder
     assert not any(re.search(r"/\.[^/]+\.(tmp-|old)", f"/{path}") for path in committed)
-
-
-@slow
-def test_own_data_runs_after_the_tour_and_is_not_ranked_with_the_demo_data(readme_tour):
-    [own] = [row for row in readme_tour.own_data_exps.values()
-             if (row["params"] or {}).get("data", {}).get("path") == "data/my_reviews.csv"]
-    assert own["state"] == "success"
-    data, train = own["params"]["data"], own["params"]["train"]
-    assert data["class_ratio"] is None and data["labels"] is None and train["batch_size"] == 32
-    assert 0.0 <= own["metrics"]["metrics/evaluate/metrics.json"]["f1_macro"] <= 1.0
-    groups = readme_tour.own_data_report["groups"]
-    assert sorted(g["data_path"] for g in groups) == ["data/my_reviews.csv", "data/reviews.csv"]

@@ -138,7 +138,7 @@ def test_local_folder_push_then_pull_in_a_fresh_clone(history, team):
     call(["dvc", "pull"], clone)
     assert_clone_restored(clone, history.v2)
 
-    # Older versions too, once the folder has an absolute path (README).
+    # Older versions too, once the folder has an absolute path (docs/sharing.md).
     team.pin_storage(team.author)
     call(["dvc", "push", "--all-tags"], team.author)
     call(["git", "checkout", "-q", f"{ARTIFACT}@v1.0.0"], clone)
@@ -246,7 +246,7 @@ def orphan_in_cache_and_remote(project: Path) -> str:
 
 def test_gc_keeps_every_committed_version(history, team):
     project = team.author
-    team.pin_storage(project)  # gc -c reads older commits (README)
+    team.pin_storage(project)  # gc -c reads older commits (docs/sharing.md)
     storage = team.storage
     call(["dvc", "push", "--all-commits"], project)
     orphan = orphan_in_cache_and_remote(project)

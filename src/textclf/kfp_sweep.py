@@ -167,7 +167,7 @@ def compile_sweep(args: argparse.Namespace) -> None:
     except UserError as err:
         raise UserError(f"--repo: give the git URL the cluster clones; the default, this "
                         f"clone's remote 'origin', is not there ({err})") from None
-    # this clone's commit: push it to --repo first (README)
+    # this clone's commit: push it to --repo first (docs/kubernetes.md)
     revision = args.rev or _git(["rev-parse", "HEAD"], Path.cwd())
     resources = Resources(cpu=args.cpu, memory=args.memory, gpu_type=args.gpu_type,
                           gpus=args.gpus)

@@ -1,7 +1,7 @@
 """The statistics of the drift report: pure functions of texts, labels and probabilities.
 
 Nothing here reads files or loads a model, so each measure is tested on its own. The
-decision rules and where they come from are written out in the README ("Drift report").
+decision rules and where they come from are written out in docs/drift.md.
 """
 
 from __future__ import annotations
