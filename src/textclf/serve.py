@@ -21,9 +21,11 @@ with the same precision choice; a text batched with other requests' texts can di
 `predict` in the 7th digit in fp32 (the matrix kernels block differently by batch size).
 With int8 (`--precision int8`, or what `auto` picks on a CPU where bf16 does not pay and
 int8 measures faster than fp32) answers come from ONNX Runtime with int8 weights
-(textclf.model.engines.onnx_int8), as `predict`'s do; its activations are scaled per batch, so there a
-text's probabilities can move in the 3rd digit with the texts it is batched with
-(`--precision fp32` keeps them to the 7th).
+(textclf.model.engines.onnx_int8), as `predict`'s do. They are not fp32's: on texts
+unlike its training data the demo model's int8 labels differed from fp32's for 7% of
+SST-5 dev sentences, probabilities by up to 0.31 (benchmarks/README.md); and activations
+are scaled per batch, so a text's probabilities also move with the texts batched beside it
+(`--precision fp32` keeps them to the 7th digit).
 Every answer carries `model_version`: `sha256:<one sha256 over the weight files>`, plus
 `+git:<commit>` when the model folder is inside a git repository (`git rev-parse HEAD`
 there; it names the code and dvc.lock revision, not uncommitted changes), or
