@@ -1,4 +1,5 @@
-"""Finding, loading and saving classifiers: the bundled default, a pretrained base, a model folder."""
+"""Finding, loading and saving classifiers: the bundled default, a pretrained base, a model
+folder."""
 
 from __future__ import annotations
 

@@ -10,8 +10,9 @@ precisions. It runs once per CPU, torch version and thread count, and is cached 
 `$XDG_CACHE_HOME/textclf/precision.json` (`~/.cache/...`); delete it to measure again.
 
 Labelling new texts (`predict`, `serve`) has a third path where bf16 does not pay: ONNX
-Runtime with int8 weights (textclf.model.engines.onnx_int8; same SST-5 dev accuracy as fp32, 1.8x its
-speed without AMX, benchmarks/README.md). It is chosen where ONNX Runtime is installed and
+Runtime with int8 weights (textclf.model.engines.onnx_int8; same SST-5 dev accuracy as
+fp32 for an SST-5 model, 1.8x its speed without AMX, but about 7% of labels differ from
+fp32's on texts unlike the training data, benchmarks/README.md). It is chosen where ONNX Runtime is installed and
 its int8 matmuls, quantized as that module quantizes the model, measure at least
 MIN_SPEEDUP x PyTorch's fp32 on the feed-forward block of a MiniLM layer; cached the same
 way, per ONNX Runtime version too. `evaluate`'s `auto` scores the PyTorch model;
@@ -140,7 +141,8 @@ def choose_labelling_precision(measure_int8: Callable[[], dict[str, float]],
                                int8_installed: bool | None = None) -> str:
     """For labelling new texts (predict, serve): 'bf16' where it pays for inference
     (`choose_cpu_precision`), else 'int8' where ONNX Runtime is installed and measures at
-    least MIN_SPEEDUP x fp32 here (`measure_int8`: textclf.model.engines.onnx_int8.int8_seconds), else
+    least MIN_SPEEDUP x fp32 here (`measure_int8`:
+    textclf.model.engines.onnx_int8.int8_seconds), else
     'fp32'."""
     cache = cache or cache_path()
     if choose_cpu_precision("infer", measure_bf16, cache, flags) == "bf16":

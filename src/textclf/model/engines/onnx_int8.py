@@ -22,7 +22,8 @@ MatMulInteger whose exact answer needs more than 16 bits, rather than trusting C
 
 The quantized model is built once per (weights, max_length, weight range) and cached
 outside the model folder (a DVC output):
-`$XDG_CACHE_HOME/textclf/onnx/<weights sha256>-<max_length>-<s8 or s7>.onnx` (`~/.cache/...`). It is written to a scratch file and renamed, under a lock, so parallel
+`$XDG_CACHE_HOME/textclf/onnx/<weights sha256>-<max_length>-<s8 or s7>.onnx`
+(`~/.cache/...`). It is written to a scratch file and renamed, under a lock, so parallel
 runs build it once and never read half a file; a file that does not load is rebuilt.
 """
 
