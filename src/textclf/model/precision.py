@@ -10,12 +10,12 @@ precisions. It runs once per CPU, torch version and thread count, and is cached 
 `$XDG_CACHE_HOME/textclf/precision.json` (`~/.cache/...`); delete it to measure again.
 
 Labelling new texts (`predict`, `serve`) has a third path where bf16 does not pay: ONNX
-Runtime with int8 weights (textclf.model.engines.onnx_int8; same SST-5 dev accuracy as
-fp32 for an SST-5 model, 1.8x its speed without AMX, but about 7% of labels differ from
-fp32's on texts unlike the training data, benchmarks/README.md). It is chosen where ONNX
-Runtime is installed and its int8 matmuls, quantized as that module quantizes the model, measure at least
-MIN_SPEEDUP x PyTorch's fp32 on the feed-forward block of a MiniLM layer; cached the same
-way, per ONNX Runtime version too. `evaluate`'s `auto` scores the PyTorch model;
+Runtime with int8 weights (textclf.model.engines.onnx_int8; same SST-5 dev accuracy as fp32
+for an SST-5 model, 1.8x its speed without AMX, but about 7% of labels differ from fp32's
+on texts unlike the training data, benchmarks/README.md). It is chosen where ONNX Runtime
+is installed and its int8 matmuls, quantized as that module quantizes the model, measure at
+least MIN_SPEEDUP x PyTorch's fp32 on the feed-forward block of a MiniLM layer; cached the
+same way, per ONNX Runtime version too. `evaluate`'s `auto` scores the PyTorch model;
 `evaluate.precision: int8` scores the int8 one.
 """
 
