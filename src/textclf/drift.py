@@ -12,6 +12,7 @@ own test split. The measures and decision rules are in drift_stats and drift_rep
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import sys
 from pathlib import Path
@@ -80,14 +81,16 @@ def build(args: argparse.Namespace) -> DriftReport:
                   f"answered {logged.first:%Y-%m-%d %H:%M} to {logged.last:%Y-%m-%d %H:%M} UTC)")
     else:
         source = str(current_path)
-    sizes = Sources(reference=str(args.reference), current=source, test=str(args.test),
-                    model_version="")
-    check_sizes(sizes, len(reference), len(logged.predictions.texts) if logged else
+    sources = Sources(reference=str(args.reference), current=source, test=str(args.test),
+                      model_version="")
+    check_sizes(sources, len(reference), len(logged.predictions.texts) if logged else
                 len(current_texts), len(test_texts))   # before the model loads
+
+    from textclf.model.loading import weights_version
 
     labeller = load_labeller(args.model, args.precision, args.batch_size)
     test = label_texts(labeller, test_texts)
-    version, notes = labeller.weights_version(), []
+    version, notes = weights_version(args.model), []
     if logged:
         current: Predictions = logged.predictions
         notes += served_notes(logged.model_versions, version, args.model)
@@ -96,8 +99,7 @@ def build(args: argparse.Namespace) -> DriftReport:
     else:
         current = label_texts(labeller, current_texts)
         version = f"{version} (the weights in {args.model})"
-    sources = Sources(reference=str(args.reference), current=source, test=str(args.test),
-                      model_version=short_hashes(version))
+    sources = dataclasses.replace(sources, model_version=short_hashes(version))
     return compare(reference, test, current, labeller.labels, sources, seed=args.seed,
                    max_rows=args.max_rows, notes=[short_hashes(note) for note in notes])
 

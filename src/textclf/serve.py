@@ -74,11 +74,11 @@ from textclf.params import PRECISIONS
 
 def model_version(folder: Path, override: Optional[str] = None) -> str:
     """`sha256:<weights>[+git:<commit>]`, or `override` as given."""
-    from textclf.model.loading import weights_sha256
+    from textclf.model.loading import weights_version
 
     if override:
         return override
-    version = f"sha256:{weights_sha256(folder)}"
+    version = weights_version(folder)
     revision = git_revision(folder)
     return f"{version}+git:{revision}" if revision else version
 

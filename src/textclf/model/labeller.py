@@ -26,7 +26,7 @@ from textclf.errors import UserError
 from textclf.model.batching import encode
 from textclf.model.engines import onnx_int8, pytorch
 from textclf.model.folder import TrainingInfo
-from textclf.model.loading import load_classifier, quiet_transformers, weights_sha256
+from textclf.model.loading import load_classifier, quiet_transformers
 from textclf.model.precision import choose_device, choose_labelling_precision, choose_precision
 
 
@@ -69,19 +69,12 @@ class Labeller:
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
         """Class probabilities (N, C) of `texts`, in input order."""
-        return self.ids_probabilities(encode(self.tokenizer, texts, self.info.max_length))
-
-    def ids_probabilities(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
-        """Class probabilities (N, C) of token ids already truncated to max_length."""
+        ids = encode(self.tokenizer, texts, self.info.max_length)
         pad_id = self.tokenizer.pad_token_id
         if self.int8 is not None:
             return onnx_int8.predict_proba(self.int8, ids, pad_id, self.batch_size)
         return pytorch.predict_proba(self.model, ids, pad_id, self.batch_size, self.device,
                                      self.precision)
-
-    def weights_version(self) -> str:
-        """`sha256:<one sha256 over the weight files>`: what `serve` reports, without +git."""
-        return f"sha256:{weights_sha256(self.folder)}"
 
 
 def check_cpu(device: torch.device) -> None:

@@ -173,3 +173,8 @@ def weights_sha256(folder: str | Path) -> str:
     for path in files:
         digest.update(path.name.encode() + b"\0" + _sha256(path).encode())
     return digest.hexdigest()
+
+
+def weights_version(folder: str | Path) -> str:
+    """`sha256:<weights_sha256>`: how `serve` and the drift report name the weights."""
+    return f"sha256:{weights_sha256(folder)}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -21,15 +21,9 @@ from textclf.metrics import macro_f1
 from textclf.model.batching import encode, length_grouped_batches, pad_batch
 from textclf.model.engines.pytorch import autocast, predict_proba
 from textclf.params import TrainParams
+from textclf.training.checkpoint import CheckpointStore
 from textclf.training.distributed import Workers
 from textclf.training.state import Compute, EpochResult, TrainingState, best_epoch, new_state
-
-
-class CheckpointStore(Protocol):
-    """What the loop asks of a checkpoint store (textclf.training.checkpoint)."""
-    def due(self) -> bool: ...
-    def save(self, state: dict) -> None: ...
-    def save_in_background(self, state: dict) -> None: ...
 
 
 def eval_batch_size(params: TrainParams) -> int:
