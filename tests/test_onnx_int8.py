@@ -185,7 +185,9 @@ def test_predict_auto_uses_int8_where_chosen_and_falls_back_to_fp32(model_folder
 
 def test_int8_measurement_runs_both_engines():
     seconds = onnx_int8.int8_seconds(repeats=1)
-    assert seconds.keys() == {"fp32", "int8"} and all(0 < s < 5 for s in seconds.values())
+    # No upper bound: wall time on a busy or emulated CPU says nothing about correctness.
+    assert seconds.keys() == {"fp32", "int8"}
+    assert all(0 < s < float("inf") for s in seconds.values())
 
 
 def test_labelling_precision_offers_int8_only_for_auto_on_a_cpu(monkeypatch):
