@@ -43,16 +43,32 @@ def sst5_or_standin(n_train: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataF
     return frames[0].reset_index(drop=True), frames[1].reset_index(drop=True), source
 
 
+def cpu_kind(flags: frozenset[str] | None) -> str:
+    """The CPU kinds whose speed and int8 answers differ (README and benchmarks/README.md
+    state figures per kind): AMX; AVX-512 with BF16; AVX-512 with or without VNNI; AVX2
+    only (int8 kernels saturate there, textclf.model.engines.onnx_int8)."""
+    if flags is None:
+        return "unknown (no CPU flags readable)"
+    if "amx_bf16" in flags:
+        return "AMX"
+    if "avx512_bf16" in flags:
+        return "AVX-512 with BF16, no AMX"
+    if "avx512f" in flags:
+        return ("AVX-512 with VNNI, no BF16" if "avx512_vnni" in flags
+                else "AVX-512, no VNNI, no BF16")
+    if "avx2" in flags:
+        return "AVX2 with AVX-VNNI, no AVX-512" if "avx_vnni" in flags else "AVX2 only"
+    return "no AVX2"
+
+
 def machine(with_torch: bool = True) -> str:
     """CPU model, the instruction sets that decide precision (AVX-512, its BF16, AMX) and
     cores: results are only comparable between machines with the same features."""
     from textclf.model.precision import cpu_facts
 
     cpu, flags = cpu_facts()
-    kind = "AMX" if flags and "amx_bf16" in flags else (
-        "AVX512-BF16, no AMX" if flags and "avx512_bf16" in flags else
-        "AVX-512, no BF16" if flags and "avx512f" in flags else "no AVX-512")
-    facts = (f"{cpu} [{kind}; flags: {' '.join(sorted(flags or ())) or 'unknown'}], "
+    kind = cpu_kind(flags)
+    facts = (f"CPU kind: {kind}; {cpu} [flags: {' '.join(sorted(flags or ())) or 'unknown'}], "
              f"{os.cpu_count()} cores, python {platform.python_version()}")
     if with_torch:
         import torch

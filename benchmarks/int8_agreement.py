@@ -10,7 +10,9 @@ difference, and the int8 labelling time beside ONNX Runtime fp32's. `--emulate C
 ONNX Runtime part in QEMU's user-mode emulator on that CPU model (Haswell: AVX2, no AVX-512,
 no VNNI), so agreement on a CPU kind this machine is not can be measured; times under
 emulation say nothing about speed and are not printed. The fp32 reference is computed
-natively by PyTorch, as `textclf predict --precision fp32` computes it.
+natively by PyTorch, as `textclf predict --precision fp32` computes it. Variants that keep
+some matrix products in fp32 name them by node-name patterns (`nodes_to_exclude`).
+INT8_BATCH=1 in the environment labels one text per batch (activation scales per text).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -26,12 +29,20 @@ from pathlib import Path
 
 import numpy as np
 
-VARIANTS = {  # name: (weight type, reduce_range)
-    "s8 (8-bit weights)": ("QInt8", False),
-    "s7 (reduce_range)": ("QInt8", True),
-    "u8 (unsigned weights)": ("QUInt8", False),
+# Matrix products kept in fp32 by a variant, as regular expressions over node names.
+ATTENTION_SCORES = r"attention/self/MatMul"        # Q.K^T and softmax.V: two activations
+HEAD = r"pooler|classifier"
+FFN_OUT = r"layer\.\d+/output/dense"
+VARIANTS = {  # name: (weight type, reduce_range, node patterns kept in fp32)
+    "s8 (8-bit weights)": ("QInt8", False, ()),
+    "s7 (reduce_range)": ("QInt8", True, ()),
+    "u8 (unsigned weights)": ("QUInt8", False, ()),
+    "s8, attention scores fp32": ("QInt8", False, (ATTENTION_SCORES,)),
+    "s7, attention scores fp32": ("QInt8", True, (ATTENTION_SCORES,)),
+    "s8, scores + head fp32": ("QInt8", False, (ATTENTION_SCORES, HEAD)),
+    "s8, scores + FFN out fp32": ("QInt8", False, (ATTENTION_SCORES, FFN_OUT)),
 }
-BATCH = 64
+BATCH = int(os.environ.get("INT8_BATCH", "64"))
 
 
 def label(paths: dict[str, str], ids_file: str, pad_id: int) -> dict:
@@ -79,10 +90,13 @@ def build(model_dir: str, texts: list[str], folder: Path) -> tuple[dict, str, in
     fp32 = predict_proba(model, ids, tokenizer.pad_token_id, BATCH, torch.device("cpu"), "fp32")
     onnx_int8.export_fp32(model, folder / "fp32.onnx")
     paths = {"fp32 (ONNX Runtime)": str(folder / "fp32.onnx")}
-    for i, (name, (weights, reduce_range)) in enumerate(VARIANTS.items()):
+    nodes = [node.name for node in onnx.load(folder / "fp32.onnx").graph.node]
+    for i, (name, (weights, reduce_range, kept)) in enumerate(VARIANTS.items()):
         paths[name] = str(folder / f"{i}.onnx")
         quantize_dynamic(str(folder / "fp32.onnx"), paths[name], per_channel=True,
                          weight_type=getattr(QuantType, weights), reduce_range=reduce_range,
+                         nodes_to_exclude=[n for n in nodes
+                                           if any(re.search(p, n) for p in kept)],
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     return paths, str(ids_file), tokenizer.pad_token_id, fp32
 
@@ -91,7 +105,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a model folder")
-    parser.add_argument("--texts", required=True, help="CSV with a text column")
+    parser.add_argument("--texts", required=True, help="CSV or Parquet with a text column")
     parser.add_argument("--limit", type=int, default=None, help="first N texts only")
     parser.add_argument("--emulate", metavar="CPU", help="QEMU CPU model, e.g. Haswell")
     parser.add_argument("--_label", nargs=3, help=argparse.SUPPRESS)  # the emulated half
@@ -106,7 +120,8 @@ def main() -> None:
     import pandas as pd
 
     logging.disable(logging.WARNING)
-    texts = pd.read_csv(args.texts)["text"].astype(str).tolist()[:args.limit]
+    read = pd.read_parquet if args.texts.endswith(".parquet") else pd.read_csv
+    texts = read(args.texts)["text"].astype(str).tolist()[:args.limit]
     with tempfile.TemporaryDirectory(prefix="int8-agreement-") as scratch:
         paths, ids_file, pad_id, fp32 = build(args.model, texts, Path(scratch))
         if args.emulate:

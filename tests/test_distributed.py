@@ -19,6 +19,7 @@ import yaml
 
 from conftest import LABELS, REPO, toy_reviews
 from textclf.data.dataset import write_labels, write_split
+from textclf.model.folder import TrainingInfo
 from textclf.training.distributed import COLLECTIVE_TIMEOUT, Workers
 
 pytestmark = pytest.mark.slow
@@ -74,6 +75,9 @@ def test_two_processes_train_one_model_close_to_one_process(tmp_path, tiny_model
         assert done.returncode == 0, done.stderr
         results[processes] = json.loads((out / "live" / "metrics.json").read_text())
         assert (out / "model" / "model.safetensors").is_file()
+        # rank 0 fits the temperature on the validation split and records it
+        assert TrainingInfo.load(out / "model").calibrator() is not None
+        assert "temperature" in results[processes]["calibration"]
         assert not list((out / "ckpt").glob("*.pt"))
     assert "starting 2 processes" in done.stdout
     assert done.stdout.count("train: best epoch") == 1, "only rank 0 reports and writes"

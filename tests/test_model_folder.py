@@ -248,8 +248,20 @@ def test_train_and_evaluate_entry_points_write_a_complete_model_folder(tiny_mode
     assert "sha256" in card and "lr: 0.003" in card
     summary = json.loads((tmp_path / "live" / "metrics.json").read_text())
     assert summary["best_epoch"] == info.best_epoch and "val_loss" in summary["best"]
+    # the temperature fitted on the validation split, recorded in the folder and the summary
+    assert info.calibrator() is not None
+    assert summary["calibration"]["temperature"] == info.calibrator().temperature
+    assert summary["calibration"]["nll"] <= summary["calibration"]["nll_uncalibrated"] + 1e-9
     scores = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert set(scores) >= {"accuracy", "f1_macro", "f1_weighted"} and "per_class" not in scores
+    assert set(scores) == {"accuracy", "f1_macro", "f1_weighted", "ece", "ece_uncalibrated",
+                           "nll", "brier"}
+    calibration = json.loads((tmp_path / "eval" / "calibration.json").read_text())
+    assert calibration["temperature"] == info.calibrator().temperature
+    assert calibration["calibrated"]["ece"] == scores["ece"]
+    for name in ("calibrated", "uncalibrated"):
+        table = json.loads((tmp_path / "eval" / "plots" / "reliability" / f"{name}.json")
+                           .read_text())
+        assert sum(row["count"] for row in table) == 20
     per_class = json.loads((tmp_path / "eval" / "per_class.json").read_text())
     assert list(per_class) == LABELS
     assert not list((tmp_path / "checkpoints").glob("*.pt")), "finished: checkpoint removed"

@@ -21,7 +21,8 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--window-size=1400,2000", "--virtual-time-budget=10000"]
 PLOTS = {"Training_loss": "loss", "Validation_accuracy": "accuracy",
-         "Validation_macro-F1": "f1_macro", "Test_confusion_matrix": "actual"}
+         "Validation_macro-F1": "f1_macro", "Test_confusion_matrix": "actual",
+         "Test_reliability_diagram": "accuracy"}
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not CHROMIUM.exists(),
@@ -135,5 +136,9 @@ def test_plots_diff_puts_both_experiments_in_every_plot(compared, plots_page):
         if plot_id == "Test_confusion_matrix":        # one row per test example, each run
             assert len(per_rev["HEAD"]) == len(per_rev["half-batch"]) == 250
             assert specs[plot_id]["facet"]["column"]["field"] == "rev"   # side by side
+        elif plot_id == "Test_reliability_diagram":   # one row per non-empty bin, 2 lines
+            for rows in per_rev.values():
+                assert 2 <= len(rows) <= 2 * 15
+                assert all(0 <= r["confidence"] <= 1 and 0 <= r["accuracy"] <= 1 for r in rows)
         else:               # one row per epoch: the committed default run's, and 2
             assert (len(per_rev["HEAD"]), len(per_rev["half-batch"])) == (head_epochs, 2)

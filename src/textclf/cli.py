@@ -16,6 +16,7 @@ COMMANDS = {
     "report": "compare experiments: one offline HTML page and a Markdown summary",
     "serve": "serve a model folder over HTTP (Open Inference Protocol)",
     "drift": "compare what a model sees now with its training data: HTML, Markdown, JSON",
+    "feedback": "import true labels for served predictions; report live accuracy",
     "kfp": "compile or run a sweep of DVC experiments on Kubeflow Pipelines",
 }
 # Command -> module, where the module's name differs from the command's.

@@ -7,6 +7,9 @@ Writes an HTML page and Markdown (`--out-dir`) with one verdict on top, and a JS
 metrics file for `dvc metrics show`. The reference defaults to the training split; the
 predicted labels of the current window are compared with the model's predictions on its
 own test split. The measures and decision rules are in drift_stats and drift_report.
+Beside the verdict, the window's accuracy and macro-F1 are estimated without labels (CBPE
+and ATC, the latter fitted on the validation split; textclf.monitoring.estimate), next to
+the test split's scores, and marked unreliable where the texts changed.
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from textclf.errors import UserError, exits_on_user_error
+from textclf.monitoring.estimate import ATCThreshold, fit_atc
 from textclf.monitoring.inputs import (Predictions, label_texts, parse_time,
-                                       read_prediction_logs, read_texts)
+                                       read_labels, read_prediction_logs, read_texts)
 from textclf.monitoring.page import render
 from textclf.monitoring.report import DriftReport, Sources, check_sizes, compare
 from textclf.outputs import atomic_file, write_json
@@ -39,6 +45,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--test", default="data/prepared/test.parquet",
                         help="the model's test split: its predictions there are the baseline "
                              "for the predicted-label distribution")
+    parser.add_argument("--validation", default=None,
+                        help="labelled split the ATC threshold is fitted on (default: the "
+                             "model's validation split, else data/prepared/val.parquet); "
+                             "never the test split, which the estimate is shown beside")
     parser.add_argument("--model", default="models/classifier", help="model folder")
     parser.add_argument("--text-column", default="text", help="text column of a --current file")
     parser.add_argument("--reference-text-column", default="text",
@@ -53,6 +63,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="auto: what `serve` and `predict` choose here, so the test-split "
                              "baseline comes from the engine that answered the logged texts")
+    parser.add_argument("--raw-probabilities", action="store_true",
+                        help="compare the model's own probabilities, not the calibrated ones "
+                             "serve and predict answer with by default")
     parser.add_argument("--fail-on-drift", action="store_true",
                         help="exit with status 1 when drift is detected (for CI and cron)")
     args = parser.parse_args(argv)
@@ -75,6 +88,7 @@ def build(args: argparse.Namespace) -> DriftReport:
     current_texts = None if logged else read_texts(current_path, args.text_column, "--current")
     reference = read_texts(args.reference, args.reference_text_column, "--reference")
     test_texts = read_texts(args.test, "text", "--test")
+    test_labels = read_labels(args.test, len(test_texts))
 
     if logged:
         source = (f"{current_path} ({logged.files} log file{'s' * (logged.files > 1)}, "
@@ -88,11 +102,18 @@ def build(args: argparse.Namespace) -> DriftReport:
 
     from textclf.model.loading import weights_version
 
-    labeller = load_labeller(args.model, args.precision, args.batch_size)
+    labeller = load_labeller(args.model, args.precision, args.batch_size,
+                             calibrated=not args.raw_probabilities)
     test = label_texts(labeller, test_texts)
     version, notes = weights_version(args.model), []
+    atc = fit_validation_atc(labeller, validation_split(args, labeller.info), notes)
+    if labeller.calibration is None:
+        notes.append("The probabilities are not calibrated (--raw-probabilities, or a model "
+                     "folder without a fitted temperature): the accuracy estimate assumes "
+                     "calibrated ones; its test-split row shows how far off that makes it.")
     if logged:
-        current: Predictions = logged.predictions
+        current: Predictions = dataclasses.replace(
+            logged.predictions, probabilities=logged.probability_matrix(labeller.labels))
         notes += served_notes(logged.model_versions, version, args.model)
         if logged.model_versions:
             version = f"{', '.join(logged.model_versions)} (as logged by `textclf serve`)"
@@ -101,17 +122,52 @@ def build(args: argparse.Namespace) -> DriftReport:
         version = f"{version} (the weights in {args.model})"
     sources = dataclasses.replace(sources, model_version=short_hashes(version))
     return compare(reference, test, current, labeller.labels, sources, seed=args.seed,
-                   max_rows=args.max_rows, notes=[short_hashes(note) for note in notes])
+                   max_rows=args.max_rows, notes=[short_hashes(note) for note in notes],
+                   test_labels=test_labels, atc=atc)
 
 
-def load_labeller(model: str, precision: str, batch_size: int):
+def validation_split(args: argparse.Namespace, info) -> Path | None:
+    """The labelled split ATC is fitted on: --validation, else the model's validation
+    split, else data/prepared/val.parquet; None when none was given and the default is
+    missing. Fitting on the test split would grade the estimate on its own answers."""
+    if args.validation:
+        path = Path(args.validation)
+        if not path.is_file():
+            raise UserError(f"--validation {path}: no such file; expected a labelled split "
+                            f"(text and label columns), such as data/prepared/val.parquet")
+    else:
+        path = Path(info.validation_split or "data/prepared/val.parquet")
+        if not path.is_file():
+            return None
+    if Path(args.test).is_file() and path.resolve() == Path(args.test).resolve():
+        raise UserError(f"--validation {path} is the --test split; expected a labelled split "
+                        f"the report does not compare against, such as the validation split")
+    return path
+
+
+def fit_validation_atc(labeller, path: Path | None, notes: list[str]) -> ATCThreshold | None:
+    """ATC's threshold on the labelled split at `path` (its predictions from `labeller`)."""
+    if path is None:
+        notes.append("ATC was not computed: no validation split found (give --validation).")
+        return None
+    texts = read_texts(path, "text", "--validation")
+    gold = read_labels(path, len(texts))
+    if gold is None:
+        raise UserError(f"--validation {path}: no column 'label'; expected the labelled "
+                        f"split ATC's threshold is fitted on")
+    predicted = label_texts(labeller, texts)
+    return fit_atc(np.asarray(predicted.top_probability),
+                   np.asarray(predicted.labels) == np.asarray(gold), str(path))
+
+
+def load_labeller(model: str, precision: str, batch_size: int, calibrated: bool = True):
     """The model folder as `serve` and `predict` load it (same engine choice)."""
     from textclf.model.labeller import Labeller
 
     if not Path(model).is_dir():
         raise UserError(f"--model {model}: no such model folder; expected the folder "
                         f"written by `textclf train` (run `dvc repro` or `dvc pull`)")
-    return Labeller.load(model, precision, batch_size=batch_size)
+    return Labeller.load(model, precision, batch_size=batch_size, calibrated=calibrated)
 
 
 def short_hashes(text: str) -> str:

@@ -4,6 +4,12 @@
 a forced fp32/bf16/fp16, or `int8`: the ONNX Runtime model that `predict` and `serve`
 answer with on CPUs without AMX, to see its own scores (`dvc exp run -S
 evaluate.precision=int8`).
+
+Scores use the calibrated probabilities (the temperature `train` fitted on the validation
+split, textclf.model.calibration); the predicted labels are the same either way. The
+calibration scores are reported before and after it: ECE (15 bins), class-wise ECE, NLL and
+Brier score in calibration.json (not in metrics.json, whose every key `dvc exp show`
+adds as a column); the reliability diagram's bins under plots/reliability/.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ import pandas as pd
 
 from textclf.data.dataset import read_split
 from textclf.errors import exits_on_user_error
-from textclf.metrics import classification_metrics
+from textclf.metrics import (ECE_BINS, calibration_metrics, classification_metrics,
+                             reliability_table)
+from textclf.model.calibration import Calibration
 from textclf.model.labeller import Labeller
 from textclf.outputs import atomic_dir, write_json
 from textclf.params import load_params
@@ -38,6 +46,24 @@ def misclassified(texts: list[str], actual: list[str], probs: np.ndarray,
                                                       kind="stable")
 
 
+def calibration_scores(y_true: np.ndarray, raw: np.ndarray, calibrated: np.ndarray,
+                       calibration: Calibration | None) -> dict:
+    """The calibration report: temperature (None: the folder has none) and ece,
+    classwise_ece, nll and brier of the calibrated and the model's own probabilities."""
+    return {"method": calibration.method if calibration else None,
+            "temperature": calibration.temperature if calibration else None,
+            "bins": ECE_BINS,
+            "calibrated": calibration_metrics(calibrated, y_true),
+            "uncalibrated": calibration_metrics(raw, y_true)}
+
+
+def headline(scores: dict) -> dict[str, float]:
+    """What metrics.json holds: `dvc exp show` shows every key of it in a column, and the
+    changed params must still fit beside them in 120 columns, so the three scores only
+    (the calibration scores are in calibration.json: `dvc metrics show FILE`)."""
+    return {name: scores[name] for name in ("accuracy", "f1_macro", "f1_weighted")}
+
+
 @exits_on_user_error
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="textclf evaluate", description=__doc__)
@@ -52,27 +78,39 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params).evaluate
     # int8: the model predict and serve answer with on CPUs without AMX
     labeller = Labeller.load(args.model_dir, params.precision, batch_size=params.batch_size,
-                             auto_int8=False)
+                             auto_int8=False, calibrated=False)
     labels = labeller.labels
     test = read_split(args.test)
-    probs = labeller.probabilities(test["text"].tolist())
+    raw = labeller.probabilities(test["text"].tolist())  # the model's own probabilities
+    calibration = labeller.info.calibrator()
+    probs = calibration.apply(raw) if calibration else raw
     actual = test["label"].tolist()
+    label_ids = {label: i for i, label in enumerate(labels)}
+    actual_ids = np.array([label_ids[label] for label in actual], dtype=np.int64)
     predicted = [labels[i] for i in probs.argmax(axis=1)]
     scores = classification_metrics(actual, predicted, labels)
+    report = calibration_scores(actual_ids, raw, probs, calibration)
 
     with atomic_dir(args.live_dir) as live_dir:
         with Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:
-            for name in ("accuracy", "f1_macro", "f1_weighted"):
-                live.log_metric(name, scores[name], plot=False)
+            for name, value in headline(scores).items():
+                live.log_metric(name, value, plot=False)
             live.log_sklearn_plot("confusion_matrix", actual, predicted,
                                   name="confusion_matrix.json")
         # Per-class scores stay out of DVC's metrics, so `dvc exp show` keeps to the
         # headline numbers; the report and this file have them.
         write_json(live_dir / "per_class.json", scores["per_class"])
+        write_json(live_dir / "calibration.json", report)
+        for name, table in (("calibrated", probs), ("uncalibrated", raw)):
+            write_json(live_dir / "plots" / "reliability" / f"{name}.json",
+                       reliability_table(table, actual_ids))
         misclassified(test["text"].tolist(), actual, probs, labels).to_csv(
             live_dir / "misclassified.csv", index=False)
+    after, before = report["calibrated"], report["uncalibrated"]
     print(f"evaluate: {len(test)} test examples, accuracy {scores['accuracy']:.4f}, "
-          f"macro-F1 {scores['f1_macro']:.4f}")
+          f"macro-F1 {scores['f1_macro']:.4f}, ECE {before['ece']:.4f} -> {after['ece']:.4f} "
+          + (f"(temperature {calibration.temperature:.3f})" if calibration
+             else "(the model folder has no calibration)"))
 
 
 if __name__ == "__main__":

@@ -14,18 +14,24 @@ Endpoints (Open Inference Protocol / KServe v2, plus one plain one):
                                    (see textclf.serving.protocol)
     POST /predict  {"texts": [...], "id"?} -> {"predictions": [{"label", "probability",
                                    "probabilities": {label: p}}, ...], ...}
+    POST /feedback {"request_id", "index", "label"} or a list of them -> {"accepted": n}:
+                                   the true label of an answered text, appended to
+                                   <log-dir>/feedback/ (see textclf.serving.feedback)
 
 `{name}` is `--model-name` (default: the model folder's name). Answers are those of
-`textclf predict` (label of the highest probability, probabilities rounded to 6 digits),
-with the same precision choice; a text batched with other requests' texts can differ from
+`textclf predict` (label of the highest probability, probabilities rounded to 6 digits,
+calibrated with the temperature `train` fitted unless `--raw-probabilities`), with the
+same precision choice; a text batched with other requests' texts can differ from
 `predict` in the 7th digit in fp32 (the matrix kernels block differently by batch size).
-With int8 (`--precision int8`, or what `auto` picks on a CPU where bf16 does not pay and
-int8 measures faster than fp32) answers come from ONNX Runtime with int8 weights
-(textclf.model.engines.onnx_int8), as `predict`'s do. They are not fp32's: on texts
-unlike its training data the demo model's int8 labels differed from fp32's for 7% of
-SST-5 dev sentences, probabilities by up to 0.31 (benchmarks/README.md); and activations
-are scaled per batch, so a text's probabilities also move with the texts batched beside it
-(`--precision fp32` keeps them to the 7th digit).
+With int8 (`--precision int8`, or what `auto` picks on a CPU where bf16 does not pay,
+int8 measures faster than fp32 and, for this model, gives fp32's labels on 99.5% of its
+validation split: textclf.model.int8_agreement) answers come from ONNX Runtime with int8
+weights (textclf.model.engines.onnx_int8), as `predict`'s do. They are not fp32's: the
+demo model's forced int8 labels differed from fp32's for 3% of its validation texts and
+7% of SST-5 dev sentences, probabilities by up to 0.25 and 0.31 (benchmarks/README.md),
+which is why `auto` keeps that model on fp32; and activations are scaled per batch, so a
+text's probabilities also move with the texts batched beside it (`--precision fp32` keeps
+them to the 7th digit).
 Every answer carries `model_version`: `sha256:<one sha256 over the weight files>`, plus
 `+git:<commit>` when the model folder is inside a git repository (`git rev-parse HEAD`
 there; it names the code and dvc.lock revision, not uncommitted changes), or
@@ -124,18 +130,27 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         help="a text over --max-chars: classify its start, or refuse with 413")
     add("--log-dir", default="logs/predictions", help="prediction log folder")
     add("--log-max-mb", type=float, default=100.0, help="size at which a day's log rolls over")
-    add("--no-log", action="store_true", help="do not log predictions")
+    add("--no-log", action="store_true",
+        help="do not log predictions (POST /feedback then answers 409)")
+    add("--feedback-window", type=int, default=100_000,
+        help="how many of the last logged requests POST /feedback accepts labels for "
+             "(read back from the log at start; about 200 bytes each)")
     add("--precision", choices=PRECISIONS, default="auto",
         help="auto: the fastest this machine runs well, as predict chooses (bf16 where it "
-             "pays, else int8 where measured faster than fp32); int8: ONNX Runtime with "
-             "int8 weights")
+             "pays, else int8 where measured faster than fp32 and giving fp32's labels on "
+             "99.5%% of the model's validation split); int8: ONNX Runtime with int8 "
+             "weights, unchecked (probabilities measured up to 0.3 from fp32's)")
+    add("--raw-probabilities", action="store_true",
+        help="answer with the model's own probabilities, not the calibrated ones (the "
+             "temperature `train` fitted on the validation split; labels are the same)")
     add("--threads", type=int, default=default_threads(),
         help="intra-op threads for the model (default: $OMP_NUM_THREADS, else cores - 1)")
     add("--grace-seconds", type=int, default=30,
         help="on SIGTERM, how long requests in flight may take to finish")
     add("--access-log", action="store_true", help="log every HTTP request to stderr")
     args = parser.parse_args(argv)
-    for flag in ("max_batch_size", "max_texts", "max_chars", "threads", "grace_seconds"):
+    for flag in ("max_batch_size", "max_texts", "max_chars", "threads", "grace_seconds",
+                 "feedback_window"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1, "
                             f"found {getattr(args, flag)}")
@@ -154,13 +169,14 @@ def build_app(args: argparse.Namespace):
     from textclf.model.labeller import Labeller
     from textclf.serving.app import create_app
     from textclf.serving.batcher import BatchSettings, DynamicBatcher
+    from textclf.serving.feedback import FeedbackLog
     from textclf.serving.log import PredictionLog
     from textclf.serving.protocol import Limits, ServedModel
 
     torch.set_num_threads(args.threads)
     folder = Path(args.model)
     labeller = Labeller.load(folder, args.precision, batch_size=args.max_batch_size,
-                             threads=args.threads)
+                             threads=args.threads, calibrated=not args.raw_probabilities)
     served = ServedModel(name=args.model_name or folder.resolve().name,
                          version=model_version(folder, args.model_version),
                          labels=tuple(labeller.labels), max_length=labeller.info.max_length)
@@ -169,10 +185,29 @@ def build_app(args: argparse.Namespace):
     limits = Limits(args.max_texts, args.max_chars, args.on_long_text)
     prediction_log = None if args.no_log else PredictionLog(
         Path(args.log_dir), int(args.log_max_mb * 2**20))
+    answered = None if args.no_log else answered_requests(Path(args.log_dir),
+                                                          args.feedback_window)
+    feedback_log = None if args.no_log else FeedbackLog(Path(args.log_dir),
+                                                        int(args.log_max_mb * 2**20))
+    logging = "off" if answered is None else (
+        f"{args.log_dir} (labels accepted for {len(answered):,} requests logged before)")
     print(f"serve: model {served.name!r} ({served.version}), {len(served.labels)} labels, "
           f"{labeller.device.type} {labeller.precision}, {args.threads} threads; prediction log: "
-          f"{'off' if prediction_log is None else args.log_dir}", file=sys.stderr)
-    return create_app(served, batcher, limits, prediction_log), served
+          f"{logging}", file=sys.stderr)
+    return create_app(served, batcher, limits, prediction_log, feedback_log, answered), served
+
+
+def answered_requests(log_dir: Path, window: int):
+    """The requests POST /feedback accepts labels for, read back from the prediction log;
+    an unreadable log starts the server with none (labels for them: `feedback import`)."""
+    from textclf.serving.feedback import AnsweredRequests
+
+    try:
+        return AnsweredRequests.from_log(log_dir, window)
+    except (UserError, OSError) as err:
+        print(f"serve: warning: cannot read the prediction log back ({err}); POST /feedback "
+              f"accepts labels only for requests answered from now on", file=sys.stderr)
+        return AnsweredRequests(window)
 
 
 @exits_on_user_error

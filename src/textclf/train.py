@@ -4,6 +4,10 @@ Training is resumable: a checkpoint is saved at an epoch's end once a minute has
 since the last (--checkpoint-interval) and when the process is asked to stop (SIGTERM,
 Ctrl-C); the next `dvc repro` / `dvc exp run` with the same
 params, code and data continues from it (see textclf.training.checkpoint).
+
+After the last epoch, the main process fits temperature scaling to the best epoch's
+validation probabilities (textclf.model.calibration); training_info.json records the
+temperature and metrics/train/metrics.json the validation scores before and after it.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from textclf.training.checkpoint import (CheckpointStore, default_dir, default_i
                                          fingerprint_run, parse_interval)
 from textclf.training.distributed import (Workers, device_for, launch, launched_by_torchrun,
                                           process_group, wrap)
-from textclf.training.loop import encode_split, run_epochs
+from textclf.training.loop import calibrate, encode_split, eval_batch_size, run_epochs
 from textclf.training.state import Compute, EpochResult, best_epoch, new_state
 
 
@@ -178,24 +182,37 @@ def train_and_save(args: argparse.Namespace, params: Params, workers: Workers) -
                                   should_stop=stop, store=store, workers=workers):
                     raise stopped(state, stop)
             best = best_epoch(state.history)
+            if workers.is_main:
+                # Every path (one process or rank 0 of several; fresh, resumed or warm-started)
+                # arrives here with the best epoch's weights in state.best_weights.
+                model.load_state_dict(state.best_weights)
+                calibration, calibration_scores = calibrate(
+                    model, val, eval_batch_size(params.train), compute)
             if live is not None:
                 live.summary.update({"best_epoch": best.epoch,
                                      "best": {"val_accuracy": best.val_accuracy,
                                               "val_f1_macro": best.val_f1_macro,
-                                              "val_loss": best.val_loss}})
+                                              "val_loss": best.val_loss},
+                                     "calibration": calibration_scores})
+                say(f"train: temperature {calibration.temperature:.3f} fitted on the "
+                    f"validation split: ECE {calibration_scores['ece_uncalibrated']:.4f} -> "
+                    f"{calibration_scores['ece']:.4f}, NLL "
+                    f"{calibration_scores['nll_uncalibrated']:.4f} -> "
+                    f"{calibration_scores['nll']:.4f}")
                 # Beside the scores, not in them: metrics.json stays a pure function of
                 # data, params and code (a resumed run's is byte-equal to an uninterrupted
                 # one's). This process's time only, if it resumed an earlier one.
                 (live_dir / "time.json").write_text(json.dumps(
                     {"train_seconds": round(time.monotonic() - started, 1)}) + "\n")
         if model_dir:
-            save_model(model, tokenizer, state, best, model_dir, TrainingInfo(
+            save_model(model, tokenizer, best, model_dir, TrainingInfo(
                 labels=list(labels), max_length=max_length,
                 base_model=params.model.init_from or params.model.name,
                 params=section_params, data_sha256=data_sha256, best_epoch=best.epoch,
                 precision=precision,
                 versions={"torch": torch.__version__, "transformers": transformers.__version__,
-                          "python": platform.python_version()}))
+                          "python": platform.python_version()},
+                calibration=calibration.to_dict(), validation_split=str(args.val)))
     store.remove()
     say(f"train: best epoch {best.epoch} (val macro-F1 {best.val_f1_macro:.4f}) "
         f"saved to {args.model_dir}")
@@ -212,9 +229,8 @@ def output_dirs(args: argparse.Namespace, is_main: bool):
         yield live_dir, model_dir
 
 
-def save_model(model, tokenizer, state, best: EpochResult, folder: Path,
-               info: TrainingInfo) -> None:
-    model.load_state_dict(state.best_weights)
+def save_model(model, tokenizer, best: EpochResult, folder: Path, info: TrainingInfo) -> None:
+    """The model, with the best epoch's weights already loaded, and its card."""
     save_classifier(model.cpu(), tokenizer, folder, info)
     (folder / "README.md").write_text(model_card(info, {
         "accuracy": best.val_accuracy, "macro-F1": best.val_f1_macro,

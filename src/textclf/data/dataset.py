@@ -59,10 +59,7 @@ def read_table(path: str | Path, columns: Sequence[str]) -> pd.DataFrame:
     """Read a CSV, TSV, JSON Lines or Parquet file (by extension) that has `columns`."""
     path = Path(path)
     check_readable(path)
-    kind = FORMATS.get(path.suffix.lower())
-    if kind is None:
-        raise DataError(f"{path}: unsupported file type {path.suffix!r}; expected one of "
-                        f"{', '.join(sorted(FORMATS))}")
+    kind = table_kind(path)
     if kind == "parquet":
         frame = _read_parquet(path, columns)
     else:
@@ -79,14 +76,33 @@ def read_table(path: str | Path, columns: Sequence[str]) -> pd.DataFrame:
             raise DataError(f"{path}: cannot parse as {kind.upper()}: {err}") from None
         except pd.errors.EmptyDataError:
             raise DataError(f"{path}: the file is empty") from None
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise DataError(f"{path}: no column {missing[0]!r}; found columns: "
-                        f"{', '.join(map(str, frame.columns)) or '(none)'}")
+    require_columns(path, columns, frame.columns)
     if frame.empty:
         raise DataError(f"{path}: no rows (the file has columns "
                         f"{', '.join(map(str, frame.columns))} but no data)")
     return frame.reset_index(drop=True)
+
+
+def table_kind(path: Path) -> str:
+    """csv, tsv, jsonl or parquet, by the file's extension."""
+    kind = FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise DataError(f"{path}: unsupported file type {path.suffix!r}; expected one of "
+                        f"{', '.join(sorted(FORMATS))}")
+    return kind
+
+
+def require_columns(path: Path, columns: Sequence[str], found: Iterable) -> None:
+    found = list(found)
+    missing = [c for c in columns if c not in found]
+    if missing:
+        raise DataError(f"{path}: no column {missing[0]!r}; found columns: "
+                        f"{', '.join(map(str, found)) or '(none)'}")
+
+
+def not_utf8(path: Path, line: int, byte: int, offset: int) -> DataError:
+    return DataError(f"{path}, line {line}: byte 0x{byte:02x} at offset {offset} is not "
+                     f"valid UTF-8; expected a UTF-8 text file (re-save it as UTF-8)")
 
 
 def _read_utf8(path: Path) -> bytes:
@@ -98,9 +114,7 @@ def _read_utf8(path: Path) -> bytes:
         # utf-8-sig reports the position after a BOM it stripped; point into the file itself.
         offset = err.start + (len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0)
         line = data[:offset].count(b"\n") + 1
-        raise DataError(f"{path}, line {line}: byte 0x{data[offset]:02x} at offset "
-                        f"{offset} is not valid UTF-8; expected a UTF-8 text file "
-                        f"(re-save it as UTF-8)") from None
+        raise not_utf8(path, line, data[offset], offset) from None
     return data
 
 
@@ -109,19 +123,26 @@ def _read_jsonl(path: Path, text: str) -> pd.DataFrame:
     # Split on "\n" only: str.splitlines() also breaks at U+2028, U+2029 and U+0085,
     # which JSON allows unescaped inside strings.
     for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}, line {number}: not valid JSON ({err.msg})") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{path}, line {number}: expected a JSON object, "
-                            f"found {type(record).__name__}")
-        records.append(record)
+        record = jsonl_record(path, number, line)
+        if record is not None:
+            records.append(record)
     if not records:
         raise DataError(f"{path}: the file has no records")
     return pd.DataFrame.from_records(records)
+
+
+def jsonl_record(path: Path, number: int, line: str) -> dict | None:
+    """Line `number` of a JSON Lines file as a record, or None for a blank line."""
+    if not line.strip():
+        return None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}, line {number}: not valid JSON ({err.msg})") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{path}, line {number}: expected a JSON object, "
+                        f"found {type(record).__name__}")
+    return record
 
 
 def _read_parquet(path: Path, columns: Sequence[str]) -> pd.DataFrame:
@@ -131,9 +152,7 @@ def _read_parquet(path: Path, columns: Sequence[str]) -> pd.DataFrame:
         names = pq.read_schema(path).names
     except Exception as err:  # pyarrow raises several types for a damaged file
         raise DataError(f"{path}: cannot read as Parquet: {err}") from None
-    missing = [c for c in columns if c not in names]
-    if missing:
-        raise DataError(f"{path}: no column {missing[0]!r}; found columns: {', '.join(names)}")
+    require_columns(path, columns, names)
     return pd.read_parquet(path)
 
 

@@ -2,7 +2,13 @@
 
 `train` writes it beside the weights; evaluate, predict, serve and drift read it through
 `TrainingInfo.load`, never as a raw dict. `FORMAT_VERSION` changes when a field changes
-meaning; a reader refuses a newer format instead of guessing.
+meaning; a reader refuses a newer format instead of guessing, and upgrades an older one.
+
+Versions: 1 (textclf 0.1.x); 2 adds `calibration`, the temperature `train` fits on the
+validation split (textclf.model.calibration), and `validation_split`, which of the
+`data_sha256` files that split is (int8 is checked against fp32 on it:
+textclf.model.int8_agreement). Version-1 and unversioned folders read as
+uncalibrated (`calibration: null`).
 """
 
 from __future__ import annotations
@@ -11,12 +17,15 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from textclf.errors import UserError
 
+if TYPE_CHECKING:
+    from textclf.model.calibration import Calibration
+
 FILENAME = "training_info.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class ModelError(UserError):
@@ -33,7 +42,18 @@ class TrainingInfo:
     best_epoch: Optional[int] = None
     precision: str = "fp32"
     versions: dict[str, str] = field(default_factory=dict)     # torch, transformers, python
+    calibration: Optional[dict[str, Any]] = None  # Calibration.to_dict(); None: uncalibrated
+    validation_split: Optional[str] = None  # the data_sha256 key of the validation file
     format_version: int = FORMAT_VERSION
+
+    def calibrator(self) -> Optional["Calibration"]:
+        """The fitted calibration, or None for a folder without one (the probabilities are
+        then the model's own)."""
+        if self.calibration is None:
+            return None
+        from textclf.model.calibration import Calibration  # it imports ModelError from here
+
+        return Calibration.from_dict(self.calibration, FILENAME)
 
     def save(self, folder: str | Path) -> None:
         payload = dataclasses.asdict(self)
@@ -61,9 +81,11 @@ class TrainingInfo:
         version = raw.get("format_version")
         if version is None and "labels" in raw and "params" in raw:
             raw = _upgrade_unversioned(raw)
+        elif version == 1:
+            raw = {**raw, "format_version": FORMAT_VERSION}  # no calibration field: none
         elif version != FORMAT_VERSION:
             raise ModelError(f"{source}: format_version {version!r} is not one this textclf "
-                             f"reads (expected {FORMAT_VERSION}); was it written by another "
+                             f"reads (expected 1 to {FORMAT_VERSION}); was it written by another "
                              f"version of textclf?")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(raw) - names)
@@ -82,6 +104,11 @@ class TrainingInfo:
         if not isinstance(raw.get("base_model"), str):
             raise ModelError(f"{source}: base_model must be a string, "
                              f"found {raw.get('base_model')!r}")
+        if raw.get("calibration") is not None:
+            from textclf.model.calibration import Calibration  # imports ModelError from here
+
+            raw = {**raw, "calibration": Calibration.from_dict(raw["calibration"],
+                                                               source).to_dict()}
         return cls(**raw)
 
     @classmethod
@@ -105,4 +132,4 @@ def _upgrade_unversioned(raw: dict) -> dict:
             "base_model": params.get("model", {}).get("name", ""),
             "params": params, "data_sha256": raw.get("data_sha256", {}),
             "best_epoch": raw.get("best_epoch"), "precision": raw.get("precision", "fp32"),
-            "versions": raw.get("versions", {})}
+            "versions": raw.get("versions", {}), "format_version": FORMAT_VERSION}

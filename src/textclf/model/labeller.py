@@ -8,8 +8,13 @@ report compares confidences from the engine `serve` answers with).
 
 Engines (textclf.model.engines): PyTorch in fp32, bf16 or fp16, or ONNX Runtime with int8
 weights. `auto` resolves as `predict` and `serve` need it (bf16 where it pays, else int8
-where it measures faster than fp32, else fp32); `evaluate`'s `auto` scores the PyTorch model
+where it measures faster than fp32 and keeps fp32's labels on the model's validation split,
+textclf.model.int8_agreement, else fp32); `evaluate`'s `auto` scores the PyTorch model
 (`auto_int8=False`) and takes int8 only when asked by name.
+
+Probabilities are calibrated by default, on every engine alike: the temperature `train`
+fitted on the validation split (textclf.model.calibration) is applied to whatever the
+engine returns; `calibrated=False` gives the raw ones.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import torch
 
 from textclf.errors import UserError
 from textclf.model.batching import encode
+from textclf.model import int8_agreement
+from textclf.model.calibration import Calibration
 from textclf.model.engines import onnx_int8, pytorch
 from textclf.model.folder import TrainingInfo
 from textclf.model.loading import load_classifier, quiet_transformers
@@ -43,12 +50,16 @@ class Labeller:
     precision: str                        # fp32, bf16, fp16 or int8: what computes
     int8: onnx_int8.Int8Classifier | None
     batch_size: int = 64
+    calibration: Calibration | None = None  # applied to every engine's probabilities
 
     @classmethod
     def load(cls, folder: str | Path, precision: str = "auto", *, batch_size: int = 64,
-             threads: int | None = None, auto_int8: bool = True) -> Labeller:
+             threads: int | None = None, auto_int8: bool = True,
+             calibrated: bool = True) -> Labeller:
         """Load `folder` and choose its engine for `precision` (one of PRECISIONS).
-        `threads`: ONNX Runtime's intra-op threads (default: torch's)."""
+        `threads`: ONNX Runtime's intra-op threads (default: torch's). `calibrated`: apply
+        the temperature `train` fitted (textclf.model.calibration), where the folder has
+        one; False gives the model's raw probabilities."""
         quiet_transformers()
         device = choose_device()
         if precision == "int8":  # fail before the model loads
@@ -61,20 +72,26 @@ class Labeller:
                     else choose_precision(device, precision))
         resolved, int8 = engine_for(model, folder, info.max_length, resolved, precision,
                                     threads)
-        return cls(model, tokenizer, info, folder, device, resolved, int8, batch_size)
+        if int8 is not None and precision == "auto":
+            resolved, int8 = faithful_or_fp32(model, tokenizer, info, int8, batch_size)
+        return cls(model, tokenizer, info, folder, device, resolved, int8, batch_size,
+                   info.calibrator() if calibrated else None)
 
     @property
     def labels(self) -> list[str]:
         return list(self.info.labels)
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
-        """Class probabilities (N, C) of `texts`, in input order."""
+        """Class probabilities (N, C) of `texts`, in input order: calibrated where the
+        Labeller was loaded so and the folder has a calibration."""
         ids = encode(self.tokenizer, texts, self.info.max_length)
         pad_id = self.tokenizer.pad_token_id
         if self.int8 is not None:
-            return onnx_int8.predict_proba(self.int8, ids, pad_id, self.batch_size)
-        return pytorch.predict_proba(self.model, ids, pad_id, self.batch_size, self.device,
-                                     self.precision)
+            probs = onnx_int8.predict_proba(self.int8, ids, pad_id, self.batch_size)
+        else:
+            probs = pytorch.predict_proba(self.model, ids, pad_id, self.batch_size,
+                                          self.device, self.precision)
+        return probs if self.calibration is None else self.calibration.apply(probs)
 
 
 def check_cpu(device: torch.device) -> None:
@@ -100,9 +117,6 @@ def engine_for(model, folder: Path, max_length: int, precision: str, requested: 
     `--precision int8` fails instead."""
     if precision != "int8":
         return precision, None
-    if requested != "int8":
-        print("int8: precision auto chose ONNX Runtime with int8 weights (measured faster "
-              "than fp32 on this CPU; --precision fp32 keeps PyTorch)", file=sys.stderr)
     try:
         return precision, onnx_int8.load_int8(model, folder, max_length, threads)
     except UserError:
@@ -116,3 +130,30 @@ def engine_for(model, folder: Path, max_length: int, precision: str, requested: 
         print(f"int8: cannot build it for {folder} ({reason}); using PyTorch fp32",
               file=sys.stderr)
         return "fp32", None
+
+
+def faithful_or_fp32(model, tokenizer, info: TrainingInfo, int8: onnx_int8.Int8Classifier,
+                     batch_size: int) -> tuple[str, onnx_int8.Int8Classifier | None]:
+    """`auto`'s int8, kept only where it gives fp32's answers on the model's validation
+    split (textclf.model.int8_agreement); else PyTorch fp32, and stderr says why."""
+    try:
+        agreement, measured = int8_agreement.agreement_for(model, tokenizer, info, int8,
+                                                           batch_size)
+    except int8_agreement.Unmeasurable as reason:
+        print(f"int8: not used: {reason}, so its agreement with fp32 is unmeasured; "
+              f"labelling with PyTorch fp32 (--precision int8 forces it)", file=sys.stderr)
+        return "fp32", None
+    if measured:
+        print(f"int8: measured against fp32: {agreement.summary()}", file=sys.stderr)
+    if not agreement.accepted:
+        print(f"int8: not used: it changes answers ({agreement.label_agreement:.1%} of "
+              f"validation labels as fp32, largest recall loss "
+              f"{agreement.worst_class[1] * 100:.1f} points; needs at least "
+              f"{int8_agreement.MIN_LABEL_AGREEMENT:.1%} and at most "
+              f"{int8_agreement.MAX_RECALL_DROP * 100:g}); labelling with PyTorch fp32",
+              file=sys.stderr)
+        return "fp32", None
+    print(f"int8: precision auto chose ONNX Runtime with int8 weights (faster than fp32 "
+          f"on this CPU, {agreement.label_agreement:.1%} of validation labels as fp32; "
+          f"--precision fp32 keeps PyTorch)", file=sys.stderr)
+    return "int8", int8

@@ -44,7 +44,7 @@ def cache_path() -> Path:
     return Path(cache) / "textclf" / "precision.json"
 
 
-FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+FLAGS = ("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
 
 
 def cpu_facts() -> tuple[str, frozenset[str] | None]:

@@ -1,6 +1,6 @@
 """Monitoring: what `textclf drift` reads (prediction logs, text files), the drift measures
-(stats.py), the report data (report.py) and its page (page.py). A new drift measure goes in
-stats.py and is reported in report.py.
+(stats.py), accuracy estimated without labels (estimate.py), the report data (report.py)
+and its page (page.py). A new drift measure goes in stats.py and is reported in report.py.
 
 Imports the model and reporting wings and the shared modules.
 """

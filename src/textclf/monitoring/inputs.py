@@ -9,10 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
+import numpy as np
+
+from textclf.canonical import normalize_label
 from textclf.data.dataset import DataError, read_table
 from textclf.errors import UserError
 
@@ -21,10 +24,12 @@ LOG_PATTERN = "predictions-*.jsonl"
 
 @dataclass(frozen=True)
 class Predictions:
-    """Texts with the label a model gave each and that label's probability."""
+    """Texts with the label a model gave each and that label's probability; where known,
+    every class's probability (N, C), in the model's label order."""
     texts: tuple[str, ...]
     labels: tuple[str, ...]
     top_probability: tuple[float, ...]
+    probabilities: Optional[np.ndarray] = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,7 @@ class LogRecord:
     text: str
     label: str
     probability: float
+    probabilities: Optional[dict[str, float]] = None     # every class's, as served
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,15 @@ class LoggedWindow:
     files: int
     first: dt.datetime
     last: dt.datetime
+    probabilities: tuple[Optional[dict[str, float]], ...] = ()   # per record, as logged
+
+    def probability_matrix(self, labels: Sequence[str]) -> Optional[np.ndarray]:
+        """(N, C) logged probabilities in the order of `labels`, or None where a record
+        lacks one of them (an older log, another model's labels)."""
+        if not self.probabilities or any(p is None or set(p) != set(labels)
+                                         for p in self.probabilities):
+            return None
+        return np.array([[p[label] for label in labels] for p in self.probabilities])
 
 
 def read_texts(path: str | Path, column: str, flag: str) -> list[str]:
@@ -65,6 +80,17 @@ def read_texts(path: str | Path, column: str, flag: str) -> list[str]:
     return texts.tolist()
 
 
+def read_labels(path: str | Path, count: int, column: str = "label") -> Optional[list[str]]:
+    """The gold labels of a split read with `read_texts` (same rows, in order), or None
+    when the file has no `column`: its scores are then not shown."""
+    frame = read_table(path, [])
+    if column not in frame.columns:
+        return None
+    if len(frame) != count:
+        raise DataError(f"{path}: {len(frame)} rows with labels, {count} texts")
+    return [normalize_label(label) or "" for label in frame[column]]
+
+
 def read_prediction_logs(folder: str | Path, since: dt.datetime | None = None) -> LoggedWindow:
     """Every record of every `predictions-*.jsonl` in `folder` (answered at or after `since`)."""
     folder = Path(folder)
@@ -83,7 +109,7 @@ def read_prediction_logs(folder: str | Path, since: dt.datetime | None = None) -
         Predictions(tuple(r.text for r in records), tuple(r.label for r in records),
                     tuple(r.probability for r in records)),
         tuple(dict.fromkeys(r.model_version for r in records if r.model_version)),
-        len(files), min(times), max(times))
+        len(files), min(times), max(times), tuple(r.probabilities for r in records))
 
 
 def _read_log(path: Path) -> list[LogRecord]:
@@ -94,11 +120,11 @@ def _read_log(path: Path) -> list[LogRecord]:
                         f"Lines that `textclf serve` writes") from None
     # The server ends every record with a newline; a last line without one is a write
     # a crash cut short, not a record.
-    return [_log_record(line, f"{path}, line {number}")
+    return [log_record(line, f"{path}, line {number}")
             for number, line in enumerate(lines[:-1], start=1) if line.strip()]
 
 
-def _log_record(line: str, where: str) -> LogRecord:
+def log_record(line: str, where: str) -> LogRecord:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as err:
@@ -116,7 +142,18 @@ def _log_record(line: str, where: str) -> LogRecord:
         raise UserError(f"{where}: field 'probability' must be a number from 0 to 1, "
                         f"found {top!r}")
     return LogRecord(parse_time(record.get("time"), f"{where}: field 'time'"),
-                     str(record.get("model_version") or ""), text, label, float(top))
+                     str(record.get("model_version") or ""), text, label, float(top),
+                     _class_probabilities(record.get("probabilities")))
+
+
+def _class_probabilities(value) -> Optional[dict[str, float]]:
+    """The record's {label: probability}, or None when absent or not numbers: it only
+    refines the performance estimate (macro-F1), so it is not worth refusing a log for."""
+    if not isinstance(value, dict) or not all(
+            isinstance(p, (int, float)) and not isinstance(p, bool) and math.isfinite(p)
+            for p in value.values()):
+        return None
+    return {str(label): float(p) for label, p in value.items()}
 
 
 def parse_time(value, what: str) -> dt.datetime:
@@ -134,4 +171,4 @@ def label_texts(labeller, texts: Sequence[str]) -> Predictions:
     probs = labeller.probabilities(texts)    # (N, C)
     best = probs.argmax(axis=1)
     return Predictions(tuple(texts), tuple(labeller.labels[i] for i in best),
-                       tuple(float(p) for p in probs.max(axis=1)))
+                       tuple(float(p) for p in probs.max(axis=1)), probs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from itertools import zip_longest
 
+from textclf.monitoring.estimate import PerformanceEstimate
 from textclf.monitoring.report import DriftReport, format_p
 from textclf.monitoring.stats import MIN_AUC, MIN_PSI
 from textclf.reporting.charts import bar_chart
@@ -18,11 +19,68 @@ def _pct(value: float) -> str:
 
 def _summary_lines(report: DriftReport) -> list[str]:
     s = report.sources
-    return [f"**{report.verdict}**",
-            f"Model: {s.model_version}.",
-            f"Current window: {report.current.rows:,} texts from {s.current}. Reference: "
-            f"{report.reference.rows:,} texts from {s.reference}. Baseline of the predicted "
-            f"labels: the model's test split, {report.test.rows:,} texts from {s.test}."]
+    lines = [f"**{report.verdict}**",
+             f"Model: {s.model_version}.",
+             f"Current window: {report.current.rows:,} texts from {s.current}. Reference: "
+             f"{report.reference.rows:,} texts from {s.reference}. Baseline of the predicted "
+             f"labels: the model's test split, {report.test.rows:,} texts from {s.test}."]
+    if report.performance:
+        lines.append(_estimate_line(report.performance))
+    return lines
+
+
+def _estimate_line(estimate: PerformanceEstimate) -> str:
+    """One line: the window's estimated accuracy beside the test split's, or why not."""
+    cur = estimate.current
+    test = (f" On the test split the model scored {estimate.test_accuracy:.3f}."
+            if estimate.test_accuracy is not None else "")
+    if not estimate.reliable:
+        return (f"Estimated accuracy without labels: **unreliable here**: "
+                f"{estimate.reliability.reason}.{test}")
+    atc = f", ATC {estimate.current_atc:.3f}" if estimate.current_atc is not None else ""
+    f1 = ""
+    if cur.f1_macro is not None:
+        f1 = (f"; macro-F1 {cur.f1_macro:.3f}" if estimate.reliability.f1_reliable
+              else "; macro-F1 unreliable here (the predicted labels moved)")
+    return (f"Estimated accuracy without labels: {cur.accuracy:.3f} (95% interval "
+            f"{cur.accuracy_low:.3f}-{cur.accuracy_high:.3f}, CBPE{atc}){f1}.{test}")
+
+
+def _performance(estimate: PerformanceEstimate) -> tuple[list[str], list[list[str]]]:
+    def value(number, low=None, high=None) -> str:
+        if number is None:
+            return "-"
+        return f"{number:.3f}" + (f" ({low:.3f}-{high:.3f})" if low is not None else "")
+    cur, test = estimate.current, estimate.test
+    window = "current window" + ("" if estimate.reliable else " (UNRELIABLE)")
+    f1 = value(cur.f1_macro, cur.f1_macro_low, cur.f1_macro_high)
+    if estimate.reliable and not estimate.reliability.f1_reliable:
+        f1 += " (UNRELIABLE: labels moved)"
+    header = ["window", "accuracy (labels)", "macro-F1 (labels)", "CBPE accuracy (95%)",
+              "CBPE macro-F1 (95%)", "ATC accuracy"]
+    rows = [["test split", value(estimate.test_accuracy), value(estimate.test_f1_macro),
+             value(test.accuracy, test.accuracy_low, test.accuracy_high),
+             value(test.f1_macro, test.f1_macro_low, test.f1_macro_high),
+             value(estimate.test_atc)],
+            [window, "-", "-", value(cur.accuracy, cur.accuracy_low, cur.accuracy_high),
+             f1, value(estimate.current_atc)]]
+    return header, rows
+
+
+def _performance_notes(estimate: PerformanceEstimate) -> list[str]:
+    fitted = estimate.atc
+    atc = (f"ATC: the share of confidences above {fitted.threshold:.3f}, the threshold at "
+           f"which the {fitted.rows:,} texts of {fitted.source or 'the validation split'} "
+           f"show their accuracy ({fitted.accuracy:.3f}), Garg et al. 2022"
+           if fitted else
+           "ATC: not computed (no labelled validation split; give --validation)")
+    why = estimate.reliability
+    return [("Reliable: " if estimate.reliable else "UNRELIABLE: ") + why.reason
+            + (f"; macro-F1 UNRELIABLE: {why.f1_reason}" if why.f1_reason else "") + ".",
+            "CBPE (as NannyML): expected accuracy = mean top-class probability, macro-F1 from "
+            "the expected confusion matrix; intervals: where the realised score falls 95% of "
+            "the time if the calibrated probabilities hold. " + atc + ". The test split row "
+            "shows how close the estimators come where the labels are known."]
 
 
 def _measures(report: DriftReport) -> tuple[list[str], list[list[str]]]:
@@ -83,6 +141,8 @@ def render(report: DriftReport) -> tuple[str, str]:
     title = "Drift report: " + ("drift detected" if report.drifted else "no drift detected")
     summary = _summary_lines(report)
     tables = {"Measures": _measures(report),
+              **({"Performance without labels": _performance(report.performance)}
+                 if report.performance else {}),
               "Words that tell the sides apart": _words(report),
               "Typical texts of each side (held-out half)": _examples(report),
               "Predicted labels": _labels(report)}
@@ -95,6 +155,11 @@ def render(report: DriftReport) -> tuple[str, str]:
         if name == "Measures":
             md.append(HOW_TO_READ)
             body.append(paragraph(HOW_TO_READ))
+        if name == "Performance without labels":
+            notes = _performance_notes(report.performance)
+            md += notes
+            body += [paragraph(notes[0], "" if report.performance.reliable else "warn"),
+                     paragraph(notes[1])]
         if name == "Predicted labels":
             body.append(_charts(report))
     return html_page(title, "\n".join(body)), "\n\n".join(md) + "\n"

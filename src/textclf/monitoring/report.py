@@ -5,16 +5,21 @@ when either of two tests fires: a classifier tells current texts from reference 
 or the predicted-label distribution moved away from the model's own test split. Each
 runs at ALPHA / 2, so unchanged data is flagged at most ALPHA = 5% of the time.
 Confidence, length and out-of-vocabulary rate explain a verdict; they do not make one.
+Beside it, the window's accuracy and macro-F1 are estimated without labels
+(textclf.monitoring.estimate), with the test split's true scores, and marked unreliable
+where the domain classifier says calibration need not carry over.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 from textclf.errors import UserError
+from textclf.metrics import classification_metrics
+from textclf.monitoring.estimate import ATCThreshold, PerformanceEstimate, estimate_performance
 from textclf.monitoring.inputs import Predictions
 from textclf.monitoring.stats import (ConfidenceShift, DomainClassifierResult, LabelShift,
                                       TextProfile, confidence_shift, domain_classifier,
@@ -43,6 +48,7 @@ class DriftReport:
     labels: LabelShift
     confidence: ConfidenceShift
     notes: tuple[str, ...]          # caveats a reader needs, e.g. a sampled window
+    performance: Optional[PerformanceEstimate] = None    # estimated without labels
 
     @property
     def drifted(self) -> bool:
@@ -81,7 +87,26 @@ class DriftReport:
                      "mean_words_current": round(self.current.mean_words, 2),
                      "oov_rate_test": round(self.test.oov_rate, 4),
                      "oov_rate_current": round(self.current.oov_rate, 4)},
+            **({"performance": performance_metrics(self.performance)}
+               if self.performance else {}),
         }
+
+
+def performance_metrics(estimate: PerformanceEstimate) -> dict:
+    """estimate_reliable (0/1), the window's CBPE and ATC estimates, the test split's
+    scores; a value that cannot be computed (no labels, no validation split) is left out."""
+    cur, test = estimate.current, estimate.test
+    found = {"estimate_reliable": int(estimate.reliable),
+             "f1_estimate_reliable": int(estimate.reliability.f1_reliable),
+             "estimated_accuracy": cur.accuracy, "estimated_accuracy_low": cur.accuracy_low,
+             "estimated_accuracy_high": cur.accuracy_high,
+             "estimated_f1_macro": cur.f1_macro, "estimated_f1_macro_low": cur.f1_macro_low,
+             "estimated_f1_macro_high": cur.f1_macro_high, "atc_accuracy": estimate.current_atc,
+             "atc_threshold": estimate.atc.threshold if estimate.atc else None,
+             "test_accuracy": estimate.test_accuracy, "test_f1_macro": estimate.test_f1_macro,
+             "test_estimated_accuracy": test.accuracy, "test_atc_accuracy": estimate.test_atc}
+    return {key: round(value, 4) if isinstance(value, float) else value
+            for key, value in found.items() if value is not None}
 
 
 def format_p(p_value: float) -> str:
@@ -109,8 +134,12 @@ def check_sizes(sources: Sources, reference: int, current: int, test: int) -> No
 
 def compare(reference: Sequence[str], test: Predictions, current: Predictions,
             labels: Sequence[str], sources: Sources, seed: int = 0,
-            max_rows: int = 10_000, notes: Sequence[str] = ()) -> DriftReport:
-    """Everything the report shows; `labels` are the model's, in its label order."""
+            max_rows: int = 10_000, notes: Sequence[str] = (),
+            test_labels: Optional[Sequence[str]] = None,
+            atc: Optional[ATCThreshold] = None) -> DriftReport:
+    """Everything the report shows; `labels` are the model's, in its label order;
+    `test_labels` the test split's gold labels where it has them; `atc` the ATC threshold
+    fitted on the validation split."""
     check_sizes(sources, len(reference), len(current.texts), len(test.texts))
     notes = list(notes)
     for name, texts in (("reference", reference), ("current", current.texts)):
@@ -125,10 +154,19 @@ def compare(reference: Sequence[str], test: Predictions, current: Predictions,
     # Out-of-vocabulary against the reference texts' words; the test split, which the
     # model never saw either, shows the rate to expect when nothing has changed.
     vocabulary = vocabulary_of(reference)
+    scores = None
+    if test_labels is not None:
+        found = classification_metrics(list(test_labels), list(test.labels), list(labels))
+        scores = found["accuracy"], found["f1_macro"]
+    shift = label_shift(test.labels, current.labels, labels)
+    performance = estimate_performance(
+        np.asarray(current.top_probability), current.probabilities,
+        np.asarray(test.top_probability), test.probabilities, domain.auc, atc, scores,
+        labels_moved=shift.drifted, seed=seed)
     return DriftReport(
         sources=sources, reference=text_profile(reference, vocabulary),
         test=text_profile(test.texts, vocabulary),
         current=text_profile(current.texts, vocabulary), domain=domain,
-        labels=label_shift(test.labels, current.labels, labels),
+        labels=shift,
         confidence=confidence_shift(test.top_probability, current.top_probability),
-        notes=tuple(notes))
+        notes=tuple(notes), performance=performance)

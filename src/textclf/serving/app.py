@@ -1,5 +1,6 @@
-"""The HTTP layer of `textclf serve`: Open Inference Protocol routes plus `/predict`,
-errors as `{"error": "..."}`, over a `DynamicBatcher` and an optional `PredictionLog`."""
+"""The HTTP layer of `textclf serve`: Open Inference Protocol routes plus `/predict` and
+`/feedback`, errors as `{"error": "..."}`, over a `DynamicBatcher` and an optional
+`PredictionLog` (with the `FeedbackLog` beside it)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from starlette.exceptions import HTTPException
 
 from textclf import __version__
 from textclf.serving.batcher import DynamicBatcher
+from textclf.serving.feedback import (AnsweredRequests, FeedbackLog, checked_feedback,
+                                      feedback_lines)
 from textclf.serving.log import PredictionLog, log_lines
 from textclf.serving.protocol import (InferenceRequest, Limits, PredictRequest, ServedModel,
                                       ServeError, checked_texts, infer_response, infer_texts,
@@ -26,10 +29,13 @@ log = logging.getLogger("textclf.serve")
 
 
 def create_app(model: ServedModel, batcher: DynamicBatcher, limits: Limits,
-               prediction_log: Optional[PredictionLog]) -> FastAPI:
+               prediction_log: Optional[PredictionLog],
+               feedback_log: Optional[FeedbackLog] = None,
+               answered: Optional[AnsweredRequests] = None) -> FastAPI:
     """The ASGI app; the batcher's worker runs from startup to shutdown. On shutdown
     (SIGTERM), uvicorn first stops accepting and lets requests in flight finish; then the
-    lifespan exit stops the batcher."""
+    lifespan exit stops the batcher. `/feedback` needs `feedback_log` and `answered` (the
+    requests the prediction log holds), else it answers 409."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -51,8 +57,9 @@ def create_app(model: ServedModel, batcher: DynamicBatcher, limits: Limits,
     async def answer(texts: list[str], request_id: str) -> tuple:
         probs = await batcher.classify(texts)
         answers = predictions(model, probs)
-        if prediction_log is not None:
-            _record(prediction_log, model, request_id, texts, answers)
+        if prediction_log is not None and _record(prediction_log, model, request_id,
+                                                  texts, answers) and answered is not None:
+            answered.add(request_id, len(texts))
         return probs, answers
 
     @app.get("/v2")
@@ -95,6 +102,22 @@ def create_app(model: ServedModel, batcher: DynamicBatcher, limits: Limits,
         _, answers = await answer(texts, request_id)
         return JSONResponse(predict_response(model, request_id, answers))
 
+    @app.post("/feedback")
+    async def feedback(request: Request):
+        if feedback_log is None or answered is None:
+            raise ServeError(409, "feedback is off: this server runs with --no-log, so there "
+                                  "is no prediction log to join labels with; restart it "
+                                  "without --no-log")
+        items = checked_feedback(await request.body(), answered, model.labels)
+        now = dt.datetime.now(dt.timezone.utc)
+        try:
+            feedback_log.append(now, feedback_lines(now, items, "api"))
+        except OSError as err:
+            log.error("feedback log: could not write to %s: %s", feedback_log.folder, err)
+            raise ServeError(503, f"could not write the feedback log: {err.strerror}; "
+                                  f"nothing was recorded, send the labels again") from None
+        return JSONResponse({"accepted": len(items)})
+
     return app
 
 
@@ -108,7 +131,8 @@ async def parsed(request: Request, message: type[BaseModel]):
 
 
 def _record(prediction_log: PredictionLog, model: ServedModel, request_id: str,
-            texts: list[str], answers: list[dict]) -> None:
+            texts: list[str], answers: list[dict]) -> bool:
+    """Log one request; False if the write failed."""
     now = dt.datetime.now(dt.timezone.utc)
     try:
         prediction_log.append(now, log_lines(now, request_id, model.version, texts, answers))
@@ -116,6 +140,8 @@ def _record(prediction_log: PredictionLog, model: ServedModel, request_id: str,
         # The client still gets its answer; the gap in the log is reported loudly.
         log.error("prediction log: could not write request %s to %s: %s", request_id,
                   prediction_log.folder, err)
+        return False
+    return True
 
 
 def _add_error_handlers(app: FastAPI) -> None:

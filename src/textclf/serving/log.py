@@ -17,7 +17,9 @@ folder (`textclf serve --log-dir`, default `logs/predictions`), one per UTC day:
 
 Each request's lines go to the file in one `os.write` on a descriptor opened with
 O_APPEND, before the client gets its answer: a crash loses at most the request being
-written, and every answer a client received is in the log.
+written, and every answer a client received is in the log. `DailyLog` is that writer for
+any JSON Lines log named `PREFIX-YYYY-MM-DD[-N].jsonl`; the feedback log
+(textclf.serving.feedback) uses it too.
 """
 
 from __future__ import annotations
@@ -46,15 +48,17 @@ def log_lines(time: dt.datetime, request_id: str, model_version: str, texts: lis
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
-def log_file_name(day: dt.date, part: int) -> str:
-    return f"predictions-{day.isoformat()}{f'-{part}' if part else ''}.jsonl"
+def log_file_name(day: dt.date, part: int, prefix: str = "predictions") -> str:
+    return f"{prefix}-{day.isoformat()}{f'-{part}' if part else ''}.jsonl"
 
 
-class PredictionLog:
-    """Appends requests' lines to the day's file in `folder`, rolling at `max_bytes`."""
+class DailyLog:
+    """Appends requests' lines to the day's `PREFIX-YYYY-MM-DD[-N].jsonl` in `folder`,
+    rolling at `max_bytes`; one `append` is one write of whole lines."""
 
-    def __init__(self, folder: Path, max_bytes: int = 100 * 2**20):
+    def __init__(self, folder: Path, prefix: str, max_bytes: int = 100 * 2**20):
         self.folder = Path(folder)
+        self.prefix = prefix
         self.max_bytes = max_bytes
         self._day: Optional[dt.date] = None
         self._part = 0
@@ -66,7 +70,7 @@ class PredictionLog:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._day, self._part = day, self._last_part(day)
         while True:
-            path = self.folder / log_file_name(day, self._part)
+            path = self.folder / log_file_name(day, self._part, self.prefix)
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 size = os.fstat(fd).st_size
@@ -81,10 +85,18 @@ class PredictionLog:
 
     def _last_part(self, day: dt.date) -> int:
         """Continue the highest-numbered file of `day` a previous run left."""
-        pattern = re.compile(rf"predictions-{day.isoformat()}(?:-(\d+))?\.jsonl")
+        pattern = re.compile(rf"{re.escape(self.prefix)}-{day.isoformat()}(?:-(\d+))?"
+                             rf"\.jsonl")
         parts = [int(m.group(1) or 0) for p in self.folder.iterdir()
                  if (m := pattern.fullmatch(p.name))]
         return max(parts, default=0)
+
+
+class PredictionLog(DailyLog):
+    """The prediction log: `predictions-YYYY-MM-DD[-N].jsonl` in `folder`."""
+
+    def __init__(self, folder: Path, max_bytes: int = 100 * 2**20):
+        super().__init__(folder, "predictions", max_bytes)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from textclf.errors import UserError
-from textclf.metrics import macro_f1
+from textclf.metrics import calibration_metrics, macro_f1
 from textclf.model.batching import encode, length_grouped_batches, pad_batch
+from textclf.model.calibration import Calibration, fit_temperature
 from textclf.model.engines.pytorch import autocast, predict_proba
 from textclf.params import TrainParams
 from textclf.training.checkpoint import CheckpointStore
@@ -154,16 +155,34 @@ def train_epoch(state: TrainingState, data: Encoded, params: TrainParams, comput
     return mean
 
 
+def split_probabilities(model, data: Encoded, batch_size: int, compute: Compute) -> np.ndarray:
+    """(N, C) class probabilities of a split, as validation computes them."""
+    return predict_proba(model, data.ids, compute.pad_id, batch_size, compute.device,
+                         compute.precision)
+
+
 def validate(model, data: Encoded, batch_size: int,
              compute: Compute) -> tuple[float, float, float]:
     """(mean cross-entropy, accuracy, macro-F1) on a labelled split."""
-    probs = predict_proba(model, data.ids, compute.pad_id, batch_size, compute.device,
-                          compute.precision)
+    probs = split_probabilities(model, data, batch_size, compute)
     predicted = probs.argmax(axis=1)
     true_prob = probs[np.arange(len(data.labels)), data.labels]
     loss = float(-np.log(np.clip(true_prob, 1e-12, None)).mean())
     return (loss, float((predicted == data.labels).mean()),
             macro_f1(data.labels, predicted, range(probs.shape[1])))
+
+
+def calibrate(model, val: Encoded, batch_size: int,
+              compute: Compute) -> tuple[Calibration, dict[str, float]]:
+    """Temperature scaling fitted on the validation split with `model`'s weights (the best
+    epoch's, loaded by the caller), and the validation scores it changes: temperature,
+    ece/nll/brier/classwise_ece after, and each `_uncalibrated`."""
+    probs = split_probabilities(model, val, batch_size, compute)
+    calibration = fit_temperature(probs, val.labels)
+    before = calibration_metrics(probs, val.labels)
+    after = calibration_metrics(calibration.apply(probs), val.labels)
+    return calibration, {"temperature": calibration.temperature, **after,
+                         **{f"{name}_uncalibrated": value for name, value in before.items()}}
 
 
 def finish_epoch(state: TrainingState, train_loss: float, val: Encoded, batch_size: int,

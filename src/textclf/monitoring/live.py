@@ -1,0 +1,468 @@
+"""Is the model still good? Labels people sent back, joined to what `textclf serve` answered.
+
+The feedback log sits in the prediction log's folder, in `feedback/`: JSON Lines files
+`feedback-YYYY-MM-DD[-N].jsonl` (UTC day of receipt, rolled as the prediction log is;
+written by textclf.serving.feedback), one line per label:
+
+    time        ISO-8601 UTC time the label was received
+    request_id  the `id` of the answer the label is for (the prediction log's `request_id`)
+    index       the text's position in that request, from 0
+    label       the true label
+    source      "api" (POST /feedback) or "import:<file name>" (`textclf feedback import`)
+
+The join: a label belongs to the logged request with its `request_id` answered last at
+or before the label arrived (clients may reuse an id; if none was answered before, the
+first one), and to that request's text number `index`. When several labels name the
+same text, the last one written wins: a correction replaces the earlier label. Labels
+whose request is not in the prediction log (deleted, or a log folder from elsewhere),
+whose index is out of range or whose label the answering model lacks are counted as
+unmatched and left out. Scores are per `model_version`: accuracy with a 95% Wilson
+interval, macro-F1 with a 95% percentile-bootstrap interval, recall per class.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+
+from textclf.errors import UserError
+from textclf.metrics import macro_f1
+from textclf.monitoring.inputs import log_record, parse_time
+from textclf.reporting.pages import markdown_table
+
+FEEDBACK_FOLDER = "feedback"        # inside the prediction log folder
+Z95 = 1.959963984540054             # the normal quantile of a two-sided 95% interval
+MIN_LABELS = 30                     # below this an interval is too wide to call a drop
+RESAMPLES = 1000                    # bootstrap resamples of the macro-F1 interval
+EXAMPLES = 10                       # disagreements shown on the page
+EXAMPLE_CHARS = 200
+WORSE, NO_DROP, TOO_FEW = "worse than test", "no evidence of a drop", "too few labels"
+# The prediction log writes `{"time": "...", "request_id": "...", ...` (json.dumps keeps
+# this order): reading these two fields without parsing the line keeps scans cheap.
+_HEAD = re.compile(rb'\{"time": "([^"\\]*)", "request_id": "([^"\\]*(?:\\.[^"\\]*)*)"')
+
+
+@dataclass(frozen=True)
+class LoggedText:
+    """One text of a logged request: what the model answered."""
+    request_id: str
+    index: int
+    time: dt.datetime
+    model_version: str
+    text: str
+    predicted: str
+    labels: tuple[str, ...]             # the answering model's classes
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """One line of the feedback log."""
+    time: dt.datetime
+    request_id: str
+    index: int
+    label: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Labelled:
+    prediction: LoggedText
+    label: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Joined:
+    labelled: tuple[Labelled, ...]      # one per labelled text, in order of the last label
+    received: int                       # feedback lines read
+    replaced: int                       # labels a later one for the same text replaced
+    unmatched: dict[str, int]           # reason -> labels left out
+
+
+# Reading the logs ---------------------------------------------------------------------
+
+def log_files(folder: str | Path, prefix: str) -> list[Path]:
+    """`PREFIX-YYYY-MM-DD[-N].jsonl` in `folder`, in the order they were written."""
+    pattern = re.compile(rf"{re.escape(prefix)}-(\d{{4}}-\d\d-\d\d)(?:-(\d+))?\.jsonl")
+    found = [(m.group(1), int(m.group(2) or 0), p) for p in Path(folder).glob(f"{prefix}-*")
+             if (m := pattern.fullmatch(p.name))]
+    return [p for _, _, p in sorted(found)]
+
+
+def _lines(path: Path) -> Iterator[tuple[str, bytes]]:
+    # A last line without its newline is a write a crash cut short, not a record (as
+    # textclf.monitoring.inputs reads the log).
+    with open(path, "rb") as lines:
+        for number, line in enumerate(lines, start=1):
+            if line.endswith(b"\n") and line.strip():
+                yield f"{path}, line {number}", line[:-1]
+
+
+def _decoded(line: bytes, where: str) -> str:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{where}: byte {err.start} is not valid UTF-8; expected the JSON "
+                        f"Lines that `textclf serve` writes") from None
+
+
+def _json_object(line: bytes, where: str) -> dict:
+    try:
+        record = json.loads(_decoded(line, where))
+    except json.JSONDecodeError as err:
+        raise UserError(f"{where}: not valid JSON ({err.msg}); expected one record per "
+                        f"line") from None
+    if not isinstance(record, dict):
+        raise UserError(f"{where}: expected a JSON object, found {type(record).__name__}")
+    return record
+
+
+def _head(line: bytes, where: str) -> tuple[str, str]:
+    """(time as written, request_id) of a prediction log line."""
+    if found := _HEAD.match(line):
+        time, request_id = found.groups()
+        try:
+            return time.decode(), (json.loads(b'"%s"' % request_id) if b"\\" in request_id
+                                   else request_id.decode())
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            pass
+    record = _json_object(line, where)
+    request_id = record.get("request_id")
+    if not isinstance(request_id, str) or not request_id:
+        raise UserError(f"{where}: field 'request_id' must be non-empty text, found "
+                        f"{request_id!r}")
+    return str(record.get("time")), request_id
+
+
+def scan_predictions(files: Sequence[Path]) -> Iterator[tuple[str, int, str, bytes]]:
+    """(request_id, index of the text in its request, where, line) for every line of the
+    prediction log `files`. A request's lines are consecutive and share `time` and
+    `request_id` (one write); index 0 starts a request."""
+    for path in files:
+        current, index = None, 0
+        for where, line in _lines(path):
+            key = _head(line, where)
+            index = index + 1 if key == current else 0
+            current = key
+            yield key[1], index, where, line
+
+
+def logged_text(line: bytes, where: str, request_id: str, index: int) -> LoggedText:
+    """A prediction log line, checked as the drift report checks it."""
+    record = log_record(_decoded(line, where), where)
+    # the answering model's classes: the keys of the line's `probabilities`
+    probabilities = record.probabilities
+    if not probabilities:
+        raise UserError(f"{where}: field 'probabilities' must map each label to its "
+                        f"probability, found {probabilities!r:.60}")
+    return LoggedText(request_id, index, record.time, record.model_version, record.text,
+                      record.label, tuple(probabilities))
+
+
+def logged_requests(log_dir: str | Path,
+                    request_ids: set[str]) -> dict[str, list[list[LoggedText]]]:
+    """request_id -> its logged requests (a client may reuse an id), each the list of its
+    texts, in log order; only for `request_ids`."""
+    found: dict[str, list[list[LoggedText]]] = {}
+    for request_id, index, where, line in scan_predictions(log_files(log_dir, "predictions")):
+        if request_id in request_ids:
+            requests = found.setdefault(request_id, [])
+            if index == 0:
+                requests.append([])
+            requests[-1].append(logged_text(line, where, request_id, index))
+    return found
+
+
+def answered_request(requests: list[list[LoggedText]], when: dt.datetime) -> list[LoggedText]:
+    """The request a label received at `when` is for: the last answered at or before it,
+    else the first."""
+    before = [r for r in requests if r[0].time <= when]
+    return before[-1] if before else requests[0]
+
+
+def read_feedback(log_dir: str | Path) -> list[Feedback]:
+    """Every line of the feedback log in `log_dir/feedback`, in the order written."""
+    return [_feedback(line, where) for path in
+            log_files(Path(log_dir) / FEEDBACK_FOLDER, "feedback")
+            for where, line in _lines(path)]
+
+
+def _feedback(line: bytes, where: str) -> Feedback:
+    record = _json_object(line, where)
+    for name in ("request_id", "label", "source"):
+        if not isinstance(record.get(name), str) or not record[name]:
+            raise UserError(f"{where}: field {name!r} must be non-empty text, found "
+                            f"{record.get(name)!r:.60}")
+    index = record.get("index")
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise UserError(f"{where}: field 'index' must be a whole number >= 0, found "
+                        f"{index!r:.60}")
+    return Feedback(parse_time(record.get("time"), f"{where}: field 'time'"),
+                    record["request_id"], index, record["label"], record["source"])
+
+
+# The join and the scores --------------------------------------------------------------
+
+def join(feedback: Sequence[Feedback], requests: dict[str, list[list[LoggedText]]]) -> Joined:
+    """Labels matched to logged texts; the last label of a text wins."""
+    latest: dict[tuple, Labelled] = {}
+    unmatched: Counter = Counter()
+    replaced = 0
+    for item in feedback:
+        answered = requests.get(item.request_id)
+        if not answered:
+            unmatched["request not in the prediction log"] += 1
+            continue
+        texts = answered_request(answered, item.time)
+        if not 0 <= item.index < len(texts):
+            unmatched["index out of range"] += 1
+            continue
+        text = texts[item.index]
+        if item.label not in text.labels:
+            unmatched["label unknown to the model"] += 1
+            continue
+        key = (item.request_id, text.time, item.index)
+        replaced += latest.pop(key, None) is not None
+        latest[key] = Labelled(text, item.label, item.source)
+    return Joined(tuple(latest.values()), len(feedback), replaced, dict(unmatched))
+
+
+def wilson_interval(hits: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of the proportion hits / n (Wilson 1927); (0, 1) for n = 0."""
+    if n == 0:
+        return 0.0, 1.0
+    p, z2 = hits / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    # exact ends where rounding would leave 0.9999999999999999
+    return (0.0 if hits == 0 else centre - half), (1.0 if hits == n else centre + half)
+
+
+def bootstrap_macro_f1(true: np.ndarray, pred: np.ndarray, classes: int, seed: int,
+                       resamples: int = RESAMPLES) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of macro-F1 (as textclf.metrics.macro_f1: zero
+    where undefined, averaged over all `classes`) for label ids `true`, `pred` (N,)."""
+    rng = np.random.default_rng(seed)
+    n, scores = len(true), []
+    chunk = max(1, 2**20 // max(n, 1))     # resamples per step: about 1M ids in memory
+    for start in range(0, resamples, chunk):
+        b = min(chunk, resamples - start)
+        rows = rng.integers(0, n, size=(b, n))
+        offset = np.arange(b)[:, None] * classes
+        t, p = true[rows] + offset, pred[rows] + offset      # (b, n), one id range per row
+        count = b * classes
+        hits = np.bincount(t[t == p], minlength=count)
+        both = np.bincount(t.ravel(), minlength=count) + np.bincount(p.ravel(), minlength=count)
+        f1 = np.divide(2 * hits, both, out=np.zeros(count), where=both > 0)
+        scores.append(f1.reshape(b, classes).mean(axis=1))
+    low, high = np.percentile(np.concatenate(scores), [2.5, 97.5])
+    return float(low), float(high)
+
+
+@dataclass(frozen=True)
+class VersionStats:
+    model_version: str
+    labelled: int
+    accuracy: float
+    accuracy_interval: tuple[float, float]
+    macro_f1: float
+    macro_f1_interval: tuple[float, float]
+    recall: dict[str, tuple[float, int]]     # class -> (recall, labelled texts of it)
+    verdict: str
+    last_answered: dt.datetime
+
+
+def version_stats(items: Sequence[Labelled], test_accuracy: float, min_labels: int,
+                  seed: int, resamples: int = RESAMPLES) -> VersionStats:
+    """The scores of one model version's labelled texts, and its verdict."""
+    classes = list(dict.fromkeys([c for item in items for c in item.prediction.labels] +
+                                 [item.prediction.predicted for item in items]))
+    ids = {c: i for i, c in enumerate(classes)}
+    true = np.array([ids[item.label] for item in items])
+    pred = np.array([ids[item.prediction.predicted] for item in items])
+    hits = int((true == pred).sum())
+    low, high = wilson_interval(hits, len(items))
+    verdict = (TOO_FEW if len(items) < min_labels else WORSE if high < test_accuracy
+               else NO_DROP)
+    support = np.bincount(true, minlength=len(classes))
+    right = np.bincount(true[true == pred], minlength=len(classes))
+    return VersionStats(
+        items[0].prediction.model_version, len(items), hits / len(items), (low, high),
+        macro_f1([i.label for i in items], [i.prediction.predicted for i in items], classes),
+        bootstrap_macro_f1(true, pred, len(classes), seed, resamples),
+        {c: (float(right[i] / support[i]) if support[i] else math.nan, int(support[i]))
+         for i, c in enumerate(classes)},
+        verdict, max(item.prediction.time for item in items))
+
+
+@dataclass(frozen=True)
+class LiveSummary:
+    """Live accuracy per model version; `current` is the version answered last."""
+    versions: tuple[VersionStats, ...]       # most recently answered first
+    test_accuracy: float
+    test_source: str
+    received: int
+    replaced: int
+    unmatched: dict[str, int]
+    min_labels: int
+    disagreements: tuple[Labelled, ...] = field(default=())
+
+    @property
+    def current(self) -> Optional[VersionStats]:
+        return self.versions[0] if self.versions else None
+
+    @property
+    def verdict(self) -> str:
+        return self.current.verdict if self.current else TOO_FEW
+
+    @property
+    def worse(self) -> bool:
+        return self.verdict == WORSE
+
+    def metrics(self) -> dict:
+        """The numbers `dvc metrics show` lists (0/1 for yes/no, every value a number)."""
+        versions = {short_version(v.model_version): _version_metrics(v) for v in self.versions}
+        return {"worse_than_test": int(self.worse), "test_accuracy": self.test_accuracy,
+                "labels": {"received": self.received, "replaced": self.replaced,
+                           "unmatched": sum(self.unmatched.values())},
+                **({"current": _version_metrics(self.current)} if self.current else {}),
+                "versions": versions}
+
+    def to_markdown(self, level: int = 1) -> str:
+        """The page; `level` is its heading's level (2 to sit inside another report)."""
+        return to_markdown(self, level)
+
+
+def summarise(joined: Joined, test_accuracy: float, test_source: str = "",
+              min_labels: int = MIN_LABELS, seed: int = 0,
+              resamples: int = RESAMPLES) -> LiveSummary:
+    by_version: dict[str, list[Labelled]] = {}
+    for item in joined.labelled:
+        by_version.setdefault(item.prediction.model_version, []).append(item)
+    versions = sorted((version_stats(items, test_accuracy, min_labels, seed, resamples)
+                       for items in by_version.values()),
+                      key=lambda v: v.last_answered, reverse=True)
+    wrong = [i for i in joined.labelled if i.label != i.prediction.predicted]
+    return LiveSummary(tuple(versions), test_accuracy, test_source, joined.received,
+                       joined.replaced, joined.unmatched, min_labels,
+                       tuple(sorted(wrong, key=lambda i: i.prediction.time)[-EXAMPLES:]))
+
+
+def live_summary(log_dir: str | Path, test_accuracy: float, test_source: str = "",
+                 min_labels: int = MIN_LABELS, seed: int = 0) -> LiveSummary:
+    """Read the prediction and feedback logs of `log_dir` and score them (the drift
+    report can call this and show `.to_markdown(level=2)`)."""
+    if not Path(log_dir).is_dir():
+        raise UserError(f"--log-dir {log_dir}: no such folder; expected the --log-dir of "
+                        f"`textclf serve`")
+    feedback = read_feedback(log_dir)
+    requests = logged_requests(log_dir, {f.request_id for f in feedback})
+    return summarise(join(feedback, requests), test_accuracy, test_source, min_labels, seed)
+
+
+def read_test_accuracy(path: str | Path) -> float:
+    """`accuracy` of an evaluate metrics file (metrics/evaluate/metrics.json)."""
+    if not Path(path).is_file():
+        raise UserError(f"--test-metrics {path}: no such file; expected the test metrics "
+                        f"`textclf evaluate` writes (run `dvc repro`)")
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8")).get("accuracy")
+    except (OSError, ValueError, AttributeError) as err:
+        raise UserError(f"--test-metrics {path}: cannot read a JSON object ({err}); "
+                        f"expected the metrics `textclf evaluate` writes") from None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+        raise UserError(f"--test-metrics {path}: field 'accuracy' must be a number from 0 "
+                        f"to 1, found {value!r}")
+    return float(value)
+
+
+# The page ----------------------------------------------------------------------------
+
+def short_version(version: str) -> str:
+    """sha256 digests cut to 12 hex digits, git commits to 8, for people and metric keys."""
+    version = re.sub(r"\b(sha256:[0-9a-f]{12})[0-9a-f]{52}\b", r"\1", version)
+    return re.sub(r"\b(git:[0-9a-f]{8})[0-9a-f]{32}\b", r"\1", version) or "(none)"
+
+
+def md_text(text: str) -> str:
+    """Plain text for Markdown: HTML escaped (no live `<script>`), Markdown marks escaped."""
+    return re.sub(r"([\\`*_\[\]#~>!])", r"\\\1", html.escape(str(text), quote=False))
+
+
+def _interval(value: float, interval: tuple[float, float]) -> str:
+    return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def _version_metrics(v: VersionStats) -> dict:
+    return {"labelled": v.labelled, "accuracy": round(v.accuracy, 4),
+            "accuracy_low": round(v.accuracy_interval[0], 4),
+            "accuracy_high": round(v.accuracy_interval[1], 4),
+            "macro_f1": round(v.macro_f1, 4), "macro_f1_low": round(v.macro_f1_interval[0], 4),
+            "macro_f1_high": round(v.macro_f1_interval[1], 4),
+            "worse_than_test": int(v.verdict == WORSE),
+            "too_few_labels": int(v.verdict == TOO_FEW),
+            "recall": {c: round(r, 4) for c, (r, n) in v.recall.items() if n}}
+
+
+def _headline(s: LiveSummary) -> str:
+    c = s.current
+    if c is None:
+        return (f"**{TOO_FEW}**: no label matches a logged prediction yet "
+                f"({s.received} received).")
+    test = f"the test accuracy {s.test_accuracy:.3f}" + (
+        f" ({md_text(s.test_source)})" if s.test_source else "")
+    detail = {WORSE: f"the whole interval lies below {test}",
+              NO_DROP: f"{test} is not above the interval",
+              TOO_FEW: f"a verdict needs {s.min_labels} (--min-labels), to compare with "
+                       f"{test}"}[c.verdict]
+    return (f"**{c.verdict}**: model {md_text(short_version(c.model_version))}, accuracy "
+            f"{_interval(c.accuracy, c.accuracy_interval)} (95% Wilson) on {c.labelled} "
+            f"labelled texts; {detail}.")
+
+
+def to_markdown(s: LiveSummary, level: int = 1) -> str:
+    h = "#" * level
+    unmatched = "; ".join(f"{n} {reason}" for reason, n in s.unmatched.items()) or "none"
+    md = [f"{h} Live accuracy: {s.verdict}", _headline(s),
+          f"Labels: {s.received} received, {s.replaced} replaced by a later label for the "
+          f"same text, left out: {unmatched}."]
+    rows = [[md_text(short_version(v.model_version)), str(v.labelled),
+             _interval(v.accuracy, v.accuracy_interval),
+             _interval(v.macro_f1, v.macro_f1_interval), v.verdict] for v in s.versions]
+    md += [f"{h}# Per model version (most recent first)",
+           markdown_table(["model version", "labelled", "accuracy [95% Wilson]",
+                           "macro-F1 [95% bootstrap]", "verdict"], rows) if rows else "(none)"]
+    md.append(HOW_TO_READ)
+    if s.current:
+        recall = [[md_text(c), str(n), f"{r:.3f}" if n else "-"]
+                  for c, (r, n) in s.current.recall.items()]
+        md += [f"{h}# Recall per class, current version",
+               markdown_table(["class", "labelled", "recall"], recall)]
+    examples = [[md_text(i.prediction.request_id), str(i.prediction.index),
+                 md_text(_clip(i.prediction.text)), md_text(i.prediction.predicted),
+                 md_text(i.label)] for i in reversed(s.disagreements)]
+    md += [f"{h}# Latest disagreements",
+           markdown_table(["request", "index", "text", "predicted", "label"], examples)
+           if examples else "(none)"]
+    return "\n\n".join(md) + "\n"
+
+
+HOW_TO_READ = (
+    "How to read this: each label is joined to the logged prediction it names; the last "
+    "label of a text wins. The accuracy interval is where the live accuracy lies with 95% "
+    "confidence given this many labels; the verdict is \"worse than test\" only when all "
+    "of it lies below the test accuracy. Texts people chose to label are not a random "
+    "sample: label a random sample of the log for an unbiased estimate.")
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= EXAMPLE_CHARS else text[:EXAMPLE_CHARS] + "…"

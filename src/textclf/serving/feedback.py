@@ -1,0 +1,146 @@
+"""Labels for answered texts: what `POST /feedback` accepts, which requests it knows, and
+the feedback log it appends to (the schema is in textclf.monitoring.live, which reads it).
+
+A label names a text by the request's id (`request_id`: the `id` of the answer) and the
+text's position in that request (`index`, from 0). The body is one such object or a list
+of them; a list is taken whole or refused whole, and written with one append.
+
+Refusals, JSON `{"error": "..."}` naming the field: 400 malformed JSON; 422 a wrong or
+missing field, an index out of range, a label the model lacks (the message lists its
+labels); 404 a request id this server has not answered (among the last `--feedback-window`
+requests in its prediction log, read back at start-up so a restart keeps them); 409 when
+the server runs with `--no-log` (no prediction log to join labels with); 413 more than
+MAX_ITEMS labels in one request. A second label for the same text is accepted and wins
+(a correction): the report keeps the last label of each text.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import OrderedDict
+from pathlib import Path
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
+
+from textclf.canonical import canonical_text
+from textclf.monitoring.live import FEEDBACK_FOLDER, log_files, scan_predictions
+from textclf.serving.log import DailyLog
+from textclf.serving.protocol import ServeError, validation_error
+
+MAX_ITEMS = 1000            # labels per POST
+DEFAULT_WINDOW = 100_000    # answered requests the server remembers (about 20 MB)
+
+
+class FeedbackItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    request_id: StrictStr
+    index: StrictInt
+    label: StrictStr
+
+
+class FeedbackLog(DailyLog):
+    """`<log-dir>/feedback/feedback-YYYY-MM-DD[-N].jsonl`, written as the prediction log is."""
+
+    def __init__(self, log_dir: Path, max_bytes: int = 100 * 2**20):
+        super().__init__(Path(log_dir) / FEEDBACK_FOLDER, "feedback", max_bytes)
+
+
+def feedback_lines(time: dt.datetime, items: list[FeedbackItem], source: str) -> bytes:
+    """The JSON Lines of one batch of labels, received at `time` from `source`."""
+    stamp = time.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds")
+    return "".join(json.dumps({"time": stamp, "request_id": item.request_id,
+                               "index": item.index, "label": item.label, "source": source},
+                              ensure_ascii=False) + "\n" for item in items).encode("utf-8")
+
+
+class AnsweredRequests:
+    """request_id -> number of texts of the last `window` logged requests (a reused id
+    counts as its latest request). Bounded: the oldest are forgotten first."""
+
+    def __init__(self, window: int = DEFAULT_WINDOW):
+        self.window = window
+        self._sizes: OrderedDict[str, int] = OrderedDict()
+
+    def add(self, request_id: str, texts: int) -> None:
+        self._sizes[request_id] = texts
+        self._sizes.move_to_end(request_id)
+        if len(self._sizes) > self.window:
+            self._sizes.popitem(last=False)
+
+    def texts(self, request_id: str) -> Optional[int]:
+        return self._sizes.get(request_id)
+
+    def __len__(self) -> int:
+        return len(self._sizes)
+
+    @classmethod
+    def from_log(cls, log_dir: Path, window: int = DEFAULT_WINDOW) -> "AnsweredRequests":
+        """The last `window` requests of the prediction log in `log_dir`, read newest file
+        first until enough are found (a restart keeps accepting their labels)."""
+        files: list[list[list]] = []        # per file, newest file first: [id, texts]
+        found = 0
+        for path in reversed(log_files(log_dir, "predictions")):
+            requests: list[list] = []
+            for request_id, index, _, _ in scan_predictions([path]):
+                if index == 0:
+                    requests.append([request_id, 0])
+                requests[-1][1] += 1
+            files.append(requests)
+            found += len(requests)
+            if found >= window:
+                break
+        index = cls(window)
+        for request_id, texts in (r for requests in reversed(files) for r in requests):
+            index.add(request_id, texts)
+        return index
+
+
+def checked_feedback(body: bytes, answered: AnsweredRequests,
+                     labels: tuple[str, ...]) -> list[FeedbackItem]:
+    """The labels of a POST /feedback body, or ServeError naming the first bad field."""
+    try:
+        value = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ServeError(400, f"malformed JSON: {err}") from None
+    if isinstance(value, dict):
+        items, fields = [value], [""]
+    elif isinstance(value, list) and value:
+        if len(value) > MAX_ITEMS:
+            raise ServeError(413, f"request body: {len(value)} labels, more than the "
+                                  f"{MAX_ITEMS} one request may hold; split the request")
+        items, fields = value, [f"[{i}]." for i in range(len(value))]
+    else:
+        raise ServeError(422, f"request body: expected one label {{\"request_id\", "
+                              f"\"index\", \"label\"}} or a non-empty list of them, found "
+                              f"{json.dumps(value)[:40]}")
+    return [_checked_item(item, where, answered, labels) for item, where in zip(items, fields)]
+
+
+def _checked_item(item, where: str, answered: AnsweredRequests,
+                  labels: tuple[str, ...]) -> FeedbackItem:
+    try:
+        checked = FeedbackItem.model_validate(item)
+    except ValidationError as err:
+        refusal = validation_error(list(err.errors()))
+        if refusal.message.startswith("request body:"):    # the item itself is no object
+            raise ServeError(422, f"{where.rstrip('.') or 'request body'}: expected an object "
+                                  f"{{\"request_id\", \"index\", \"label\"}}, found "
+                                  f"{json.dumps(item)[:40]}") from None
+        raise ServeError(422, f"{where}{refusal.message}") from None
+    texts = answered.texts(checked.request_id)
+    if texts is None:
+        raise ServeError(404, f"{where}request_id: no answered request {checked.request_id!r} "
+                              f"among the last {answered.window:,} this server logged; "
+                              f"expected the `id` of an answer (older ones: `textclf "
+                              f"feedback import`)")
+    if not 0 <= checked.index < texts:
+        raise ServeError(422, f"{where}index: {checked.index} is out of range; request "
+                              f"{checked.request_id!r} had {texts} text{'s' * (texts > 1)} "
+                              f"(index 0 to {texts - 1})")
+    label = canonical_text(checked.label)
+    if label not in labels:
+        raise ServeError(422, f"{where}label: unknown label {checked.label!r}; expected one "
+                              f"of the model's labels: {', '.join(labels)}")
+    return checked.model_copy(update={"label": label})

@@ -1,0 +1,212 @@
+"""Labels collected elsewhere, as feedback for logged predictions (`textclf feedback import`).
+
+Accepted files:
+
+- CSV, TSV or JSON Lines with columns `request_id`, `index`, `label` (a label for text
+  `index` of the request answered with that `id`), or with `text`, `label` (a label for
+  the most recently logged prediction of that text, texts compared as
+  textclf.canonical.canonical_text compares them);
+- a Label Studio JSON export (`.json`, "JSON" export format): a list of tasks, each
+  `{"data": {"text": ...}, "annotations": [{"result": [{"type": "choices", "value":
+  {"choices": [LABEL]}}], ...}]}`. Its last annotation that was not cancelled counts; a task
+  without one is skipped (not labelled yet). Tasks built from the prediction log may carry
+  `data.request_id` and `data.index` instead of matching by text.
+
+Every row is checked against the prediction log before anything is written: an unknown
+request or text, an index out of range or a label the answering model lacks is an error
+naming file, row and field, and the import writes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from textclf.canonical import canonical_text, normalize_label
+from textclf.data.dataset import check_readable, read_table
+from textclf.errors import UserError
+from textclf.monitoring.live import (LoggedText, answered_request, log_files,
+                                     logged_requests, logged_text, scan_predictions)
+from textclf.serving.feedback import FeedbackItem
+
+ERRORS_SHOWN = 20
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    """One label of an import file, before it is matched to the log."""
+    where: str                          # "FILE, row 3" or "FILE, task 2 (id 17)"
+    label: str
+    request_id: Optional[str] = None
+    index: Optional[int] = None
+    text: Optional[str] = None
+
+
+class RowError(ValueError):
+    """A row that cannot be imported; the message names file, row and field."""
+
+
+def read_label_file(path: str | Path) -> tuple[list[LabelRow], list[str], int]:
+    """(rows, errors, tasks skipped as not yet labelled) of a label file."""
+    path = Path(path)
+    check_readable(path)
+    if path.suffix.lower() == ".json":
+        return _label_studio(path)
+    frame = read_table(path, [])
+    columns = set(frame.columns)
+    if {"request_id", "index", "label"} <= columns:
+        keys = ("request_id", "index")
+    elif {"text", "label"} <= columns:
+        keys = ("text",)
+    else:
+        raise UserError(f"{path}: expected columns request_id, index, label or text, label; "
+                        f"found {', '.join(map(str, frame.columns))}")
+    rows, errors = [], []
+    for number, record in enumerate(frame[[*keys, "label"]].to_dict("records"), start=1):
+        try:
+            rows.append(_row(f"{path}, row {number}", record))
+        except RowError as err:
+            errors.append(str(err))
+    return rows, errors, 0
+
+
+def _row(where: str, record: dict) -> LabelRow:
+    label = record.get("label")
+    if isinstance(label, bool) or not isinstance(label, (str, int)) or not normalize_label(label):
+        raise RowError(f"{where}, field 'label': expected a label name, found {label!r:.60}")
+    if "text" in record:
+        text = record["text"]
+        if not isinstance(text, str) or not text.strip():
+            raise RowError(f"{where}, field 'text': expected non-empty text, found "
+                           f"{text!r:.60}")
+        return LabelRow(where, normalize_label(label), text=text)
+    request_id, index = record.get("request_id"), record.get("index")
+    if not isinstance(request_id, str) or not request_id:
+        raise RowError(f"{where}, field 'request_id': expected the `id` of an answer, "
+                       f"found {request_id!r:.60}")
+    if isinstance(index, str) and index.strip().isdigit():
+        index = int(index)
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise RowError(f"{where}, field 'index': expected a whole number >= 0, found "
+                       f"{index!r:.60}")
+    return LabelRow(where, normalize_label(label), request_id=request_id, index=index)
+
+
+def _label_studio(path: Path) -> tuple[list[LabelRow], list[str], int]:
+    try:
+        tasks = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"{path}: not a Label Studio JSON export ({err})") from None
+    if not isinstance(tasks, list):
+        raise UserError(f"{path}: expected a Label Studio JSON export (a list of tasks), "
+                        f"found {type(tasks).__name__}")
+    rows, errors, skipped = [], [], 0
+    for number, task in enumerate(tasks, start=1):
+        named = f" (id {task['id']})" if isinstance(task, dict) and "id" in task else ""
+        try:
+            row = _task(f"{path}, task {number}{named}", task)
+        except RowError as err:
+            errors.append(str(err))
+            continue
+        if row is None:
+            skipped += 1
+        else:
+            rows.append(row)
+    return rows, errors, skipped
+
+
+def _task(where: str, task) -> Optional[LabelRow]:
+    """A task's label, or None when no annotation was submitted."""
+    data = task.get("data") if isinstance(task, dict) else None
+    if not isinstance(data, dict):
+        raise RowError(f"{where}, field 'data': expected an object with the task's text, "
+                       f"found {data!r:.60}")
+    annotations = task.get("annotations") or []
+    if not isinstance(annotations, list):
+        raise RowError(f"{where}, field 'annotations': expected a list, found "
+                       f"{type(annotations).__name__}")
+    submitted = [(i, a) for i, a in enumerate(annotations)
+                 if isinstance(a, dict) and not a.get("was_cancelled")]
+    if not submitted:
+        return None
+    number, annotation = submitted[-1]
+    result = annotation.get("result")
+    choices = [r["value"]["choices"] for r in (result if isinstance(result, list) else [])
+               if isinstance(r, dict) and isinstance(r.get("value"), dict)
+               and "choices" in r["value"]]
+    field = f"annotations[{number}].result[].value.choices"
+    if not choices:
+        raise RowError(f"{where}, field '{field}': missing; expected a choices result "
+                       f"holding the chosen label")
+    if not isinstance(choices[0], list) or not choices[0]:
+        raise RowError(f"{where}, field '{field}': expected a list with the chosen label, "
+                       f"found {choices[0]!r:.60}")
+    keys = ("request_id", "index") if "request_id" in data and "index" in data else ("text",)
+    record = {key: data.get(key) for key in keys} | {"label": choices[0][0]}
+    return _row(where, record)
+
+
+def matched_feedback(rows: list[LabelRow], log_dir: str | Path,
+                     now: dt.datetime) -> tuple[list[FeedbackItem], list[str]]:
+    """(feedback items, errors): each row matched to a logged prediction."""
+    by_id = logged_requests(log_dir, {r.request_id for r in rows if r.request_id})
+    by_text = latest_by_text(log_dir, {canonical_text(r.text) for r in rows if r.text})
+    items, errors = [], []
+    for row in rows:
+        try:
+            text = _logged(row, by_id, by_text, now)
+        except RowError as err:
+            errors.append(str(err))
+            continue
+        if row.label not in text.labels:
+            errors.append(f"{row.where}, field 'label': unknown label {row.label!r}; expected "
+                          f"one of the model's labels: {', '.join(text.labels)}")
+            continue
+        items.append(FeedbackItem(request_id=text.request_id, index=text.index,
+                                  label=row.label))
+    return items, errors
+
+
+def _logged(row: LabelRow, by_id: dict, by_text: dict, now: dt.datetime) -> LoggedText:
+    if row.text is not None:
+        found = by_text.get(canonical_text(row.text))
+        if found is None:
+            raise RowError(f"{row.where}, field 'text': no logged prediction has this text "
+                           f"({row.text[:40]!r}); expected a text `textclf serve` answered")
+        return found
+    if row.request_id not in by_id:
+        raise RowError(f"{row.where}, field 'request_id': no logged request "
+                       f"{row.request_id!r} in the prediction log")
+    texts = answered_request(by_id[row.request_id], now)
+    if row.index >= len(texts):
+        raise RowError(f"{row.where}, field 'index': {row.index} is out of range; request "
+                       f"{row.request_id!r} had {len(texts)} texts (index 0 to "
+                       f"{len(texts) - 1})")
+    return texts[row.index]
+
+
+def latest_by_text(log_dir: str | Path, texts: set[str]) -> dict[str, LoggedText]:
+    """canonical text -> its most recently logged prediction, for `texts` (canonical)."""
+    found: dict[str, LoggedText] = {}
+    if not texts:
+        return found
+    for request_id, index, where, line in scan_predictions(log_files(log_dir, "predictions")):
+        try:
+            text = json.loads(line).get("text")
+        except (ValueError, AttributeError):
+            text = None       # logged_text names what is wrong with the line
+        if not isinstance(text, str) or canonical_text(text) in texts:
+            record = logged_text(line, where, request_id, index)
+            found[canonical_text(record.text)] = record
+    return found
+
+
+def report_errors(path: str | Path, errors: list[str]) -> UserError:
+    """One error for a file with bad rows: a line per row (the first ERRORS_SHOWN)."""
+    more = len(errors) - ERRORS_SHOWN
+    lines = errors[:ERRORS_SHOWN] + ([f"... and {more} more"] if more > 0 else [])
+    return UserError(f"{path}: {len(errors)} bad row{'s' * (len(errors) > 1)}, nothing "
+                     f"imported:\n  " + "\n  ".join(lines))
