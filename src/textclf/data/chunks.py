@@ -19,8 +19,8 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from textclf.data.dataset import (DataError, check_readable, jsonl_record, not_utf8,
-                                  require_columns, table_kind)
+from textclf.data.dataset import (DataError, check_readable, csv_options, jsonl_record,
+                                  no_rows, not_utf8, require_columns, table_kind)
 
 BLOCK = 1 << 20           # bytes read at a time to check UTF-8 or hash a file
 COUNT_CHUNK = 100_000     # rows parsed at a time to count a CSV's rows
@@ -50,14 +50,14 @@ def open_table(path: str | Path, columns: Sequence[str], digest: bool = False) -
     if kind == "jsonl":
         return _open_jsonl(path, columns, sha256 if digest else None)
     try:
-        head = pd.read_csv(path, nrows=1, **_csv_options(kind))
+        head = pd.read_csv(path, nrows=1, **csv_options(kind))
     except pd.errors.ParserError as err:
         raise DataError(f"{path}: cannot parse as {kind.upper()}: {err}") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty") from None
     require_columns(path, columns, head.columns)
     if head.empty:
-        raise _no_rows(path, head.columns)
+        raise no_rows(path, head.columns)
     return Table(path, kind, tuple(head.columns), None, sha256 if digest else None)
 
 
@@ -67,7 +67,7 @@ def count_rows(table: Table) -> int:
     if table.rows is not None:
         return table.rows
     with pd.read_csv(table.path, usecols=[0], chunksize=COUNT_CHUNK,
-                     **_csv_options(table.kind)) as reader:
+                     **csv_options(table.kind)) as reader:
         return sum(len(chunk) for chunk in _parsed(table, reader))
 
 
@@ -144,21 +144,10 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _no_rows(path: Path, columns) -> DataError:
-    return DataError(f"{path}: no rows (the file has columns "
-                     f"{', '.join(map(str, columns))} but no data)")
-
-
 # --- CSV and TSV: pandas' own chunked reader ---
 
-def _csv_options(kind: str) -> dict:
-    """read_table's options: every field a string, nothing read as missing."""
-    return dict(sep="," if kind == "csv" else "\t", encoding="utf-8-sig", dtype=str,
-                keep_default_na=False, na_values=[])
-
-
 def _csv_chunks(table: Table, chunk_size: int) -> Iterator[pd.DataFrame]:
-    with pd.read_csv(table.path, chunksize=chunk_size, **_csv_options(table.kind)) as reader:
+    with pd.read_csv(table.path, chunksize=chunk_size, **csv_options(table.kind)) as reader:
         yield from _parsed(table, reader)
 
 
@@ -253,7 +242,7 @@ def _open_parquet(path: Path, columns: Sequence[str], sha256: str | None) -> Tab
     require_columns(path, columns, schema.names)
     names = schema.empty_table().to_pandas().reset_index(drop=True).columns
     if parquet.metadata.num_rows == 0:
-        raise _no_rows(path, names)
+        raise no_rows(path, names)
     # Whole-file conversion gives ints with a null float64 and bools with a null object
     # dtype; a batch without nulls would keep int64 or bool.
     dtypes = {}

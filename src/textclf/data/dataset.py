@@ -55,6 +55,17 @@ def check_readable(path: Path, folder_ok: bool = False) -> None:
         raise DataError(f"{path}: permission denied; expected a file you can read")
 
 
+def csv_options(kind: str) -> dict:
+    """How a CSV or TSV is read: every field a string, nothing read as missing."""
+    return dict(sep="," if kind == "csv" else "\t", encoding="utf-8-sig", dtype=str,
+                keep_default_na=False, na_values=[])
+
+
+def no_rows(path: Path, columns) -> DataError:
+    return DataError(f"{path}: no rows (the file has columns "
+                     f"{', '.join(map(str, columns))} but no data)")
+
+
 def read_table(path: str | Path, columns: Sequence[str]) -> pd.DataFrame:
     """Read a CSV, TSV, JSON Lines or Parquet file (by extension) that has `columns`."""
     path = Path(path)
@@ -68,9 +79,7 @@ def read_table(path: str | Path, columns: Sequence[str]) -> pd.DataFrame:
             if kind == "jsonl":
                 frame = _read_jsonl(path, data.decode("utf-8-sig"))
             else:
-                frame = pd.read_csv(io.BytesIO(data), encoding="utf-8-sig",
-                                    sep="," if kind == "csv" else "\t",
-                                    dtype=str, keep_default_na=False, na_values=[])
+                frame = pd.read_csv(io.BytesIO(data), **csv_options(kind))
             del data
         except pd.errors.ParserError as err:
             raise DataError(f"{path}: cannot parse as {kind.upper()}: {err}") from None
@@ -78,8 +87,7 @@ def read_table(path: str | Path, columns: Sequence[str]) -> pd.DataFrame:
             raise DataError(f"{path}: the file is empty") from None
     require_columns(path, columns, frame.columns)
     if frame.empty:
-        raise DataError(f"{path}: no rows (the file has columns "
-                        f"{', '.join(map(str, frame.columns))} but no data)")
+        raise no_rows(path, frame.columns)
     return frame.reset_index(drop=True)
 
 

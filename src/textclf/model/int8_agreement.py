@@ -15,7 +15,6 @@ on fp32, saying why; `--precision int8` still takes int8 unchecked.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from textclf.data.dataset import read_split
+from textclf.data.dataset import fingerprint, read_split
 from textclf.model.batching import encode
 from textclf.model.engines import onnx_int8, pytorch
 from textclf.model.folder import TrainingInfo
@@ -95,10 +94,6 @@ def sample_rows(count: int, limit: int = MAX_TEXTS, seed: int = 0) -> np.ndarray
     return np.sort(np.random.default_rng(seed).choice(count, limit, replace=False))
 
 
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def cache_path(int8_model: Path) -> Path:
     return int8_model.with_name(int8_model.name.removesuffix(".onnx") + ".agreement.json")
 
@@ -120,7 +115,7 @@ def agreement_for(model, tokenizer, info: TrainingInfo, int8: onnx_int8.Int8Clas
     if not path.is_file():
         raise Unmeasurable(f"its validation split {split} is not here (run in the project "
                            f"after `dvc pull`, or measure where it is)")
-    digest = sha256_of(path)
+    digest = fingerprint([path])[str(path)]
     if info.data_sha256.get(split, digest) != digest:
         raise Unmeasurable(f"{split} is not the validation split the model was trained "
                            f"with (its sha256 differs from training_info.json's)")
