@@ -71,12 +71,13 @@ def thread_server(argv: list[str]) -> Iterator[tuple[str, object]]:
     """`textclf serve argv` in this process on a thread: (base URL, app)."""
     import uvicorn
 
-    from textclf.serve import build_app, parse_args
+    from textclf.serve import build_app, parse_args, uvicorn_config
 
     port = free_port()
-    app, _ = build_app(parse_args([*argv, "--port", str(port)]))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning", access_log=False))
+    args = parse_args([*argv, "--port", str(port)])
+    app, guard = build_app(args)
+    # The guarded protocol, as `serve` runs it.
+    server = uvicorn.Server(uvicorn_config(app, guard, args, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

@@ -17,6 +17,10 @@ Endpoints (Open Inference Protocol / KServe v2, plus one plain one):
     POST /feedback {"request_id", "index", "label"} or a list of them -> {"accepted": n}:
                                    the true label of an answered text, appended to
                                    <log-dir>/feedback/ (see textclf.serving.feedback)
+    POST /v2/repository/models/{name}/load   read the model folder again and answer with
+                                   it, no downtime; SIGHUP too (textclf.serving.repository)
+    GET  /metrics                  Prometheus metrics (textclf.serving.metrics)
+    GET  /openapi.json             only with --openapi; /docs is never served (it loads a CDN)
 
 `{name}` is `--model-name` (default: the model folder's name). Answers are those of
 `textclf predict` (label of the highest probability, probabilities rounded to 6 digits,
@@ -38,11 +42,15 @@ there; it names the code and dvc.lock revision, not uncommitted changes), or
 `--model-version` verbatim.
 
 Refusals are JSON `{"error": "..."}` naming the field: 400 malformed JSON; 422 a wrong or
-missing protocol field, a non-string, empty or whitespace-only text (as `predict` refuses
-them); 413 more than `--max-texts` texts, or a text longer than `--max-chars` characters
-when `--on-long-text reject` (the default, `truncate`, classifies its first `--max-chars`
-characters: the model reads only its first max_length tokens anyway); 404 an unknown model
-name or path. A refused request never reaches the batch, so it cannot disturb others.
+missing protocol field, a non-string, a text with nothing visible (empty, whitespace or
+invisible characters only, as `predict` refuses them), an `id` over 256 characters; 413
+more than `--max-texts` texts, a body over `--max-body-mb` (refused before it is read
+whole), or a text longer than `--max-chars` characters when `--on-long-text reject` (the
+default, `truncate`, classifies its first `--max-chars` characters: the model reads only
+its first max_length tokens anyway); 408 a body slower than `--request-timeout`; 404 an
+unknown model name or path. A refused request never reaches the batch, so it cannot
+disturb others. Connections that send nothing within `--request-timeout` are closed, and
+at most `--max-connections` are open (textclf.serving.connections).
 
 Concurrent requests are batched: see textclf.serving.batcher (`--max-batch-size`,
 `--max-wait-ms`; `--max-batch-size 1` turns batching off). Every request is logged to
@@ -69,34 +77,26 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Optional
 
 from textclf.errors import UserError, exits_on_user_error
+from textclf.flags import integer, number
 from textclf.params import PRECISIONS
+from textclf.serving.batcher import MAX_WAIT_MS
+
+RESERVED_DESCRIPTORS = 64   # model files, logs, the listening socket, stdio, epoll
 
 
-def model_version(folder: Path, override: Optional[str] = None) -> str:
-    """`sha256:<weights>[+git:<commit>]`, or `override` as given."""
-    from textclf.model.loading import weights_version
+def default_max_connections() -> int:
+    """1,000, or fewer where `ulimit -n` leaves less room beside RESERVED_DESCRIPTORS."""
+    import resource
 
-    if override:
-        return override
-    version = weights_version(folder)
-    revision = git_revision(folder)
-    return f"{version}+git:{revision}" if revision else version
-
-
-def git_revision(folder: Path) -> Optional[str]:
-    """HEAD of the git repository holding `folder`, or None outside one (or without git)."""
-    try:
-        result = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"],
-                                capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return result.stdout.strip() if result.returncode == 0 else None
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1000
+    return max(1, min(1000, soft - RESERVED_DESCRIPTORS))
 
 
 def default_threads() -> int:
@@ -117,22 +117,34 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     add = parser.add_argument
     add("--model", default="models/classifier", help="model folder")
     add("--host", default="127.0.0.1", help="address to bind (0.0.0.0 in a container)")
-    add("--port", type=int, default=8080, help="port to listen on (default: 8080)")
+    add("--port", type=integer(0, 65535), default=8080, help="port to listen on (default: 8080)")
     add("--model-name", help="name in /v2/models/{name} (default: the folder's name)")
     add("--model-version", help="version string to report instead of the computed one")
-    add("--max-batch-size", type=int, default=64,
+    add("--max-batch-size", type=integer(1, 4096), default=64,
         help="texts per forward pass (default: predict's --batch-size); 1 turns batching off")
-    add("--max-wait-ms", type=float, default=5.0,
-        help="how long a text waits for others to share its batch")
-    add("--max-texts", type=int, default=256, help="texts per request (more: 413)")
-    add("--max-chars", type=int, default=10_000, help="characters per text")
+    add("--max-wait-ms", type=number(0, MAX_WAIT_MS), default=5.0,
+        help=f"how long a text waits for others to share its batch (0 to {MAX_WAIT_MS})")
+    add("--max-texts", type=integer(1, 100_000), default=256,
+        help="texts per request (more: 413)")
+    add("--max-chars", type=integer(1, 10_000_000), default=10_000,
+        help="characters per text")
+    add("--max-body-mb", type=number(0, 1024, above_low=True), default=16.0,
+        help="request body size over which a request is refused with 413, before it is "
+             "read whole (default 16: --max-texts 256 texts of 10,000 characters fit)")
+    add("--request-timeout", type=number(0, 3600, above_low=True), default=30.0,
+        help="seconds a connection may take to send a request's headers (from opening, "
+             "or from its last answer), and its body: slower ones are closed (408)")
+    add("--max-connections", type=integer(1, 1_000_000), default=default_max_connections(),
+        help="open client connections; one more is answered 503 and closed (default: "
+             "1,000, or fewer where `ulimit -n` is lower)")
     add("--on-long-text", choices=["truncate", "reject"], default="truncate",
         help="a text over --max-chars: classify its start, or refuse with 413")
     add("--log-dir", default="logs/predictions", help="prediction log folder")
-    add("--log-max-mb", type=float, default=100.0, help="size at which a day's log rolls over")
+    add("--log-max-mb", type=number(0, 1_000_000, above_low=True), default=100.0,
+        help="size at which a day's log rolls over")
     add("--no-log", action="store_true",
         help="do not log predictions (POST /feedback then answers 409)")
-    add("--feedback-window", type=int, default=100_000,
+    add("--feedback-window", type=integer(1, 100_000_000), default=100_000,
         help="how many of the last logged requests POST /feedback accepts labels for "
              "(read back from the log at start; about 200 bytes each)")
     add("--precision", choices=PRECISIONS, default="auto",
@@ -143,58 +155,74 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     add("--raw-probabilities", action="store_true",
         help="answer with the model's own probabilities, not the calibrated ones (the "
              "temperature `train` fitted on the validation split; labels are the same)")
-    add("--threads", type=int, default=default_threads(),
+    add("--threads", type=integer(1, 1024), default=default_threads(),
         help="intra-op threads for the model (default: $OMP_NUM_THREADS, else cores - 1)")
-    add("--grace-seconds", type=int, default=30,
+    add("--grace-seconds", type=integer(1, 3600), default=30,
         help="on SIGTERM, how long requests in flight may take to finish")
     add("--access-log", action="store_true", help="log every HTTP request to stderr")
-    args = parser.parse_args(argv)
-    for flag in ("max_batch_size", "max_texts", "max_chars", "threads", "grace_seconds",
-                 "feedback_window"):
-        if getattr(args, flag) < 1:
-            raise UserError(f"--{flag.replace('_', '-')} must be at least 1, "
-                            f"found {getattr(args, flag)}")
-    if args.max_wait_ms < 0 or args.log_max_mb <= 0:
-        raise UserError(f"--max-wait-ms must be >= 0 and --log-max-mb > 0, found "
-                        f"{args.max_wait_ms} and {args.log_max_mb}")
-    if not 0 <= args.port <= 65535:
-        raise UserError(f"--port must be 0-65535, found {args.port}")
-    return args
+    add("--openapi", action="store_true",
+        help="serve the OpenAPI schema at /openapi.json (off by default; /docs is never "
+             "served: its page loads JavaScript from a CDN)")
+    return parser.parse_args(argv)
 
 
 def build_app(args: argparse.Namespace):
-    """Load the model and wire the app: (app, ServedModel)."""
+    """Load the model and wire the app: (app, ConnectionGuard)."""
     import torch
 
-    from textclf.model.labeller import Labeller
-    from textclf.serving.app import create_app
+    from textclf.serving.app import HttpSettings, create_app
     from textclf.serving.batcher import BatchSettings, DynamicBatcher
+    from textclf.serving.connections import ConnectionGuard
     from textclf.serving.feedback import FeedbackLog
-    from textclf.serving.log import PredictionLog
-    from textclf.serving.protocol import Limits, ServedModel
+    from textclf.serving.log import PredictionLog, check_writable
+    from textclf.serving.metrics import ServeMetrics
+    from textclf.serving.protocol import Limits
+    from textclf.serving.repository import ModelRepository, ModelSource, load_model
 
+    log_dir = Path(args.log_dir)
+    if not args.no_log:
+        try:
+            check_writable(log_dir)
+        except OSError as err:
+            raise UserError(f"--log-dir {log_dir}: cannot write there ({err.strerror or err}); "
+                            f"expected a folder this user may write, or --no-log") from None
     torch.set_num_threads(args.threads)
     folder = Path(args.model)
-    labeller = Labeller.load(folder, args.precision, batch_size=args.max_batch_size,
-                             threads=args.threads, calibrated=not args.raw_probabilities)
-    served = ServedModel(name=args.model_name or folder.resolve().name,
-                         version=model_version(folder, args.model_version),
-                         labels=tuple(labeller.labels), max_length=labeller.info.max_length)
-    classify = labeller.probabilities
-    batcher = DynamicBatcher(classify, BatchSettings(args.max_batch_size, args.max_wait_ms))
+    source = ModelSource(folder=folder, name=args.model_name or folder.resolve().name,
+                         precision=args.precision, batch_size=args.max_batch_size,
+                         threads=args.threads, calibrated=not args.raw_probabilities,
+                         version=args.model_version)
+    loaded = load_model(source)
+    metrics = ServeMetrics()
+    batcher = DynamicBatcher(loaded, BatchSettings(args.max_batch_size, args.max_wait_ms),
+                             on_batch=metrics.on_batch)
+    repository = ModelRepository(source, loaded, batcher, metrics)
     limits = Limits(args.max_texts, args.max_chars, args.on_long_text)
-    prediction_log = None if args.no_log else PredictionLog(
-        Path(args.log_dir), int(args.log_max_mb * 2**20))
-    answered = None if args.no_log else answered_requests(Path(args.log_dir),
-                                                          args.feedback_window)
-    feedback_log = None if args.no_log else FeedbackLog(Path(args.log_dir),
-                                                        int(args.log_max_mb * 2**20))
+    max_bytes = int(args.log_max_mb * 2**20)
+    prediction_log = None if args.no_log else PredictionLog(log_dir, max_bytes)
+    answered = None if args.no_log else answered_requests(log_dir, args.feedback_window)
+    feedback_log = None if args.no_log else FeedbackLog(log_dir, max_bytes)
+    guard = ConnectionGuard(args.max_connections, args.request_timeout)
+    http = HttpSettings(int(args.max_body_mb * 2**20), args.request_timeout, args.openapi)
     logging = "off" if answered is None else (
         f"{args.log_dir} (labels accepted for {len(answered):,} requests logged before)")
+    served = loaded.served
     print(f"serve: model {served.name!r} ({served.version}), {len(served.labels)} labels, "
-          f"{labeller.device.type} {labeller.precision}, {args.threads} threads; prediction log: "
-          f"{logging}", file=sys.stderr)
-    return create_app(served, batcher, limits, prediction_log, feedback_log, answered), served
+          f"{loaded.precision}, {args.threads} threads; prediction log: {logging}",
+          file=sys.stderr)
+    app = create_app(repository, batcher, limits, prediction_log, feedback_log, answered,
+                     metrics, http, guard)
+    return app, guard
+
+
+def uvicorn_config(app, guard, args: argparse.Namespace, log_level: str = "info"):
+    """The uvicorn settings: uvicorn's h11 protocol inside the connection guard."""
+    import uvicorn
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    return uvicorn.Config(app, host=args.host, port=args.port, access_log=args.access_log,
+                          timeout_graceful_shutdown=args.grace_seconds, log_level=log_level,
+                          http=guard.protocol_class(H11Protocol))
 
 
 def answered_requests(log_dir: Path, window: int):
@@ -218,9 +246,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     except ImportError:
         raise UserError("textclf serve needs its optional dependencies: "
                         "pip install -e \".[serve]\" (FastAPI and uvicorn)") from None
-    app, _ = build_app(args)
-    uvicorn.run(app, host=args.host, port=args.port, access_log=args.access_log,
-                timeout_graceful_shutdown=args.grace_seconds, log_level="info")
+    app, guard = build_app(args)
+    uvicorn.Server(uvicorn_config(app, guard, args)).run()
 
 
 if __name__ == "__main__":

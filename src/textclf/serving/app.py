@@ -1,66 +1,100 @@
-"""The HTTP layer of `textclf serve`: Open Inference Protocol routes plus `/predict` and
-`/feedback`, errors as `{"error": "..."}`, over a `DynamicBatcher` and an optional
+"""The HTTP layer of `textclf serve`: Open Inference Protocol routes (with the model
+repository extension's `load`) plus `/predict`, `/feedback` and `/metrics`, errors as
+`{"error": "..."}`, over a `DynamicBatcher`, a `ModelRepository` and an optional
 `PredictionLog` (with the `FeedbackLog` beside it)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import logging
+import signal
 import uuid
+from dataclasses import dataclass
 from typing import Optional
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 
 from textclf import __version__
 from textclf.serving.batcher import DynamicBatcher
+from textclf.serving.connections import ConnectionGuard, body_limits, quiet_accept_errors
 from textclf.serving.feedback import (AnsweredRequests, FeedbackLog, checked_feedback,
                                       feedback_lines)
 from textclf.serving.log import PredictionLog, log_lines
+from textclf.serving.metrics import ServeMetrics, count_requests
 from textclf.serving.protocol import (InferenceRequest, Limits, PredictRequest, ServedModel,
                                       ServeError, checked_texts, infer_response, infer_texts,
                                       model_metadata, predict_response, predictions,
                                       validation_error)
+from textclf.serving.repository import ModelRepository
 
 log = logging.getLogger("textclf.serve")
 
 
-def create_app(model: ServedModel, batcher: DynamicBatcher, limits: Limits,
+@dataclass(frozen=True)
+class HttpSettings:
+    """What one request and one connection may take (serve's flags), and what is exposed."""
+    max_body_bytes: int = 16 * 2**20
+    request_timeout: float = 30.0
+    openapi: bool = False        # --openapi: serve /openapi.json (never /docs: it loads a CDN)
+
+
+def create_app(repository: ModelRepository, batcher: DynamicBatcher, limits: Limits,
                prediction_log: Optional[PredictionLog],
                feedback_log: Optional[FeedbackLog] = None,
-               answered: Optional[AnsweredRequests] = None) -> FastAPI:
+               answered: Optional[AnsweredRequests] = None,
+               metrics: Optional[ServeMetrics] = None,
+               http: HttpSettings = HttpSettings(),
+               guard: Optional[ConnectionGuard] = None) -> FastAPI:
     """The ASGI app; the batcher's worker runs from startup to shutdown. On shutdown
     (SIGTERM), uvicorn first stops accepting and lets requests in flight finish; then the
     lifespan exit stops the batcher. `/feedback` needs `feedback_log` and `answered` (the
-    requests the prediction log holds), else it answers 409."""
+    requests the prediction log holds), else it answers 409. `guard`: the connection guard
+    whose protocol class the server runs with (textclf.serving.connections), if any."""
+    metrics = metrics or ServeMetrics()
+    metrics.watch(batcher, guard)
+    name = repository.source.name
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        loop = asyncio.get_running_loop()
+        quiet_accept_errors(loop)
+        _reload_on_sighup(loop, repository)
         batcher.start()
         try:
             yield
         finally:
             batcher.stop()
 
-    app = FastAPI(title="textclf serve", version=__version__, lifespan=lifespan)
+    app = FastAPI(title="textclf serve", version=__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None,
+                  openapi_url="/openapi.json" if http.openapi else None)
     app.state.batcher = batcher
+    app.state.repository = repository
+    app.state.metrics = metrics
     _add_error_handlers(app)
 
-    def known(name: str) -> None:
-        if name != model.name:
-            raise ServeError(404, f"model {name!r} not found; this server serves "
-                                  f"{model.name!r}")
+    def known(requested: str) -> None:
+        if requested != name:
+            raise ServeError(404, f"model {requested!r} not found; this server serves "
+                                  f"{name!r}")
 
     async def answer(texts: list[str], request_id: str) -> tuple:
-        probs = await batcher.classify(texts)
+        engine, probs = await batcher.classify(texts)
+        model = engine.served
         answers = predictions(model, probs)
-        if prediction_log is not None and _record(prediction_log, model, request_id,
-                                                  texts, answers) and answered is not None:
-            answered.add(request_id, len(texts))
-        return probs, answers
+        metrics.answered([a["label"] for a in answers])
+        if prediction_log is not None:
+            if _record(prediction_log, model, request_id, texts, answers):
+                if answered is not None:
+                    answered.add(request_id, len(texts))
+            else:
+                metrics.log_errors.labels("predictions").inc()
+        return model, probs, answers
 
     @app.get("/v2")
     async def server_metadata():
@@ -77,7 +111,7 @@ def create_app(model: ServedModel, batcher: DynamicBatcher, limits: Limits,
     @app.get("/v2/models/{name}")
     async def metadata(name: str):
         known(name)
-        return model_metadata(model)
+        return model_metadata(repository.current.served)
 
     @app.get("/v2/models/{name}/ready")
     async def model_ready(name: str):
@@ -91,16 +125,32 @@ def create_app(model: ServedModel, batcher: DynamicBatcher, limits: Limits,
         body = await parsed(request, InferenceRequest)
         texts = infer_texts(body, limits)
         request_id = body.id or uuid.uuid4().hex
-        probs, _ = await answer(texts, request_id)
+        model, probs, _ = await answer(texts, request_id)
         return JSONResponse(infer_response(model, request_id, probs, body.outputs))
+
+    @app.post("/v2/repository/models/{name}/load")
+    async def load(name: str):
+        """OIP model repository extension: read the model folder again and answer with
+        it (textclf.serving.repository)."""
+        known(name)
+        loaded = await repository.reload()
+        log.warning("serve: now answering with %s (%s)", loaded.served.version,
+                    loaded.precision)
+        return JSONResponse({"name": name, "model_version": loaded.served.version,
+                             "labels": list(loaded.served.labels)})
 
     @app.post("/predict")
     async def predict(request: Request):
         body = await parsed(request, PredictRequest)
         texts = checked_texts(body.texts, limits, "texts")
         request_id = body.id or uuid.uuid4().hex
-        _, answers = await answer(texts, request_id)
+        model, _, answers = await answer(texts, request_id)
         return JSONResponse(predict_response(model, request_id, answers))
+
+    @app.get("/metrics")
+    async def scrape():
+        body, content_type = metrics.scrape()
+        return Response(body, media_type=content_type)
 
     @app.post("/feedback")
     async def feedback(request: Request):
@@ -108,17 +158,52 @@ def create_app(model: ServedModel, batcher: DynamicBatcher, limits: Limits,
             raise ServeError(409, "feedback is off: this server runs with --no-log, so there "
                                   "is no prediction log to join labels with; restart it "
                                   "without --no-log")
-        items = checked_feedback(await request.body(), answered, model.labels)
+        items = checked_feedback(await request.body(), answered,
+                                 repository.current.served.labels)
         now = dt.datetime.now(dt.timezone.utc)
         try:
             feedback_log.append(now, feedback_lines(now, items, "api"))
         except OSError as err:
+            metrics.log_errors.labels("feedback").inc()
             log.error("feedback log: could not write to %s: %s", feedback_log.folder, err)
             raise ServeError(503, f"could not write the feedback log: {err.strerror}; "
                                   f"nothing was recorded, send the labels again") from None
+        metrics.feedback.inc(len(items))
         return JSONResponse({"accepted": len(items)})
 
+    # Outermost first: count every request (refusals included), then the body limits.
+    app.add_middleware(_Wrap, wrap=lambda inner: body_limits(
+        inner, guard, http.max_body_bytes, http.request_timeout))
+    app.add_middleware(_Wrap, wrap=lambda inner: count_requests(inner, metrics, app.routes))
     return app
+
+
+class _Wrap:
+    """Starlette's add_middleware takes a class called with the inner app; this turns a
+    function middleware (`wrap(inner) -> asgi app`) into one."""
+
+    def __init__(self, app, wrap):
+        self._app = wrap(app)
+
+    async def __call__(self, scope, receive, send):
+        await self._app(scope, receive, send)
+
+
+def _reload_on_sighup(loop, repository: ModelRepository) -> None:
+    """SIGHUP loads the model folder again, as POST .../load does (main thread only: a
+    server on another thread, as in the tests, has only the endpoint)."""
+
+    async def reload() -> None:
+        try:
+            loaded = await repository.reload()
+            log.warning("serve: SIGHUP: now answering with %s", loaded.served.version)
+        except ServeError as err:
+            log.error("serve: SIGHUP: %s", err.message)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
+    except (ValueError, RuntimeError, NotImplementedError):
+        pass
 
 
 async def parsed(request: Request, message: type[BaseModel]):

@@ -11,6 +11,12 @@ previous forward pass: no added latency, smaller batches.
 
 A queue.Queue rather than an asyncio.Queue: its consumer is a thread, and asyncio queues
 are not thread-safe. Results go back with `loop.call_soon_threadsafe`.
+
+The model is an `Engine` (anything with `probabilities(texts)`); `replace` swaps it for a
+new one (a new model version) between two batches: each batch runs on one engine, and
+each job gets back the engine that answered it with its rows, so an answer's labels and
+version always match its probabilities. The worker thread never dies of an error: a
+failed batch fails its own requests, and the next batch runs.
 """
 
 from __future__ import annotations
@@ -21,18 +27,35 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+import math
+from typing import Callable, Optional, Protocol, Sequence
 
 import numpy as np
 
 log = logging.getLogger("textclf.serve")
-Classify = Callable[[Sequence[str]], np.ndarray]  # texts -> probabilities (N, C)
+MAX_WAIT_MS = 60_000  # a minute: waiting longer for company only makes every answer late
+
+
+class Engine(Protocol):
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        """texts -> probabilities (N, C)"""
+
+
+# Called after each forward pass with its texts and seconds (the server's metrics).
+OnBatch = Callable[[int, float], None]
 
 
 @dataclass(frozen=True)
 class BatchSettings:
     max_batch_size: int = 32   # texts per forward pass; 1 turns batching off
     max_wait_ms: float = 5.0   # how long the first text of a batch waits for company
+
+    def __post_init__(self):
+        if self.max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be at least 1, found {self.max_batch_size}")
+        if not (math.isfinite(self.max_wait_ms) and 0 <= self.max_wait_ms <= MAX_WAIT_MS):
+            raise ValueError(f"max_wait_ms must be a number from 0 to {MAX_WAIT_MS}, found "
+                             f"{self.max_wait_ms}")
 
 
 @dataclass
@@ -78,12 +101,24 @@ def take_batch(jobs: "queue.Queue", settings: BatchSettings,
 class DynamicBatcher:
     """Submit texts from the event loop; one worker thread classifies them in batches."""
 
-    def __init__(self, classify: Classify, settings: BatchSettings):
-        self._classify = classify
+    def __init__(self, engine: Engine, settings: BatchSettings,
+                 on_batch: Optional[OnBatch] = None):
+        self.engine = engine
         self.settings = settings
+        self._on_batch = on_batch
         self._jobs: queue.Queue = queue.Queue()
         self._worker: Optional[threading.Thread] = None
         self.batches = 0  # forward passes run (tests read it)
+
+    def replace(self, engine: Engine) -> None:
+        """Answer with `engine` from the next batch on (the batch running finishes on the
+        old one). One reference assignment: atomic for the worker thread."""
+        self.engine = engine
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a batch (approximate, as queue sizes are)."""
+        return self._jobs.qsize()
 
     @property
     def running(self) -> bool:
@@ -100,8 +135,9 @@ class DynamicBatcher:
             self._worker.join()
             self._worker = None
 
-    async def classify(self, texts: list[str]) -> np.ndarray:
-        """Probabilities (len(texts), C) for `texts`, computed in a shared batch."""
+    async def classify(self, texts: list[str]) -> tuple[Engine, np.ndarray]:
+        """(the engine that answered, probabilities (len(texts), C)) for `texts`, computed
+        in a shared batch."""
         if not self.running:
             raise RuntimeError("the batcher is not running")
         loop = asyncio.get_running_loop()
@@ -116,28 +152,36 @@ class DynamicBatcher:
             stop = batch[-1] is STOP
             jobs = [job for job in batch if job is not STOP]
             if jobs:
-                self._run(jobs)
+                try:
+                    self._run(jobs, self.engine)
+                except Exception as err:  # noqa: BLE001 - the worker outlives any error
+                    log.exception("batcher: a batch of %d requests failed", len(jobs))
+                    for job in jobs:
+                        _resolve(job, error=err)
             if stop:
                 return
 
-    def _run(self, jobs: list[Job]) -> None:
+    def _run(self, jobs: list[Job], engine: Engine) -> None:
         texts = [text for job in jobs for text in job.texts]
+        started = time.perf_counter()
         try:
-            probs = self._classify(texts)
+            probs = engine.probabilities(texts)
         except Exception as err:  # noqa: BLE001 - must reach the waiting requests
             if len(jobs) > 1:
                 # One job's texts may be what broke the batch: retry each alone, so a
                 # bad request fails by itself and the others are still answered.
                 for job in jobs:
-                    self._run([job])
+                    self._run([job], engine)
                 return
             log.exception("classifying %d texts failed", len(texts))
             _resolve(jobs[0], error=err)
             return
         self.batches += 1
+        if self._on_batch is not None:
+            self._on_batch(len(texts), time.perf_counter() - started)
         start = 0
         for job in jobs:
-            _resolve(job, result=probs[start:start + len(job.texts)])
+            _resolve(job, result=(engine, probs[start:start + len(job.texts)]))
             start += len(job.texts)
 
 

@@ -20,14 +20,15 @@ import datetime as dt
 import json
 from collections import OrderedDict
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
-from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
+from pydantic import (BaseModel, ConfigDict, StrictInt, StrictStr, StringConstraints,
+                      ValidationError)
 
 from textclf.canonical import canonical_text
 from textclf.monitoring.live import FEEDBACK_FOLDER, log_files, scan_predictions
 from textclf.serving.log import DailyLog
-from textclf.serving.protocol import ServeError, validation_error
+from textclf.serving.protocol import MAX_ID_CHARS, ServeError, validation_error
 
 MAX_ITEMS = 1000            # labels per POST
 DEFAULT_WINDOW = 100_000    # answered requests the server remembers (about 20 MB)
@@ -35,9 +36,9 @@ DEFAULT_WINDOW = 100_000    # answered requests the server remembers (about 20 M
 
 class FeedbackItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    request_id: StrictStr
+    request_id: Annotated[StrictStr, StringConstraints(max_length=MAX_ID_CHARS)]
     index: StrictInt
-    label: StrictStr
+    label: Annotated[StrictStr, StringConstraints(max_length=1000)]
 
 
 class FeedbackLog(DailyLog):

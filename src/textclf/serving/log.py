@@ -17,7 +17,9 @@ folder (`textclf serve --log-dir`, default `logs/predictions`), one per UTC day:
 
 Each request's lines go to the file in one `os.write` on a descriptor opened with
 O_APPEND, before the client gets its answer: a crash loses at most the request being
-written, and every answer a client received is in the log. `DailyLog` is that writer for
+written, and every answer a client received is in the log. A write that fails part-way
+(a full disk) is cut back, so the file never keeps half a line (`DailyLog`); readers
+skip and count a damaged line all the same (`textclf drift --strict` refuses it). `DailyLog` is that writer for
 any JSON Lines log named `PREFIX-YYYY-MM-DD[-N].jsonl`; the feedback log
 (textclf.serving.feedback) uses it too.
 """
@@ -28,6 +30,7 @@ import datetime as dt
 import json
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -54,34 +57,77 @@ def log_file_name(day: dt.date, part: int, prefix: str = "predictions") -> str:
 
 class DailyLog:
     """Appends requests' lines to the day's `PREFIX-YYYY-MM-DD[-N].jsonl` in `folder`,
-    rolling at `max_bytes`; one `append` is one write of whole lines."""
+    rolling at `max_bytes`; one `append` is one write of whole lines.
 
-    def __init__(self, folder: Path, prefix: str, max_bytes: int = 100 * 2**20):
+    The file never keeps a partial line. A write that fails part-way (a full disk, a file
+    size limit) is cut back to where it started before the error is raised, so the next
+    request's lines start on a line of their own; if even that fails, later requests go
+    to the next `-N` file. A file this process has not written yet that does not end with
+    a newline (a crash of another writer, or a cut that failed) is left as it is and the
+    day continues in the next file. A folder deleted while serving is made again. Each of
+    these is said once on stderr (`warn`)."""
+
+    def __init__(self, folder: Path, prefix: str, max_bytes: int = 100 * 2**20, warn=None):
         self.folder = Path(folder)
         self.prefix = prefix
         self.max_bytes = max_bytes
+        self._warn = warn or _stderr
         self._day: Optional[dt.date] = None
         self._part = 0
+        self._checked: Optional[Path] = None   # the file known to end with a whole line
 
     def append(self, time: dt.datetime, lines: bytes) -> Path:
-        """Write one request's lines; return the file they went to."""
+        """Write one request's lines; return the file they went to. OSError if they could
+        not be written (nothing of them stays in the file)."""
         day = time.astimezone(dt.timezone.utc).date()
         if day != self._day:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._day, self._part = day, self._last_part(day)
         while True:
             path = self.folder / log_file_name(day, self._part, self.prefix)
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = self._open(path)
             try:
                 size = os.fstat(fd).st_size
+                if size and path != self._checked and not _ends_with_newline(fd, size):
+                    self._warn(f"{path} ends with a partial line (a write cut short "
+                               f"before); it is left as it is and the log continues in the "
+                               f"next file")
+                    self._part += 1
+                    continue
                 # A request never splits across files; an empty file takes it even if large.
                 if size and size + len(lines) > self.max_bytes:
                     self._part += 1
                     continue
-                _write_all(fd, lines)
+                self._checked = path
+                self._write_whole(fd, path, size, lines)
                 return path
             finally:
                 os.close(fd)
+
+    def _open(self, path: Path) -> int:
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT   # read: its last byte
+        try:
+            return os.open(path, flags, 0o644)
+        except FileNotFoundError:
+            if self.folder.is_dir():
+                raise
+            self._warn(f"log folder {self.folder} is gone (deleted while serving?); "
+                       f"making it again")
+            self.folder.mkdir(parents=True, exist_ok=True)
+            return os.open(path, flags, 0o644)
+
+    def _write_whole(self, fd: int, path: Path, size: int, lines: bytes) -> None:
+        try:
+            _write_all(fd, lines)
+        except OSError as err:
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                self._warn(f"{path}: could not cut a partial write back ({err}); later "
+                           f"lines go to the next file")
+                self._checked = None
+                self._part += 1
+            raise
 
     def _last_part(self, day: dt.date) -> int:
         """Continue the highest-numbered file of `day` a previous run left."""
@@ -95,8 +141,27 @@ class DailyLog:
 class PredictionLog(DailyLog):
     """The prediction log: `predictions-YYYY-MM-DD[-N].jsonl` in `folder`."""
 
-    def __init__(self, folder: Path, max_bytes: int = 100 * 2**20):
-        super().__init__(folder, "predictions", max_bytes)
+    def __init__(self, folder: Path, max_bytes: int = 100 * 2**20, warn=None):
+        super().__init__(folder, "predictions", max_bytes, warn)
+
+
+def check_writable(folder: Path) -> None:
+    """Make `folder` and write a file in it, or raise OSError naming what failed: a log
+    folder the server cannot write is found at start-up, not at the first request."""
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / f".write-test-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+def _ends_with_newline(fd: int, size: int) -> bool:
+    return os.pread(fd, 1, size - 1) == b"\n"
+
+
+def _stderr(message: str) -> None:
+    print(f"serve: warning: {message}", file=sys.stderr, flush=True)
 
 
 def _write_all(fd: int, data: bytes) -> None:

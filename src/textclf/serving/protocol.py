@@ -17,15 +17,21 @@ the request's `outputs`:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StringConstraints
+
+from textclf.canonical import canonical_text
 
 # OIP parameters are scalars; extra="forbid" turns a misspelt field into a 422 naming it.
 Parameters = dict[str, Union[StrictBool, StrictInt, StrictFloat, str]]
 OUTPUTS = ("label", "probability", "probabilities", "classes")
 PLATFORM = "textclf_pytorch"
+# A request id is copied into every logged line of its texts: bounded, so that a client
+# cannot make one request write megabytes of log (a UUID has 36 characters).
+MAX_ID_CHARS = 256
+RequestId = Annotated[str, StringConstraints(max_length=MAX_ID_CHARS)]
 
 
 class ServeError(Exception):
@@ -54,7 +60,7 @@ class RequestOutput(BaseModel):
 
 class InferenceRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    id: Optional[str] = None
+    id: Optional[RequestId] = None
     parameters: Optional[Parameters] = None
     inputs: list[RequestInput]
     outputs: Optional[list[RequestOutput]] = None
@@ -62,7 +68,7 @@ class InferenceRequest(BaseModel):
 
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    id: Optional[str] = None  # echoed, and the request_id in the prediction log
+    id: Optional[RequestId] = None  # echoed, and the request_id in the prediction log
     texts: list[Any]
 
 
@@ -86,8 +92,9 @@ class ServedModel:
 def checked_texts(texts: list[Any], limits: Limits, field: str) -> list[str]:
     """The texts to classify, or ServeError naming `field[i]`.
 
-    Too many texts: 413. A non-string or an empty / whitespace-only text: 422 (as
-    `textclf predict` refuses them). Longer than `max_chars`: cut to `max_chars` characters
+    Too many texts: 413. A non-string, or a text with nothing visible in it (empty,
+    whitespace, or only invisible and control characters such as U+200B or U+0000: what
+    `canonical_text` removes): 422, as `textclf predict` refuses them. Longer than `max_chars`: cut to `max_chars` characters
     (`truncate`; the model only reads its first `max_length` tokens anyway) or 413 (`reject`).
     """
     if not texts:
@@ -100,9 +107,9 @@ def checked_texts(texts: list[Any], limits: Limits, field: str) -> list[str]:
         if not isinstance(text, str):
             raise ServeError(422, f"{field}[{i}]: expected a string, found "
                                   f"{type(text).__name__} {text!r:.40}")
-        if not text.strip():
-            raise ServeError(422, f"{field}[{i}]: text is empty or whitespace only; expected "
-                                  f"text to classify")
+        if not canonical_text(text):
+            raise ServeError(422, f"{field}[{i}]: text is empty, whitespace or invisible "
+                                  f"characters only; expected text to classify")
         if len(text) > limits.max_chars:
             if limits.on_long_text == "reject":
                 raise ServeError(413, f"{field}[{i}]: {len(text)} characters, more than "
