@@ -388,18 +388,18 @@ def test_running_out_of_descriptors_says_so_once_not_a_traceback_a_second(model_
                                                                            tmp_path):
     """A `ulimit -n` of 96 and --max-connections 1000: the guard cannot save the server,
     so accept() fails with EMFILE; stderr gets one line, and the server answers again once
-    the clients go."""
+    the clients go. (asyncio's loop: uvloop, `--loop uvloop`, says nothing at all.)"""
     def low_limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (96, 96))
 
-    port_holder = {}
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     from serve_harness import TEXTCLF, free_port, wait_ready
 
     port = free_port()
     proc = subprocess.Popen([TEXTCLF, "serve", "--model", str(model_folder), "--no-log",
                              "--port", str(port), "--threads", "1", "--precision", "fp32",
-                             "--max-connections", "1000", "--request-timeout", "3"],
+                             "--max-connections", "1000", "--request-timeout", "3",
+                             "--loop", "asyncio"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, preexec_fn=low_limit)
     url = f"http://127.0.0.1:{port}"

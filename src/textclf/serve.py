@@ -160,6 +160,10 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     add("--grace-seconds", type=integer(1, 3600), default=30,
         help="on SIGTERM, how long requests in flight may take to finish")
     add("--access-log", action="store_true", help="log every HTTP request to stderr")
+    add("--http", choices=["auto", "h11", "httptools"], default="auto",
+        help="HTTP parser: httptools (C, the faster) when installed, else h11 (pure Python)")
+    add("--loop", choices=["auto", "asyncio", "uvloop"], default="auto",
+        help="event loop: uvloop when installed, else asyncio")
     add("--openapi", action="store_true",
         help="serve the OpenAPI schema at /openapi.json (off by default; /docs is never "
              "served: its page loads JavaScript from a CDN)")
@@ -216,13 +220,16 @@ def build_app(args: argparse.Namespace):
 
 
 def uvicorn_config(app, guard, args: argparse.Namespace, log_level: str = "info"):
-    """The uvicorn settings: uvicorn's h11 protocol inside the connection guard."""
+    """The uvicorn settings: uvicorn's HTTP protocol (`--http`, named as uvicorn names
+    them) inside the connection guard."""
     import uvicorn
-    from uvicorn.protocols.http.h11_impl import H11Protocol
+    from uvicorn.config import HTTP_PROTOCOLS
+    from uvicorn.importer import import_from_string
 
+    protocol = import_from_string(HTTP_PROTOCOLS[args.http])
     return uvicorn.Config(app, host=args.host, port=args.port, access_log=args.access_log,
                           timeout_graceful_shutdown=args.grace_seconds, log_level=log_level,
-                          http=guard.protocol_class(H11Protocol))
+                          http=guard.protocol_class(protocol), loop=args.loop)
 
 
 def answered_requests(log_dir: Path, window: int):
