@@ -20,7 +20,7 @@ from textclf.params import TrainParams
 from textclf.training.loop import encode_split, fit, train_epoch
 from textclf.training.loop import TrainingDiverged
 from textclf.training.state import Compute, EpochResult, best_epoch, new_state
-from textclf.training.warm_start import grow_head, load_warm_start, warm_start_labels
+from textclf.training.warm_start import label_row_names, load_warm_start, plan_labels
 
 CPU = torch.device("cpu")
 
@@ -116,9 +116,9 @@ def test_damaged_model_folders_give_one_clear_error(model_folder, tmp_path, dama
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["--batch-size", "0", "hi"], "--batch-size: expected a positive integer, found 0"),
-    (["--batch-size", "-3", "hi"], "expected a positive integer, found -3"),
-    (["   "], "text argument 1: empty or whitespace-only text"),
+    (["--batch-size", "0", "hi"], "--batch-size: expected a whole number between 1 and 100000, found '0'"),
+    (["--batch-size", "-3", "hi"], "expected a whole number between 1 and 100000, found '-3'"),
+    (["   "], "text argument 1: empty, whitespace-only or invisible-only text"),
     (["fine", "\udcff\udcfe"], "text argument 2: not valid UTF-8"),
 ])
 def test_predict_refuses_bad_arguments(model_folder, capsys, args, expected):
@@ -133,7 +133,7 @@ def test_predict_refuses_bad_files(model_folder, tmp_path, capsys):
     cases = {
         "header only": ("text\n", ["--output", str(tmp_path / "out.csv")], "no rows"),
         "blank text": ("text,id\nfine,1\n  ,2\n", ["--output", str(tmp_path / "out.csv")],
-                       "row 2: empty or whitespace-only text"),
+                       "row 2: empty, whitespace-only or invisible-only text"),
         "output is a folder": ("text\nfine\n", ["--output", str(tmp_path)], "is a folder"),
         "output is the input": ("text\nfine\n", ["--output", str(source)], "is the --input file"),
     }
@@ -166,10 +166,11 @@ def test_a_diverging_loss_stops_training(tiny_model_dir):
         train_epoch(state, data, params, compute, progress=False)
 
 
-def test_warm_start_label_order_and_dropped_labels():
-    assert warm_start_labels(["b", "a"], ["a", "b", "c"], "m") == ["b", "a", "c"]
-    with pytest.raises(Exception, match="knows label\\(s\\) 'b' that the new data lacks"):
-        warm_start_labels(["a", "b"], ["a", "c"], "m")
+def test_warm_start_label_order_and_missing_labels():
+    assert plan_labels(["b", "a"], ["a", "b", "c"], "m").order == ["b", "a", "c"]
+    with pytest.raises(Exception, match="knows label\\(s\\) 'b' that the new data lacks.*"
+                                        "list them in model.drop_labels"):
+        plan_labels(["a", "b"], ["a", "c"], "m")
 
 
 def test_new_class_keeps_old_head_rows_and_is_learnt(tiny_model_dir, tmp_path):
@@ -185,7 +186,7 @@ def test_new_class_keeps_old_head_rows_and_is_learnt(tiny_model_dir, tmp_path):
     assert torch.equal(head.weight[:4], old_state["classifier.weight"])
     assert torch.equal(head.bias[:4], old_state["classifier.bias"])
     assert grown.config.id2label[4] == "very positive"
-    assert grow_head(grown, old_state, 4) == ["classifier.weight", "classifier.bias"]
+    assert label_row_names(grown) == ["classifier.weight", "classifier.bias"]
 
     data = toy_reviews(per_class=20)
     encoded = encode_split(tokenizer, data, order, 32)
@@ -246,6 +247,7 @@ def test_train_and_evaluate_entry_points_write_a_complete_model_folder(tiny_mode
     assert card.startswith("---\nlibrary_name: transformers\npipeline_tag: text-classification")
     assert all(f"`{label}`" in card for label in LABELS) and "Intended use and limits" in card
     assert "sha256" in card and "lr: 0.003" in card
+    assert "Labels carried over" not in card, "not warm-started"
     summary = json.loads((tmp_path / "live" / "metrics.json").read_text())
     assert summary["best_epoch"] == info.best_epoch and "val_loss" in summary["best"]
     # the temperature fitted on the validation split, recorded in the folder and the summary

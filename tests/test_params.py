@@ -359,7 +359,7 @@ def test_seeds_at_the_ends_of_the_range_are_accepted(key, seed):
 
 
 @pytest.mark.parametrize("key, default", [("train.resume", True), ("train.processes", 1),
-                                          ("model.init_from", None)])
+                                          ("model.init_from", None), ("model.drop_labels", [])])
 def test_new_keys_default_when_left_out_and_repository_sets_the_default(key, default):
     section, name = key.split(".")
 
@@ -388,6 +388,45 @@ def test_new_keys_accept_good_values(key, value):
     section, name = key.split(".")
 
     assert getattr(getattr(params_from_dict(with_value(key, value)), section), name) == value
+
+
+def dropping(value) -> dict:
+    """The repository's params warm-starting from models/v1 with model.drop_labels `value`."""
+    raw = with_value("model.init_from", "models/v1")
+    raw["model"]["drop_labels"] = value
+    return raw
+
+
+def test_drop_labels_are_spelt_as_the_data_labels_are():
+    model = params_from_dict(dropping([4, " neutral ", "very\u00a0 negative"])).model
+
+    assert model.drop_labels == [4, " neutral ", "very\u00a0 negative"]  # as DVC shows them
+    assert model.labels_to_drop() == ["4", "neutral", "very negative"]
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("neutral", "model.drop_labels must be a list of a string or an integer, found 'neutral'"),
+    (None, "model.drop_labels must be a list of a string or an integer, found null"),
+    ([1.5], "model.drop_labels[0] must be a string or an integer, found 1.5 (float)"),
+    ([True], "model.drop_labels[0] must be a string or an integer, found True (bool)"),
+    (["a", " "], "model.drop_labels must be a list of distinct labels of the model.init_from "
+                 "folder; item 1 is blank"),
+    (["3", 3.0], "model.drop_labels[1] must be a string or an integer, found 3.0"),
+    (["3", "03"], "items 0 and 1 ('3' and '03') are the same label"),
+])
+def test_drop_labels_refuse_wrong_values(value, expected):
+    assert expected in error_for(dropping(value))
+
+
+def test_drop_labels_without_init_from_name_both_keys():
+    raw = with_value("model.drop_labels", ["neutral"])
+
+    assert ("model.drop_labels must be [] while model.init_from is null (labels are dropped "
+            "from the model that model.init_from names), found ['neutral']") in error_for(raw)
+
+
+def test_an_empty_drop_labels_needs_no_init_from():
+    assert params_from_dict(with_value("model.drop_labels", [])).model.drop_labels == []
 
 
 @pytest.mark.parametrize("value", ["error", "drop_from_train"])

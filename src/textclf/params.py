@@ -12,7 +12,7 @@ import dataclasses
 import math
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union, get_args
 
@@ -61,7 +61,8 @@ class DataParams:
             fail("test_size", f"val_size + test_size below 1 (val_size is {self.val_size})",
                  self.test_size)
         if self.labels is not None:
-            _check_labels(self.labels, fail)
+            _check_labels("labels", self.labels, fail,
+                          "null or a list of at least 2 distinct labels", minimum=2)
         if self.class_ratio is not None:
             if any(not math.isfinite(r) or r <= 0 for r in self.class_ratio):
                 fail("class_ratio", "null or a list of positive numbers", self.class_ratio)
@@ -71,18 +72,17 @@ class DataParams:
         _check_seed(self.seed, fail)
 
 
-def _check_labels(labels: list[Label], fail) -> None:
+def _check_labels(key: str, labels: list[Label], fail, expected: str, minimum: int) -> None:
     """Labels are compared as the data's labels are (see textclf.canonical)."""
     names = [normalize_label(label) for label in labels]
-    expected = "null or a list of at least 2 distinct labels"
-    if len(names) < 2:
-        fail("labels", expected, labels)
+    if len(names) < minimum:
+        fail(key, expected, labels)
     if None in names:
-        fail("labels", f"{expected}; item {names.index(None)} is blank", labels)
+        fail(key, f"{expected}; item {names.index(None)} is blank", labels)
     for j, name in enumerate(names):
         i = names.index(name)
         if i < j:
-            fail("labels", f"{expected}; items {i} and {j} ({labels[i]!r} and {labels[j]!r}) "
+            fail(key, f"{expected}; items {i} and {j} ({labels[i]!r} and {labels[j]!r}) "
                  f"are the same label once spaces, invisible characters and number "
                  f"spellings are normalised", labels)
 
@@ -97,6 +97,7 @@ class ModelParams:
     name: str
     max_length: int = 128
     init_from: Optional[str] = None
+    drop_labels: list[Label] = field(default_factory=list)  # init_from's labels to remove
 
     def check(self, fail) -> None:
         if not self.name.strip():
@@ -105,6 +106,15 @@ class ModelParams:
             fail("init_from", "null or a model folder to start from", self.init_from)
         if not 8 <= self.max_length <= 8192:
             fail("max_length", "an integer between 8 and 8192", self.max_length)
+        if self.drop_labels and self.init_from is None:
+            fail("drop_labels", "[] while model.init_from is null (labels are dropped from "
+                 "the model that model.init_from names)", self.drop_labels)
+        _check_labels("drop_labels", self.drop_labels, fail,
+                      "a list of distinct labels of the model.init_from folder", minimum=0)
+
+    def labels_to_drop(self) -> list[str]:
+        """drop_labels spelt as the data's labels are (textclf.canonical)."""
+        return [normalize_label(label) for label in self.drop_labels]
 
 
 @dataclass(frozen=True)
@@ -231,10 +241,10 @@ def _build(cls, raw: Any, source: str, prefix: str):
         raise ParamsError(f"{source}: unknown key {prefix}{unknown[0]} "
                           f"(known keys in {where}: {', '.join(fields)})")
     values = {}
-    for name, field in fields.items():
+    for name, spec in fields.items():
         key = prefix + name
         if name not in raw:
-            if field.default is dataclasses.MISSING:
+            if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
                 raise ParamsError(f"{source}: missing key {key}")
             continue
         hint = hints[name]

@@ -22,11 +22,12 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 
-from textclf.data.dataset import fingerprint, read_labels, read_split
+from textclf.data.dataset import class_counts, fingerprint, read_labels, read_split
 from textclf.errors import exits_on_user_error
-from textclf.model.card import model_card
+from textclf.model.card import WarmStartLabels, model_card
 from textclf.model.folder import TrainingInfo
 from textclf.model.loading import (attention_for, load_pretrained, quiet_transformers,
                                    save_classifier)
@@ -67,15 +68,21 @@ class StopRequest:
         self.signal = signum
 
 
-def load_model(params: Params, labels: list[str], device: torch.device):
-    """(tokenizer, model, label order): the pretrained base, or `model.init_from`."""
+def load_model(params: Params, labels: list[str], counts: dict[str, int],
+               device: torch.device):
+    """(tokenizer, model, label order, what a warm start did to the old labels or None):
+    the pretrained base, or `model.init_from` less `model.drop_labels`. `counts` are the
+    data's examples per label."""
     attention = attention_for(device, params.model.max_length)
     if params.model.init_from:
-        from textclf.training.warm_start import load_warm_start
+        from textclf.training.warm_start import start_from
 
-        return load_warm_start(params.model.init_from, labels, attention)
+        tokenizer, model, change = start_from(params.model.init_from, labels, attention,
+                                              params.model.labels_to_drop(), counts)
+        return tokenizer, model, change.order, WarmStartLabels(
+            folder=change.source, old_labels=change.old, dropped=change.dropped)
     tokenizer, model = load_pretrained(params.model.name, labels, attention)
-    return tokenizer, model, labels
+    return tokenizer, model, labels, None
 
 
 def stopped(state, stop: StopRequest) -> SystemExit:
@@ -130,10 +137,16 @@ def train_and_save(args: argparse.Namespace, params: Params, workers: Workers) -
     transformers.set_seed(params.train.seed)
     device = device_for(workers, choose_device())
     say = print if workers.is_main else (lambda *a, **k: None)
-    tokenizer, model, labels = load_model(params, read_labels(args.labels), device)
+    train_frame, val_frame = read_split(args.train), read_split(args.val)
+    data_labels = read_labels(args.labels)
+    counts = class_counts(pd.concat([train_frame, val_frame]), data_labels)
+    tokenizer, model, labels, warm_start = load_model(params, data_labels, counts, device)
+    if warm_start and warm_start.dropped:
+        say(f"train: dropped {', '.join(warm_start.dropped)} (model.drop_labels) from the "
+            f"model in {warm_start.folder}")
     max_length = params.model.max_length
-    train = encode_split(tokenizer, read_split(args.train), labels, max_length)
-    val = encode_split(tokenizer, read_split(args.val), labels, max_length)
+    train = encode_split(tokenizer, train_frame, labels, max_length)
+    val = encode_split(tokenizer, val_frame, labels, max_length)
     precision = choose_precision(device, params.train.precision, purpose="train")
     compute = Compute(device, precision, tokenizer.pad_token_id)
     say(f"train: {params.model.init_from or params.model.name} on {device.type} ({precision}"
@@ -212,7 +225,8 @@ def train_and_save(args: argparse.Namespace, params: Params, workers: Workers) -
                 precision=precision,
                 versions={"torch": torch.__version__, "transformers": transformers.__version__,
                           "python": platform.python_version()},
-                calibration=calibration.to_dict(), validation_split=str(args.val)))
+                calibration=calibration.to_dict(), validation_split=str(args.val)),
+                warm_start)
     store.remove()
     say(f"train: best epoch {best.epoch} (val macro-F1 {best.val_f1_macro:.4f}) "
         f"saved to {args.model_dir}")
@@ -229,12 +243,13 @@ def output_dirs(args: argparse.Namespace, is_main: bool):
         yield live_dir, model_dir
 
 
-def save_model(model, tokenizer, best: EpochResult, folder: Path, info: TrainingInfo) -> None:
+def save_model(model, tokenizer, best: EpochResult, folder: Path, info: TrainingInfo,
+               warm_start: WarmStartLabels | None) -> None:
     """The model, with the best epoch's weights already loaded, and its card."""
     save_classifier(model.cpu(), tokenizer, folder, info)
     (folder / "README.md").write_text(model_card(info, {
         "accuracy": best.val_accuracy, "macro-F1": best.val_f1_macro,
-        "loss": best.val_loss}), encoding="utf-8")
+        "loss": best.val_loss}, warm_start), encoding="utf-8")
 
 
 if __name__ == "__main__":
