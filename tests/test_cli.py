@@ -106,6 +106,15 @@ def test_every_option_of_every_command_has_help(command, module, monkeypatch):
 
 
 @pytest.mark.parametrize("command, module", command_modules())
+def test_no_numeric_option_takes_what_int_or_float_would(command, module, monkeypatch):
+    """`type=float` takes "nan", "inf" and "1e13"; textclf.flags' types take a finite number
+    in range, so every numeric option uses one of them (tests/test_flags.py)."""
+    bare = [name for name, kwargs in declared_arguments(module, monkeypatch)
+            if kwargs.get("type") in (int, float)]
+    assert not bare, f"textclf {command}: {bare} use type=int or float; use textclf.flags"
+
+
+@pytest.mark.parametrize("command, module", command_modules())
 def test_help_shows_what_a_user_needs_not_the_modules_internal_notes(command, module, capsys):
     with pytest.raises(SystemExit) as stopped:
         module.main(["--help"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,8 @@ from conftest import REPO, SST5, toy_reviews
 from textclf import drift
 from textclf.errors import UserError
 from textclf.monitoring.inputs import Predictions, read_prediction_logs
+from textclf.monitoring.log_reading import DamagedLines
+from textclf.monitoring.page import render
 from textclf.monitoring.report import Sources, compare
 from textclf.monitoring.stats import (MIN_AUC, chi_squared, confidence_shift, domain_classifier,
                                       label_shift, permutation_auc_threshold, psi, text_profile,
@@ -171,23 +174,40 @@ def test_drift_on_a_csv_writes_page_markdown_and_metrics(tiny_model_dir, splits,
     assert "<script>" not in page and "&lt;script&gt;" in page       # texts are escaped
 
 
-def test_drift_on_serve_logs_uses_the_logged_predictions(tiny_model_dir, splits, tmp_path):
+def test_drift_on_serve_logs_uses_the_logged_predictions(tiny_model_dir, splits, tmp_path,
+                                                        capsys):
     logs = tmp_path / "logs"
     logs.mkdir()
     texts = list(toy_reviews(per_class=4).text)
     answers = [{"label": "LABEL_0", "probability": 0.7,
                 "probabilities": {"LABEL_0": 0.7, "LABEL_1": 0.2, "LABEL_2": 0.1}}] * len(texts)
     day = dt.datetime(2026, 11, 28, tzinfo=dt.timezone.utc)
-    (logs / log_file_name(day.date(), 0)).write_bytes(
+    log = logs / log_file_name(day.date(), 0)
+    log.write_bytes(
         log_lines(day, "r1", "v1", texts[:10], answers[:10])
-        + log_lines(day, "r2", "v2", texts[10:], answers[10:])
-        + b'{"text": "cut sh')                    # a write a crash cut short: skipped
+        + b'{"time": "2026-11-28T00:00:00.000+00:00", "request_id": "lost", "te'  # cut short,
+        + log_lines(day, "r2", "v2", texts[10:], answers[10:])    # and the next glued on
+        + log_lines(day, "r3", "v2", ["one more"], answers[:1])
+        + b'{"text": "cut sh')                # the newest file's end: maybe a write under way
     metrics = _run(tiny_model_dir, splits, tmp_path, "--current", str(logs))
-    assert metrics["rows"]["current"] == 20
+    assert metrics["rows"]["current"] == 20 and metrics["damaged_log_lines"] == 1
     assert metrics["confidence"]["current_mean"] == pytest.approx(0.7)
     summary = (tmp_path / "reports" / "drift.md").read_text()
     assert "Model: v1, v2 (as logged" in summary and "2 model versions" in summary
     assert "answered 2026-11-28 00:00 to 2026-11-28 00:00 UTC" in summary
+    skipped = "Skipped 1 damaged log line (not one whole JSON record"
+    assert f"> {skipped}" in summary and "(1, the first at line 11)" in summary
+    page = (tmp_path / "reports" / "drift.html").read_text()
+    assert skipped in page and "(1, the first at line 11)" in page
+    err = capsys.readouterr().err
+    assert f"drift: {skipped}" in err and f"{log} (1, the first at line 11)" in err
+
+    with pytest.raises(SystemExit) as refused:
+        _run(tiny_model_dir, splits, tmp_path / "strict", "--current", str(logs), "--strict")
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and "Traceback" not in err
+    assert err.startswith(f"error: {log}, line 11: damaged line, a record cut short, with "
+                          f"the next record glued to it")
 
 
 def test_since_keeps_the_logged_texts_of_the_window(tmp_path):
@@ -271,8 +291,40 @@ def test_missing_model_folder_is_named(splits, tmp_path, capsys):
     assert "--model" in capsys.readouterr().err
 
 
-def test_a_log_line_that_is_not_json_names_file_and_line(tmp_path):
+def test_a_log_line_that_is_not_json_is_skipped_or_refused_naming_file_and_line(tmp_path):
     (tmp_path / "predictions-2026-11-28.jsonl").write_text(
         '{"time": "2026-11-28", "text": "fine", "label": "a", "probability": 0.5}\nnot json\n')
-    with pytest.raises(UserError, match=r"predictions-2026-11-28.jsonl, line 2: not valid JSON"):
-        read_prediction_logs(tmp_path)
+    damaged = DamagedLines()
+    assert read_prediction_logs(tmp_path, damaged=damaged).predictions.texts == ("fine",)
+    assert damaged.lines == {tmp_path / "predictions-2026-11-28.jsonl": {2}}
+    with pytest.raises(UserError, match=r"predictions-2026-11-28.jsonl, line 2: damaged line, "
+                                        r"not valid JSON"):
+        read_prediction_logs(tmp_path, damaged=DamagedLines(strict=True))
+
+
+HOSTILE = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "a|b", "one\ntwo"]
+
+
+def test_markdown_shows_texts_labels_and_paths_as_text_not_html():
+    texts = [f"{HOSTILE[i % 4]} {i} zebra" for i in range(40)]
+    labels = [HOSTILE[i % 4] for i in range(40)]
+    current = Predictions(tuple(texts), tuple(labels), (0.6,) * 40)
+    reference = [f"plain review {i} of a phone" for i in range(40)]
+    test = Predictions(tuple(reference), ("a|b",) * 40, (0.9,) * 40)
+    sources = Sources("ref<img src=r onerror=alert(3)>.csv", "cur|rent\n.csv", "test.csv",
+                      "<script>v</script>")
+    report = compare(reference, test, current, HOSTILE, sources,
+                     notes=["served <img src=n onerror=alert(4)>"])
+    page, summary = render(report)
+    assert "<script" not in summary and "<img" not in summary
+    assert "<script" not in page and "<img" not in page
+    tables = [b.splitlines() for b in summary.split("\n\n") if b.startswith("|")]
+    assert len(tables) >= 4
+    for table in tables:
+        widths = {len(re.split(r"(?<!\\)\|", line.strip())) for line in table}
+        assert len(widths) == 1, table                    # no cell broke out of its row
+    labels_table = next(t for t in tables if t[0].startswith("| predicted label |"))
+    assert len(labels_table) == 2 + len(HOSTILE)
+    assert "| a\\|b |" in "\n".join(labels_table) and "one<br>two" in summary
+    examples = next(t for t in tables if t[0].startswith("| side |"))
+    assert any("&lt;img src=x onerror=alert(1)&gt; " in row for row in examples)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 
 import httpx
 import numpy as np
@@ -130,12 +131,21 @@ def test_no_labels_yet_is_too_few(tmp_path):
 
 
 def test_markdown_escapes_texts_and_labels(tmp_path):
-    log_request(tmp_path, "<b>x</b>", ["pos"], texts=["<script>alert(1)</script> | *bold*"])
-    give(tmp_path, [("<b>x</b>", 0, "neg")])
+    texts = ["<script>alert(1)</script> | *bold*", "<img src=x onerror=alert(1)>",
+             "a|b", "one\ntwo"]
+    log_request(tmp_path, "<b>x</b>", ["pos"] * len(texts), texts=texts,
+                version="<img src=y onerror=alert(2)>|v")
+    give(tmp_path, [("<b>x</b>", i, "neg") for i in range(len(texts))])
     page = live_summary(tmp_path, 0.9, min_labels=1).to_markdown(level=2)
-    assert "<script>" not in page and "<b>" not in page
+    assert "<script" not in page and "<img" not in page and "<b>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt; \\| \\*bold\\*" in page
+    assert "| one<br>two |" in page
     assert page.startswith("## Live accuracy: worse than test")
+    for table in (b.splitlines() for b in page.split("\n\n") if b.startswith("|")):
+        widths = {len(re.split(r"(?<!\\)\|", line.strip())) for line in table}
+        assert len(widths) == 1, table                    # no cell broke out of its row
+    disagreements = page.split("## Latest disagreements")[1]
+    assert disagreements.count("\n| &lt;b&gt;x&lt;/b&gt; |") == len(texts)
 
 
 # POST /feedback bodies --------------------------------------------------------------------
@@ -288,6 +298,30 @@ def test_report_command_writes_markdown_and_metrics_and_fails_on_worse(tmp_path)
     (tmp_path / "test.json").write_text('{"f1_macro": 0.9}')
     with pytest.raises(UserError, match="field 'accuracy'"):
         command.read_test_accuracy(tmp_path / "test.json")
+
+
+def test_report_command_skips_damaged_lines_and_names_them_or_refuses_with_strict(
+        tmp_path, capsys):
+    logs = tmp_path / "logs"
+    labelled_log(logs, 20, 0)
+    log = next(logs.glob("predictions-*.jsonl"))
+    with open(log, "ab") as cut:            # a crash; the server goes on in the next file
+        cut.write(b'{"time": "2026-11-28T12:00:00.000+00:00", "req')
+    log_request(logs, "late", ["pos"])
+    assert len(list(logs.glob("predictions-*.jsonl"))) == 2
+    argv = ["report", "--log-dir", str(logs), "--test-metrics", str(tmp_path / "test.json"),
+            "--out", str(tmp_path / "live.md"), "--metrics", str(tmp_path / "live.json")]
+    (tmp_path / "test.json").write_text('{"accuracy": 0.5}')
+    command.main(argv)
+    err = capsys.readouterr().err
+    assert "Skipped 1 damaged log line" in err and f"{log} (1, the first at line 21)" in err
+    assert json.loads((tmp_path / "live.json").read_text())["damaged_log_lines"] == 1
+    assert json.loads((tmp_path / "live.json").read_text())["current"]["labelled"] == 20
+    with pytest.raises(SystemExit) as refused:
+        command.main([*argv, "--strict"])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and "Traceback" not in err
+    assert err.startswith(f"error: {log}, line 21: damaged line, a record cut short")
 
 
 @pytest.fixture(scope="module")

@@ -131,7 +131,8 @@ def test_an_error_far_down_leaves_no_output_and_no_scratch(tiny_model_dir, tmp_p
         label(tiny_model_dir, source, out, "--chunk-size", "5")
     err = capsys.readouterr().err
     assert stopped.value.code == 2
-    assert f"error: {source}: column 'text', row 34: empty or whitespace-only text" in err
+    assert (f"error: {source}: column 'text', row 34: empty, whitespace-only or "
+            f"invisible-only text") in err
     # A field too many on a row far down: a parse error once the reader gets there.
     source.write_text("text\n" + "".join(f"text {i}\n" for i in range(30)) + "a,b\n")
     with pytest.raises(SystemExit):
@@ -161,6 +162,32 @@ def test_file_errors_are_read_tables_own(tiny_model_dir, tmp_path, capsys, name,
     assert not (tmp_path / "out.csv").exists()
 
 
+@pytest.mark.parametrize("text", ["", " \t\n", "\u200b", "\u0000", "\ufeff", "\u2060",
+                                  "\u200b \u00a0\u2060\u0007", "\ufe0f"])
+def test_a_text_with_nothing_visible_is_refused_like_an_empty_one(text):
+    with pytest.raises(DataError, match=r"^text 2: empty, whitespace-only or invisible-only "
+                                        r"text \(found '"):
+        predict.check_texts(["fine", text], lambda i: f"text {i + 1}")
+    predict.check_texts(["fine", f"a{text}b", "\u200bé"], lambda i: f"text {i + 1}")
+
+
+def test_invisible_texts_are_refused_on_the_command_line_and_in_files(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:       # before any model is loaded
+        predict.main(["--model", str(tmp_path / "no-model"), "fine", "\u200b\u2060"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.startswith(
+        "error: text argument 2: empty, whitespace-only or invisible-only text")
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"text": t}) + "\n"
+                              for t in ["fine", "also fine", "\u0000\ufeff", "\u200b"]))
+    with pytest.raises(SystemExit) as stopped:
+        label(tmp_path / "no-model", source, tmp_path / "out.csv")
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.startswith(
+        f"error: {source}: column 'text', row 3: empty, whitespace-only or invisible-only text")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
 def test_utf8_is_checked_in_blocks_with_read_tables_line_and_offset(tmp_path):
     from textclf.data import chunks
 
@@ -182,8 +209,13 @@ def test_utf8_is_checked_in_blocks_with_read_tables_line_and_offset(tmp_path):
 
 
 @pytest.mark.parametrize("flag, value, expected", [
-    ("--chunk-size", "0", "argument --chunk-size: expected a positive integer, found 0"),
-    ("--chunk-size", "abc", "argument --chunk-size: expected a positive integer, found 'abc'"),
+    ("--chunk-size", "0", "argument --chunk-size: expected a whole number between 1 and "
+                          "10000000, found '0'"),
+    ("--chunk-size", "abc", "argument --chunk-size: expected a whole number between 1 and "
+                            "10000000, found 'abc'"),
+    ("--chunk-size", "1e3", "found '1e3'"),
+    ("--batch-size", "100001", "argument --batch-size: expected a whole number between 1 and "
+                               "100000, found '100001'"),
     ("--shard", "3/2", "argument --shard: expected I/N, shard I of N counted from 0"),
     ("--shard", "2/2", "found '2/2'"),
     ("--shard", "abc", "found 'abc'"),

@@ -3,6 +3,7 @@ and the reader's pure parts: rows of `dvc.api.exp_show`, params against dvc.lock
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -169,14 +170,48 @@ def test_page_is_self_contained_and_charts_are_drawn():
     assert sorted(int(t.text) for t in cells) == sorted([3, 3, 3, 1, 1] + [0] * 4)
 
 
-def test_names_are_escaped_in_html_and_markdown():
+HOSTILE = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "a|b", "one\ntwo",
+           "```\n<script>alert(2)</script>"]
+
+
+def markdown_it():
+    """A CommonMark renderer with GitHub's tables that lets raw HTML through, as GitHub
+    shows a Markdown file (then strips what is unsafe)."""
+    return pytest.importorskip("markdown_it").MarkdownIt("commonmark").enable("table")
+
+
+def md_cells(line: str) -> list[str]:
+    """The cells of a Markdown table row, split where GitHub splits them: at a `|` that
+    no backslash escapes."""
+    return re.split(r"(?<!\\)\|", line.strip())[1:-1]
+
+
+def test_names_labels_and_params_are_escaped_in_html_and_markdown():
     exps = grid()
-    exps[3] = experiment("3", "a<b>|c&d", 0.9, train__lr=1e-5)
+    exps[0] = experiment("b", "main", 0.50, train__note=HOSTILE[4])   # its params are shown
+    exps[3] = dataclasses.replace(experiment("3", "a<b>|c&d", 0.9, train__lr=1e-5),
+                                  per_class_f1={text: 0.5 for text in HOSTILE})
     page, summary = build_report(exps)
 
     svgs(page)                                                 # still valid XML
     assert "a&lt;b&gt;|c&amp;d" in page and "a<b>" not in page
-    assert "a<b>\\|c&d" in summary
+    assert "<script" not in page and "<img" not in page
+    # the params block: a fence no value can close; what is in it shows verbatim
+    fence = re.search(r"^(`{3,})yaml$", summary, flags=re.M)[1]
+    assert len(fence) > 3 and summary.count("\n" + fence + "\n") == 1
+    text = re.sub(rf"{fence}yaml\n.*?\n{fence}\n", "", summary, flags=re.S)
+    for raw in ("<script", "<img", "<b>"):
+        assert raw not in text
+    rendered = markdown_it().render(summary)
+    assert "<script" not in rendered and "<img" not in rendered
+    assert "**a&lt;b&gt;|c&amp;d**" in summary                 # a line of text: `|` is safe
+    assert "| a&lt;b&gt;\\|c&amp;d |" in summary               # in a table it is escaped
+    tables = [block.splitlines() for block in summary.split("\n\n") if block.startswith("|")]
+    for table in tables:
+        assert {len(md_cells(line)) for line in table} == {len(md_cells(table[0]))}
+    per_class = next(t for t in tables if t[0].startswith("| class |"))
+    assert len(per_class) == 2 + 3 + len(HOSTILE)              # each label one row
+    assert "one<br>two" in summary
 
 
 def test_one_experiment_is_a_report_too():

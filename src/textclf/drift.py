@@ -9,7 +9,8 @@ predicted labels of the current window are compared with the model's predictions
 own test split. The measures and decision rules are in drift_stats and drift_report.
 Beside the verdict, the window's accuracy and macro-F1 are estimated without labels (CBPE
 and ATC, the latter fitted on the validation split; textclf.monitoring.estimate), next to
-the test split's scores, and marked unreliable where the texts changed.
+the test split's scores, and marked unreliable where the texts changed. Damaged lines of a
+prediction log (a write cut short) are skipped, counted and named; --strict refuses them.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from textclf.errors import UserError, exits_on_user_error
+from textclf.flags import integer
 from textclf.monitoring.estimate import ATCThreshold, fit_atc
 from textclf.monitoring.inputs import (Predictions, label_texts, parse_time,
                                        read_labels, read_prediction_logs, read_texts)
+from textclf.monitoring.log_reading import DamagedLines
 from textclf.monitoring.page import render
 from textclf.monitoring.report import DriftReport, Sources, check_sizes, compare
 from textclf.outputs import atomic_file, write_json
@@ -37,7 +40,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--current", required=True,
                         help="texts seen now: a CSV, TSV, JSON Lines or Parquet file, or a "
-                             "folder of `textclf serve` prediction logs (predictions-*.jsonl)")
+                             "folder of `textclf serve` prediction logs "
+                             "(predictions-YYYY-MM-DD[-N].jsonl)")
     parser.add_argument("--since", help="with a log folder: only texts answered at or after "
                                         "this ISO-8601 time, e.g. 2026-11-21 (UTC)")
     parser.add_argument("--reference", default="data/prepared/train.parquet",
@@ -55,10 +59,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="text column of --reference")
     parser.add_argument("--out-dir", default="reports", help="where drift.html and drift.md go")
     parser.add_argument("--metrics", default="metrics/drift.json", help="JSON metrics for DVC")
-    parser.add_argument("--max-rows", type=int, default=10_000,
-                        help="texts per side the domain classifier uses at most (sampled)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the held-out split")
-    parser.add_argument("--batch-size", type=int, default=64,
+    parser.add_argument("--max-rows", type=integer(10, 1_000_000), default=10_000,
+                        help="texts per side the domain classifier uses at most (sampled; "
+                             "10 to 1000000, default: 10000)")
+    parser.add_argument("--seed", type=integer(0, 2**32 - 1), default=0,
+                        help="seed of the held-out split (0 to 2**32-1)")
+    parser.add_argument("--batch-size", type=integer(1, 100_000), default=64,
                         help="texts per forward pass when the model predicts (default: 64)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="auto: what `serve` and `predict` choose here, so the test-split "
@@ -68,14 +74,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "serve and predict answer with by default")
     parser.add_argument("--fail-on-drift", action="store_true",
                         help="exit with status 1 when drift is detected (for CI and cron)")
-    args = parser.parse_args(argv)
-    if args.max_rows < 10:
-        parser.error(f"--max-rows must be at least 10, found {args.max_rows}")
-    return args
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse a prediction log with a damaged line (a write cut "
+                             "short), naming file and line; by default such lines are "
+                             "skipped and counted")
+    return parser.parse_args(argv)
 
 
-def build(args: argparse.Namespace) -> DriftReport:
-    """Read both windows, predict where the data has no predictions, compare."""
+def build(args: argparse.Namespace, damaged: DamagedLines | None = None) -> DriftReport:
+    """Read both windows, predict where the data has no predictions, compare; damaged log
+    lines are counted in `damaged` (refused if it is strict)."""
+    damaged = DamagedLines(strict=args.strict) if damaged is None else damaged
     current_path = Path(args.current)
     if not current_path.exists():
         raise UserError(f"--current {current_path}: no such file or folder; expected a data "
@@ -84,7 +93,8 @@ def build(args: argparse.Namespace) -> DriftReport:
     if since and not current_path.is_dir():
         raise UserError(f"--since works on a folder of prediction logs; --current "
                         f"{current_path} is a file")
-    logged = read_prediction_logs(current_path, since) if current_path.is_dir() else None
+    logged = (read_prediction_logs(current_path, since, damaged) if current_path.is_dir()
+              else None)
     current_texts = None if logged else read_texts(current_path, args.text_column, "--current")
     reference = read_texts(args.reference, args.reference_text_column, "--reference")
     test_texts = read_texts(args.test, "text", "--test")
@@ -96,7 +106,7 @@ def build(args: argparse.Namespace) -> DriftReport:
     else:
         source = str(current_path)
     sources = Sources(reference=str(args.reference), current=source, test=str(args.test),
-                      model_version="")
+                      model_version="", damaged_lines=damaged.count)
     check_sizes(sources, len(reference), len(logged.predictions.texts) if logged else
                 len(current_texts), len(test_texts))   # before the model loads
 
@@ -105,7 +115,8 @@ def build(args: argparse.Namespace) -> DriftReport:
     labeller = load_labeller(args.model, args.precision, args.batch_size,
                              calibrated=not args.raw_probabilities)
     test = label_texts(labeller, test_texts)
-    version, notes = weights_version(args.model), []
+    version = weights_version(args.model)
+    notes = [damaged.message()] if damaged.count else []
     atc = fit_validation_atc(labeller, validation_split(args, labeller.info), notes)
     if labeller.calibration is None:
         notes.append("The probabilities are not calibrated (--raw-probabilities, or a model "
@@ -192,7 +203,10 @@ def served_notes(served: tuple[str, ...], version: str, model: str) -> list[str]
 @exits_on_user_error
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    report = build(args)
+    damaged = DamagedLines(strict=args.strict)
+    report = build(args, damaged)
+    if damaged.count:
+        print(f"drift: {damaged.message()}", file=sys.stderr)
     page, summary = render(report)
     html_path, md_path = Path(args.out_dir, "drift.html"), Path(args.out_dir, "drift.md")
     for path, text in ((html_path, page), (md_path, summary)):

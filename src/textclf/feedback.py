@@ -17,6 +17,8 @@ interval lies wholly below the test accuracy (`--test-metrics`), "too few labels
 `--min-labels`, else "no evidence of a drop" (textclf.monitoring.live). Writes Markdown
 (`--out`) and JSON metrics for `dvc metrics show` (`--metrics`); `--fail-on-worse` exits
 1 when the current model version is worse than its test accuracy (for CI and cron).
+Damaged lines of either log (a write cut short) are skipped, counted and named on stderr;
+`--strict` refuses them.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ import sys
 from pathlib import Path
 
 from textclf.errors import UserError, exits_on_user_error
+from textclf.flags import integer
 from textclf.monitoring.live import MIN_LABELS, live_summary, read_test_accuracy
+from textclf.monitoring.log_reading import DamagedLines
 from textclf.outputs import atomic_file, write_json
 
 
@@ -46,17 +50,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the model's test metrics (its `accuracy` is the baseline)")
     report.add_argument("--out", default="reports/live.md", help="the Markdown report")
     report.add_argument("--metrics", default="metrics/live.json", help="JSON metrics for DVC")
-    report.add_argument("--min-labels", type=int, default=MIN_LABELS,
+    report.add_argument("--min-labels", type=integer(1, 10**9), default=MIN_LABELS,
                         help=f"labelled texts a version needs for a verdict (default "
                              f"{MIN_LABELS})")
-    report.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    report.add_argument("--seed", type=integer(0, 2**32 - 1), default=0,
+                        help="seed of the bootstrap (0 to 2**32-1)")
     report.add_argument("--fail-on-worse", action="store_true",
                         help="exit with status 1 when the current model version is worse "
                              "than its test accuracy (for CI and cron)")
-    args = parser.parse_args(argv)
-    if args.action == "report" and args.min_labels < 1:
-        raise UserError(f"--min-labels must be at least 1, found {args.min_labels}")
-    return args
+    report.add_argument("--strict", action="store_true",
+                        help="refuse a log with a damaged line (a write cut short), naming "
+                             "file and line; by default such lines are skipped and counted")
+    return parser.parse_args(argv)
 
 
 def import_labels(file: str, log_dir: str) -> str:
@@ -87,8 +92,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.action == "import":
         print(import_labels(args.file, args.log_dir), file=sys.stderr)
         return
+    damaged = DamagedLines(strict=args.strict)
     summary = live_summary(args.log_dir, read_test_accuracy(args.test_metrics),
-                           args.test_metrics, args.min_labels, args.seed)
+                           args.test_metrics, args.min_labels, args.seed, damaged)
+    if damaged.count:
+        print(f"feedback report: {damaged.message()}", file=sys.stderr)
     with atomic_file(args.out) as scratch:
         scratch.write_text(summary.to_markdown(), encoding="utf-8")
     write_json(args.metrics, summary.metrics())

@@ -20,11 +20,13 @@ from typing import Iterator
 
 import pandas as pd
 
+from textclf.canonical import canonical_text
 from textclf.data.chunks import Table, count_rows, open_table, read_chunks, write_chunks
 from textclf.data.dataset import DataError
 from textclf.data.shards import (ShardRecord, merge_shards, output_facts, parse_shard,
                                  record_path, shard_rows)
 from textclf.errors import UserError, exits_on_user_error
+from textclf.flags import integer
 from textclf.model.labeller import Labeller
 from textclf.model.loading import weights_version
 from textclf.outputs import atomic_file
@@ -39,16 +41,6 @@ def label_texts(labeller: Labeller, texts: list[str]) -> pd.DataFrame:
                          "probability": probs.max(axis=1).round(6)})
 
 
-def positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, found {value!r}")
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, found {number}")
-    return number
-
-
 def shard_spec(value: str) -> tuple[int, int]:
     try:
         return parse_shard(value)
@@ -58,7 +50,9 @@ def shard_spec(value: str) -> tuple[int, int]:
 
 def check_texts(texts: list, where) -> None:
     """Refuse what cannot be labelled honestly: a model always answers one of its classes,
-    so an empty text would get a confident-looking guess. `where(i)` names text i."""
+    so an empty text would get a confident-looking guess, and so would one of only
+    invisible characters (zero-width spaces, controls), which is empty as data reads texts
+    (`canonical_text`). `where(i)` names text i."""
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise DataError(f"{where(i)}: expected text, found {text!r}")
@@ -67,9 +61,10 @@ def check_texts(texts: list, where) -> None:
         except UnicodeEncodeError:
             raise DataError(f"{where(i)}: not valid UTF-8 (found undecodable bytes); "
                             f"expected UTF-8 text") from None
-        if not text.strip():
-            raise DataError(f"{where(i)}: empty or whitespace-only text; expected text "
-                            f"to label (remove the row or fill it in)")
+        if not canonical_text(text):
+            raise DataError(f"{where(i)}: empty, whitespace-only or invisible-only text "
+                            f"(found {text!r:.40}); expected text to label (remove the row "
+                            f"or fill it in)")
 
 
 def check_output(output: Path, input_path: str | None) -> None:
@@ -96,11 +91,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path,
                         help="where to write --input's rows with predictions "
                              "(CSV or JSON Lines by extension)")
-    parser.add_argument("--batch-size", type=positive_int, default=64,
-                        help="texts per forward pass (default: 64)")
-    parser.add_argument("--chunk-size", type=positive_int, default=10_000,
+    parser.add_argument("--batch-size", type=integer(1, 100_000), default=64,
+                        help="texts per forward pass (1 to 100000, default: 64)")
+    parser.add_argument("--chunk-size", type=integer(1, 10_000_000), default=10_000,
                         help="rows of --input read, labelled and written at a time; memory "
-                             "grows with it (default: 10000)")
+                             "grows with it (1 to 10000000, default: 10000)")
     parser.add_argument("--shard", type=shard_spec, metavar="I/N",
                         help="label only shard I of N (I from 0 to N-1), a contiguous run of "
                              "whole chunks; writes --output and OUTPUT.shard.json beside it")

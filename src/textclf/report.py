@@ -1,7 +1,8 @@
 """Command `report`: compare DVC experiments on one offline HTML page and in Markdown or JSON.
 
 `compare` and the renderers are pure (experiment records in, text out); the records come
-from `textclf.reporting.experiments`, which reads them through DVC's public API.
+from `textclf.reporting.experiments`, which reads them through DVC's public API. Names,
+labels and params are users' words: both pages escape them.
 """
 
 from __future__ import annotations
@@ -10,14 +11,15 @@ import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from textclf.errors import UserError, exits_on_user_error
+from textclf.reporting.pages import md_code_block, md_table, md_text
 from textclf.outputs import atomic_file
 from textclf.reporting.charts import bar_chart, escape, heatmap, line_chart
 from textclf.reporting.experiments import (CURVES, Experiment, Listed, RunFiles, read_experiments,
                                            to_yaml)
-from textclf.reporting.pages import heading, html_page, html_table, markdown_table, paragraph
+from textclf.reporting.pages import heading, html_page, html_table, paragraph
 from textclf.reporting.replicates import Replicates, replicate_groups, spread_table
 
 HEADLINE = ("f1_macro", "accuracy", "f1_weighted", "best.val_f1_macro", "best.val_accuracy",
@@ -106,17 +108,20 @@ def data_title(group: list[Experiment]) -> str:
     return f"test set of data.path={path} ({group[0].data.split('+')[0][:8] or 'unknown'})"
 
 
-def _summary(c: Comparison, count: int) -> list[str]:
+def _summary(c: Comparison, count: int, esc: Callable[[str], str]) -> list[str]:
+    """The lines above the tables; `esc` makes a user's words safe where they go (`str`
+    for the HTML, which `paragraph` escapes)."""
     top = c.groups[0][0]
-    lines = [f"Top: **{label(top)}** ({c.sort_by} {fmt(top.metrics.get(c.sort_by, '-'))}).",
-             f"Compared below: **{label(c.best)}**"
-             + (f" against **{label(c.pair[1])}**." if len(c.pair) > 1 else ".")]
+    lines = [f"Top: **{esc(label(top))}** ({esc(c.sort_by)} "
+             f"{esc(fmt(top.metrics.get(c.sort_by, '-')))}).",
+             f"Compared below: **{esc(label(c.best))}**"
+             + (f" against **{esc(label(c.pair[1]))}**." if len(c.pair) > 1 else ".")]
     if len(c.groups) > 1:
         lines.insert(0, f"Warning: these {count} runs were scored on {len(c.groups)} different "
                         "test sets (other data or split params), so each set has its own "
                         "leaderboard: scores on different test sets are not comparable.")
     if c.not_ranked:
-        lines.append(f"Not ranked: {'; '.join(c.not_ranked)}.")
+        lines.append(f"Not ranked: {esc('; '.join(c.not_ranked))}.")
     return lines
 
 
@@ -132,20 +137,21 @@ def leaderboard(group: list[Experiment], c: Comparison) -> tuple[list[str], list
 def render_markdown(c: Comparison) -> str:
     count = sum(map(len, c.groups))
     title = f"{count} experiment{'s' * (count != 1)}, sorted by {c.sort_by}"
-    blocks = [f"# Experiments: {title}", *_summary(c, count)]
+    blocks = [f"# Experiments: {md_text(title)}", *_summary(c, count, md_text)]
     for group in c.groups:
         if len(c.groups) > 1:
-            blocks.append(f"## Leaderboard: {data_title(group)}")
-        blocks.append(markdown_table(*leaderboard(group, c)))
+            blocks.append(f"## Leaderboard: {md_text(data_title(group))}")
+        blocks.append(md_table(*leaderboard(group, c)))
     if c.replicates:
         blocks += ["## Across seeds (mean and range of runs that differ only in the seed)",
-                   markdown_table(*_spread(c))]
+                   md_table(*_spread(c))]
     classes = list(dict.fromkeys(k for e in c.pair for k in e.per_class_f1))
     blocks += ["## Per-class F1 on the test set",
-               markdown_table(["class", *(label(e) for e in c.pair)],
-                              [[k, *(fmt(e.per_class_f1.get(k, "-")) for e in c.pair)]
-                               for k in classes]),
-               f"## Params of {label(c.pair[-1])}", "```yaml\n" + params_yaml(c.pair[-1]) + "```",
+               md_table(["class", *(label(e) for e in c.pair)],
+                        [[k, *(fmt(e.per_class_f1.get(k, "-")) for e in c.pair)]
+                         for k in classes]),
+               f"## Params of {md_text(label(c.pair[-1]))}",
+               md_code_block(params_yaml(c.pair[-1]), "yaml"),
                "Training curves and confusion matrices: see the HTML page."]
     return "\n\n".join(blocks) + "\n"
 
@@ -172,7 +178,7 @@ def render_html(c: Comparison) -> str:
     title = f"{count} experiment{'s' * (count != 1)}, sorted by {c.sort_by}"
     body = [heading(1, f"Experiments: {title}"),
             *(paragraph(line, "warn" if line.startswith("Warning") else "")
-              for line in _summary(c, count))]
+              for line in _summary(c, count, str))]
     for group in c.groups:
         body.append(heading(2, "Leaderboard" if len(c.groups) == 1
                             else f"Leaderboard: {data_title(group)}"))

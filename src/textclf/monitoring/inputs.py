@@ -1,13 +1,13 @@
 """What the drift report reads: text files and `textclf serve` prediction logs, as predictions.
 
-A serve log folder holds JSON Lines files `predictions-*.jsonl`, one line per text:
-`time`, `request_id`, `model_version`, `text`, `label`, `probability`, `probabilities`.
+A serve log folder holds JSON Lines files `predictions-YYYY-MM-DD[-N].jsonl`, one line per
+text: `time`, `request_id`, `model_version`, `text`, `label`, `probability`, `probabilities`.
+Damaged lines (a write cut short) are skipped and counted (textclf.monitoring.log_reading).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,11 +15,13 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from textclf.canonical import normalize_label
+from textclf.canonical import canonical_text, normalize_label
 from textclf.data.dataset import DataError, read_table
 from textclf.errors import UserError
+from textclf.monitoring.log_reading import (DamagedLines, LogLine, json_record, log_files,
+                                            log_lines)
 
-LOG_PATTERN = "predictions-*.jsonl"
+LOG_PATTERN = "predictions-YYYY-MM-DD[-N].jsonl"
 
 
 @dataclass(frozen=True)
@@ -72,11 +74,13 @@ def read_texts(path: str | Path, column: str, flag: str) -> list[str]:
     if frame.empty:
         raise DataError(f"{flag} {path}: the file has no rows; expected at least one text")
     texts = frame[column]
-    bad = ~texts.map(lambda v: isinstance(v, str) and bool(v.strip()))
+    # What `predict` refuses: a model would answer an invisible text with a confident guess.
+    bad = ~texts.map(lambda v: isinstance(v, str) and bool(canonical_text(v)))
     if bad.any():
         row = int(bad.idxmax())
-        raise DataError(f"{flag} {path}: column {column!r}, row {row + 1}: expected non-empty "
-                        f"text, found {texts.iloc[row]!r} ({int(bad.sum())} such rows)")
+        raise DataError(f"{flag} {path}: column {column!r}, row {row + 1}: expected text, "
+                        f"found {texts.iloc[row]!r}: empty, whitespace-only or invisible-only "
+                        f"({int(bad.sum())} such rows)")
     return texts.tolist()
 
 
@@ -91,19 +95,24 @@ def read_labels(path: str | Path, count: int, column: str = "label") -> Optional
     return [normalize_label(label) or "" for label in frame[column]]
 
 
-def read_prediction_logs(folder: str | Path, since: dt.datetime | None = None) -> LoggedWindow:
-    """Every record of every `predictions-*.jsonl` in `folder` (answered at or after `since`)."""
+def read_prediction_logs(folder: str | Path, since: dt.datetime | None = None,
+                         damaged: DamagedLines | None = None) -> LoggedWindow:
+    """Every record of the prediction log files in `folder` (answered at or after `since`);
+    damaged lines are counted in `damaged` (refused if it is strict)."""
     folder = Path(folder)
-    files = sorted(folder.glob(LOG_PATTERN))
+    damaged = DamagedLines() if damaged is None else damaged
+    files = log_files(folder, "predictions")
     if not files:
         raise UserError(f"--current {folder}: folder has no prediction logs ({LOG_PATTERN}); "
                         f"expected the --log-dir of `textclf serve`, or a data file")
-    records = [record for path in files for record in _read_log(path)
+    records = [record for path in files
+               for record in _read_log(path, damaged, newest=path == files[-1])
                if since is None or record.time >= since]
     if not records:
         after = f" answered since {since.isoformat()}" if since else ""
+        skipped = f" ({damaged.count} damaged lines skipped)" if damaged.count else ""
         raise UserError(f"--current {folder}: the prediction logs ({len(files)} files) hold no "
-                        f"predictions{after}; expected at least one logged text")
+                        f"predictions{after}{skipped}; expected at least one logged text")
     times = [record.time.astimezone(dt.timezone.utc) for record in records]
     return LoggedWindow(
         Predictions(tuple(r.text for r in records), tuple(r.label for r in records),
@@ -112,26 +121,13 @@ def read_prediction_logs(folder: str | Path, since: dt.datetime | None = None) -
         len(files), min(times), max(times), tuple(r.probabilities for r in records))
 
 
-def _read_log(path: Path) -> list[LogRecord]:
-    try:
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except UnicodeDecodeError as err:
-        raise UserError(f"{path}: byte {err.start} is not valid UTF-8; expected the JSON "
-                        f"Lines that `textclf serve` writes") from None
-    # The server ends every record with a newline; a last line without one is a write
-    # a crash cut short, not a record.
-    return [log_record(line, f"{path}, line {number}")
-            for number, line in enumerate(lines[:-1], start=1) if line.strip()]
+def _read_log(path: Path, damaged: DamagedLines, newest: bool) -> list[LogRecord]:
+    return [log_record(record, where) for where, line in log_lines(path, damaged, newest)
+            if (record := json_record(line, where, damaged)) is not None]
 
 
-def log_record(line: str, where: str) -> LogRecord:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise UserError(f"{where}: not valid JSON ({err.msg}); expected one prediction "
-                        f"record per line") from None
-    if not isinstance(record, dict):
-        raise UserError(f"{where}: expected a JSON object, found {type(record).__name__}")
+def log_record(record: dict, where: LogLine | str) -> LogRecord:
+    """The fields of one prediction log record, checked; a wrong one is refused."""
     text, label, top = record.get("text"), record.get("label"), record.get("probability")
     if not isinstance(text, str) or not text.strip():
         raise UserError(f"{where}: field 'text' must be non-empty text, found {text!r}")

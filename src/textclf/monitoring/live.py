@@ -18,12 +18,16 @@ whose request is not in the prediction log (deleted, or a log folder from elsewh
 whose index is out of range or whose label the answering model lacks are counted as
 unmatched and left out. Scores are per `model_version`: accuracy with a 95% Wilson
 interval, macro-F1 with a 95% percentile-bootstrap interval, recall per class.
+
+Damaged lines of either log (a write cut short: textclf.monitoring.log_reading) are skipped
+and counted. A damaged prediction line keeps its place in its request, so the texts after it
+keep their index; a label for the text it held is left out as unmatched.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-import html
 import json
 import math
 import re
@@ -37,7 +41,9 @@ import numpy as np
 from textclf.errors import UserError
 from textclf.metrics import macro_f1
 from textclf.monitoring.inputs import log_record, parse_time
-from textclf.reporting.pages import markdown_table
+from textclf.monitoring.log_reading import (RECORD_START, DamagedLines, LogLine, cut_or_glued,
+                                            json_record, log_files, log_lines)
+from textclf.reporting.pages import md_table, md_text
 
 FEEDBACK_FOLDER = "feedback"        # inside the prediction log folder
 Z95 = 1.959963984540054             # the normal quantile of a two-sided 95% interval
@@ -61,6 +67,7 @@ class LoggedText:
     text: str
     predicted: str
     labels: tuple[str, ...]             # the answering model's classes
+    damaged: bool = False               # its log line is damaged: no text, label or classes
 
 
 @dataclass(frozen=True)
@@ -90,52 +97,23 @@ class Joined:
 
 # Reading the logs ---------------------------------------------------------------------
 
-def log_files(folder: str | Path, prefix: str) -> list[Path]:
-    """`PREFIX-YYYY-MM-DD[-N].jsonl` in `folder`, in the order they were written."""
-    pattern = re.compile(rf"{re.escape(prefix)}-(\d{{4}}-\d\d-\d\d)(?:-(\d+))?\.jsonl")
-    found = [(m.group(1), int(m.group(2) or 0), p) for p in Path(folder).glob(f"{prefix}-*")
-             if (m := pattern.fullmatch(p.name))]
-    return [p for _, _, p in sorted(found)]
-
-
-def _lines(path: Path) -> Iterator[tuple[str, bytes]]:
-    # A last line without its newline is a write a crash cut short, not a record (as
-    # textclf.monitoring.inputs reads the log).
-    with open(path, "rb") as lines:
-        for number, line in enumerate(lines, start=1):
-            if line.endswith(b"\n") and line.strip():
-                yield f"{path}, line {number}", line[:-1]
-
-
-def _decoded(line: bytes, where: str) -> str:
-    try:
-        return line.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise UserError(f"{where}: byte {err.start} is not valid UTF-8; expected the JSON "
-                        f"Lines that `textclf serve` writes") from None
-
-
-def _json_object(line: bytes, where: str) -> dict:
-    try:
-        record = json.loads(_decoded(line, where))
-    except json.JSONDecodeError as err:
-        raise UserError(f"{where}: not valid JSON ({err.msg}); expected one record per "
-                        f"line") from None
-    if not isinstance(record, dict):
-        raise UserError(f"{where}: expected a JSON object, found {type(record).__name__}")
-    return record
-
-
-def _head(line: bytes, where: str) -> tuple[str, str]:
-    """(time as written, request_id) of a prediction log line."""
-    if found := _HEAD.match(line):
+def _head(line: bytes, where: LogLine, damaged: DamagedLines) -> Optional[tuple[str, str]]:
+    """(time as written, request_id) of a prediction log line. A damaged line (counted)
+    takes the head of the record it ends with: a glued line's whole record began its
+    request. None for a damaged line without one."""
+    start = line.rfind(RECORD_START)
+    if (start != 0 or not line.endswith(b"}")) and (problem := cut_or_glued(line)):
+        damaged.skip(where, problem)
+    if found := _HEAD.match(line, max(start, 0)):
         time, request_id = found.groups()
         try:
             return time.decode(), (json.loads(b'"%s"' % request_id) if b"\\" in request_id
                                    else request_id.decode())
         except (UnicodeDecodeError, json.JSONDecodeError):
             pass
-    record = _json_object(line, where)
+    record = json_record(line, where, damaged)      # another order of the fields, or damage
+    if record is None:
+        return None
     request_id = record.get("request_id")
     if not isinstance(request_id, str) or not request_id:
         raise UserError(f"{where}: field 'request_id' must be non-empty text, found "
@@ -143,22 +121,33 @@ def _head(line: bytes, where: str) -> tuple[str, str]:
     return str(record.get("time")), request_id
 
 
-def scan_predictions(files: Sequence[Path]) -> Iterator[tuple[str, int, str, bytes]]:
+def scan_predictions(files: Sequence[Path], damaged: Optional[DamagedLines] = None
+                     ) -> Iterator[tuple[str, int, LogLine, bytes]]:
     """(request_id, index of the text in its request, where, line) for every line of the
     prediction log `files`. A request's lines are consecutive and share `time` and
-    `request_id` (one write); index 0 starts a request."""
+    `request_id` (one write); index 0 starts a request. Damaged lines are counted in
+    `damaged` and still yielded where they have a request, so that its texts keep their
+    index; `logged_text` makes them placeholders."""
+    damaged = DamagedLines() if damaged is None else damaged
     for path in files:
         current, index = None, 0
-        for where, line in _lines(path):
-            key = _head(line, where)
+        for where, line in log_lines(path, damaged, newest=path == files[-1]):
+            key = _head(line, where, damaged)
+            if key is None:
+                continue
             index = index + 1 if key == current else 0
             current = key
             yield key[1], index, where, line
 
 
-def logged_text(line: bytes, where: str, request_id: str, index: int) -> LoggedText:
-    """A prediction log line, checked as the drift report checks it."""
-    record = log_record(_decoded(line, where), where)
+def logged_text(line: bytes, where: LogLine, request_id: str, index: int,
+                damaged: Optional[DamagedLines] = None) -> LoggedText:
+    """A prediction log line, checked as the drift report checks it; for a damaged line
+    (counted in `damaged`), a placeholder with `damaged` set."""
+    found = json_record(line, where, DamagedLines() if damaged is None else damaged)
+    if found is None:
+        return LoggedText(request_id, index, _damaged_time(line), "", "", "", (), damaged=True)
+    record = log_record(found, where)
     # the answering model's classes: the keys of the line's `probabilities`
     probabilities = record.probabilities
     if not probabilities:
@@ -168,17 +157,30 @@ def logged_text(line: bytes, where: str, request_id: str, index: int) -> LoggedT
                       record.label, tuple(probabilities))
 
 
-def logged_requests(log_dir: str | Path,
-                    request_ids: set[str]) -> dict[str, list[list[LoggedText]]]:
+def _damaged_time(line: bytes) -> dt.datetime:
+    """The time of the record a damaged line ends with (its request's time), else the
+    earliest time there is."""
+    found = _HEAD.match(line, max(line.rfind(RECORD_START), 0))
+    try:
+        return parse_time(found.group(1).decode(), "time")
+    except (AttributeError, UnicodeDecodeError, UserError):
+        return dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+
+
+def logged_requests(log_dir: str | Path, request_ids: set[str],
+                    damaged: Optional[DamagedLines] = None
+                    ) -> dict[str, list[list[LoggedText]]]:
     """request_id -> its logged requests (a client may reuse an id), each the list of its
-    texts, in log order; only for `request_ids`."""
+    texts, in log order; only for `request_ids`. Damaged lines are counted in `damaged`."""
+    damaged = DamagedLines() if damaged is None else damaged
     found: dict[str, list[list[LoggedText]]] = {}
-    for request_id, index, where, line in scan_predictions(log_files(log_dir, "predictions")):
+    for request_id, index, where, line in scan_predictions(log_files(log_dir, "predictions"),
+                                                           damaged):
         if request_id in request_ids:
             requests = found.setdefault(request_id, [])
             if index == 0:
                 requests.append([])
-            requests[-1].append(logged_text(line, where, request_id, index))
+            requests[-1].append(logged_text(line, where, request_id, index, damaged))
     return found
 
 
@@ -189,15 +191,18 @@ def answered_request(requests: list[list[LoggedText]], when: dt.datetime) -> lis
     return before[-1] if before else requests[0]
 
 
-def read_feedback(log_dir: str | Path) -> list[Feedback]:
-    """Every line of the feedback log in `log_dir/feedback`, in the order written."""
-    return [_feedback(line, where) for path in
-            log_files(Path(log_dir) / FEEDBACK_FOLDER, "feedback")
-            for where, line in _lines(path)]
+def read_feedback(log_dir: str | Path, damaged: Optional[DamagedLines] = None
+                  ) -> list[Feedback]:
+    """Every line of the feedback log in `log_dir/feedback`, in the order written; damaged
+    lines are counted in `damaged`."""
+    damaged = DamagedLines() if damaged is None else damaged
+    files = log_files(Path(log_dir) / FEEDBACK_FOLDER, "feedback")
+    return [_feedback(record, where) for path in files
+            for where, line in log_lines(path, damaged, newest=path == files[-1])
+            if (record := json_record(line, where, damaged)) is not None]
 
 
-def _feedback(line: bytes, where: str) -> Feedback:
-    record = _json_object(line, where)
+def _feedback(record: dict, where: LogLine) -> Feedback:
     for name in ("request_id", "label", "source"):
         if not isinstance(record.get(name), str) or not record[name]:
             raise UserError(f"{where}: field {name!r} must be non-empty text, found "
@@ -227,6 +232,9 @@ def join(feedback: Sequence[Feedback], requests: dict[str, list[list[LoggedText]
             unmatched["index out of range"] += 1
             continue
         text = texts[item.index]
+        if text.damaged:
+            unmatched["text's log line damaged"] += 1
+            continue
         if item.label not in text.labels:
             unmatched["label unknown to the model"] += 1
             continue
@@ -315,6 +323,7 @@ class LiveSummary:
     unmatched: dict[str, int]
     min_labels: int
     disagreements: tuple[Labelled, ...] = field(default=())
+    damaged_lines: int = 0                   # of either log, skipped
 
     @property
     def current(self) -> Optional[VersionStats]:
@@ -334,6 +343,7 @@ class LiveSummary:
         return {"worse_than_test": int(self.worse), "test_accuracy": self.test_accuracy,
                 "labels": {"received": self.received, "replaced": self.replaced,
                            "unmatched": sum(self.unmatched.values())},
+                "damaged_log_lines": self.damaged_lines,
                 **({"current": _version_metrics(self.current)} if self.current else {}),
                 "versions": versions}
 
@@ -358,15 +368,19 @@ def summarise(joined: Joined, test_accuracy: float, test_source: str = "",
 
 
 def live_summary(log_dir: str | Path, test_accuracy: float, test_source: str = "",
-                 min_labels: int = MIN_LABELS, seed: int = 0) -> LiveSummary:
+                 min_labels: int = MIN_LABELS, seed: int = 0,
+                 damaged: Optional[DamagedLines] = None) -> LiveSummary:
     """Read the prediction and feedback logs of `log_dir` and score them (the drift
-    report can call this and show `.to_markdown(level=2)`)."""
+    report can call this and show `.to_markdown(level=2)`); damaged lines are counted in
+    `damaged` (refused if it is strict)."""
     if not Path(log_dir).is_dir():
         raise UserError(f"--log-dir {log_dir}: no such folder; expected the --log-dir of "
                         f"`textclf serve`")
-    feedback = read_feedback(log_dir)
-    requests = logged_requests(log_dir, {f.request_id for f in feedback})
-    return summarise(join(feedback, requests), test_accuracy, test_source, min_labels, seed)
+    damaged = DamagedLines() if damaged is None else damaged
+    feedback = read_feedback(log_dir, damaged)
+    requests = logged_requests(log_dir, {f.request_id for f in feedback}, damaged)
+    summary = summarise(join(feedback, requests), test_accuracy, test_source, min_labels, seed)
+    return dataclasses.replace(summary, damaged_lines=damaged.count)
 
 
 def read_test_accuracy(path: str | Path) -> float:
@@ -391,11 +405,6 @@ def short_version(version: str) -> str:
     """sha256 digests cut to 12 hex digits, git commits to 8, for people and metric keys."""
     version = re.sub(r"\b(sha256:[0-9a-f]{12})[0-9a-f]{52}\b", r"\1", version)
     return re.sub(r"\b(git:[0-9a-f]{8})[0-9a-f]{32}\b", r"\1", version) or "(none)"
-
-
-def md_text(text: str) -> str:
-    """Plain text for Markdown: HTML escaped (no live `<script>`), Markdown marks escaped."""
-    return re.sub(r"([\\`*_\[\]#~>!])", r"\\\1", html.escape(str(text), quote=False))
 
 
 def _interval(value: float, interval: tuple[float, float]) -> str:
@@ -432,26 +441,28 @@ def _headline(s: LiveSummary) -> str:
 def to_markdown(s: LiveSummary, level: int = 1) -> str:
     h = "#" * level
     unmatched = "; ".join(f"{n} {reason}" for reason, n in s.unmatched.items()) or "none"
+    damaged = (f" {s.damaged_lines} damaged log line{'s' * (s.damaged_lines > 1)} skipped "
+               f"(a write cut short; `textclf feedback report` names them on stderr)."
+               if s.damaged_lines else "")
     md = [f"{h} Live accuracy: {s.verdict}", _headline(s),
           f"Labels: {s.received} received, {s.replaced} replaced by a later label for the "
-          f"same text, left out: {unmatched}."]
-    rows = [[md_text(short_version(v.model_version)), str(v.labelled),
+          f"same text, left out: {md_text(unmatched)}.{damaged}"]
+    rows = [[short_version(v.model_version), str(v.labelled),
              _interval(v.accuracy, v.accuracy_interval),
              _interval(v.macro_f1, v.macro_f1_interval), v.verdict] for v in s.versions]
     md += [f"{h}# Per model version (most recent first)",
-           markdown_table(["model version", "labelled", "accuracy [95% Wilson]",
-                           "macro-F1 [95% bootstrap]", "verdict"], rows) if rows else "(none)"]
+           md_table(["model version", "labelled", "accuracy [95% Wilson]",
+                     "macro-F1 [95% bootstrap]", "verdict"], rows) if rows else "(none)"]
     md.append(HOW_TO_READ)
     if s.current:
-        recall = [[md_text(c), str(n), f"{r:.3f}" if n else "-"]
+        recall = [[c, str(n), f"{r:.3f}" if n else "-"]
                   for c, (r, n) in s.current.recall.items()]
         md += [f"{h}# Recall per class, current version",
-               markdown_table(["class", "labelled", "recall"], recall)]
-    examples = [[md_text(i.prediction.request_id), str(i.prediction.index),
-                 md_text(_clip(i.prediction.text)), md_text(i.prediction.predicted),
-                 md_text(i.label)] for i in reversed(s.disagreements)]
+               md_table(["class", "labelled", "recall"], recall)]
+    examples = [[i.prediction.request_id, str(i.prediction.index), _clip(i.prediction.text),
+                 i.prediction.predicted, i.label] for i in reversed(s.disagreements)]
     md += [f"{h}# Latest disagreements",
-           markdown_table(["request", "index", "text", "predicted", "label"], examples)
+           md_table(["request", "index", "text", "predicted", "label"], examples)
            if examples else "(none)"]
     return "\n\n".join(md) + "\n"
 

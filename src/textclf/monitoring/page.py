@@ -1,14 +1,20 @@
-"""A `DriftReport` as one offline HTML page and as Markdown, the verdict on top."""
+"""A `DriftReport` as one offline HTML page and as Markdown, the verdict on top.
+
+Texts, labels, paths and model versions are users' words: the HTML escapes them
+(textclf.reporting.pages: html_table), the Markdown too (md_text, md_table there).
+"""
 
 from __future__ import annotations
 
 from itertools import zip_longest
+from typing import Callable
 
 from textclf.monitoring.estimate import PerformanceEstimate
+from textclf.reporting.pages import md_table, md_text
 from textclf.monitoring.report import DriftReport, format_p
 from textclf.monitoring.stats import MIN_AUC, MIN_PSI
 from textclf.reporting.charts import bar_chart
-from textclf.reporting.pages import heading, html_page, html_table, markdown_table, paragraph
+from textclf.reporting.pages import heading, html_page, html_table, paragraph
 
 EXAMPLE_CHARS = 300
 
@@ -17,13 +23,16 @@ def _pct(value: float) -> str:
     return f"{100 * value:.1f}%"
 
 
-def _summary_lines(report: DriftReport) -> list[str]:
+def _summary_lines(report: DriftReport, esc: Callable[[str], str]) -> list[str]:
+    """The lines above the tables; `esc` makes a user's words safe where they go (`str`
+    for the HTML, which `paragraph` escapes)."""
     s = report.sources
     lines = [f"**{report.verdict}**",
-             f"Model: {s.model_version}.",
-             f"Current window: {report.current.rows:,} texts from {s.current}. Reference: "
-             f"{report.reference.rows:,} texts from {s.reference}. Baseline of the predicted "
-             f"labels: the model's test split, {report.test.rows:,} texts from {s.test}."]
+             f"Model: {esc(s.model_version)}.",
+             f"Current window: {report.current.rows:,} texts from {esc(s.current)}. Reference: "
+             f"{report.reference.rows:,} texts from {esc(s.reference)}. Baseline of the "
+             f"predicted labels: the model's test split, {report.test.rows:,} texts from "
+             f"{esc(s.test)}."]
     if report.performance:
         lines.append(_estimate_line(report.performance))
     return lines
@@ -67,10 +76,10 @@ def _performance(estimate: PerformanceEstimate) -> tuple[list[str], list[list[st
     return header, rows
 
 
-def _performance_notes(estimate: PerformanceEstimate) -> list[str]:
+def _performance_notes(estimate: PerformanceEstimate, esc: Callable[[str], str]) -> list[str]:
     fitted = estimate.atc
     atc = (f"ATC: the share of confidences above {fitted.threshold:.3f}, the threshold at "
-           f"which the {fitted.rows:,} texts of {fitted.source or 'the validation split'} "
+           f"which the {fitted.rows:,} texts of {esc(fitted.source or 'the validation split')} "
            f"show their accuracy ({fitted.accuracy:.3f}), Garg et al. 2022"
            if fitted else
            "ATC: not computed (no labelled validation split; give --validation)")
@@ -139,25 +148,26 @@ HOW_TO_READ = (
 def render(report: DriftReport) -> tuple[str, str]:
     """(HTML page, Markdown) for one report."""
     title = "Drift report: " + ("drift detected" if report.drifted else "no drift detected")
-    summary = _summary_lines(report)
+    summary = _summary_lines(report, str)
     tables = {"Measures": _measures(report),
               **({"Performance without labels": _performance(report.performance)}
                  if report.performance else {}),
               "Words that tell the sides apart": _words(report),
               "Typical texts of each side (held-out half)": _examples(report),
               "Predicted labels": _labels(report)}
-    md = [f"# {title}", *summary, *(f"> {note}" for note in report.notes)]
+    md = [f"# {title}", *_summary_lines(report, md_text),
+          *(f"> {md_text(note)}" for note in report.notes)]
     body = [heading(1, title), paragraph(summary[0], "warn" if report.drifted else ""),
             *map(paragraph, summary[1:]), *(paragraph(note, "warn") for note in report.notes)]
     for name, (header, rows) in tables.items():
-        md += [f"## {name}", markdown_table(header, rows) if rows else "(none)"]
+        md += [f"## {name}", md_table(header, rows) if rows else "(none)"]
         body += [heading(2, name), html_table(header, rows) if rows else paragraph("(none)")]
         if name == "Measures":
             md.append(HOW_TO_READ)
             body.append(paragraph(HOW_TO_READ))
         if name == "Performance without labels":
-            notes = _performance_notes(report.performance)
-            md += notes
+            notes = _performance_notes(report.performance, str)
+            md += _performance_notes(report.performance, md_text)
             body += [paragraph(notes[0], "" if report.performance.reliable else "warn"),
                      paragraph(notes[1])]
         if name == "Predicted labels":

@@ -36,6 +36,7 @@ class Sources:
     current: str
     test: str
     model_version: str              # e.g. "sha256:… (the weights in models/classifier)"
+    damaged_lines: int = 0          # lines of the --current logs skipped as damaged
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class DriftReport:
             "drift_detected": int(self.drifted),
             "rows": {"reference": self.reference.rows, "current": self.current.rows,
                      "test": self.test.rows},
+            "damaged_log_lines": self.sources.damaged_lines,
             "text_drift": {"detected": int(d.drifted), "auc": round(d.auc, 4),
                            "threshold": round(d.threshold, 4)},
             "label_drift": {"detected": int(labels.drifted), "psi": round(labels.psi, 4),

@@ -3,10 +3,17 @@
 Shared by the pages textclf writes (the experiments report, the drift report): one
 style sheet, no scripts, no network, so a page can be mailed or opened from a CI artifact.
 Charts come from `textclf.reporting.charts`.
+
+Texts, labels, model versions, paths and experiment names come from users. Copied raw into
+Markdown, a `<script>` or `<img onerror=...>` stays live where it is rendered (a CI
+comment, a repository browser), and a `|` or a newline breaks a table. Every such value
+reaches a Markdown page through `md_text`, every table through `md_table`, every verbatim
+block through `md_code_block`; HTML cells are escaped by `html_table`.
 """
 
 from __future__ import annotations
 
+import html
 import re
 from typing import Sequence
 
@@ -61,3 +68,34 @@ def paragraph(text: str, css: str = "") -> str:
 
 def heading(level: int, text: str) -> str:
     return f"<h{level}>{escape(text)}</h{level}>"
+
+
+# What Markdown reads as marks inside a line: `\`, code, emphasis and strike-through
+# anywhere; `_` only at a word's edge (inside batch_size or f1_macro it starts no
+# emphasis); `]` only where it would close a link or image, `](`, `][`, or make a link
+# definition, `]:`. (`<`, `>` and `&` are entities by then; `#` and list marks mean
+# something only at a line's start, where the pages put their own words.)
+_MARKS = re.compile(r"[\\`*~]|(?<!\w)_|_(?!\w)|\](?=[(\[:])")
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")      # CommonMark's three line endings
+
+
+def md_text(text: object) -> str:
+    """`text` as Markdown that shows it as it is, in a line or a table cell: `<`, `>` and
+    `&` as HTML entities (no live tag), Markdown's marks escaped, line breaks as `<br>` (no
+    new line, no new row)."""
+    escaped = _MARKS.sub(r"\\\g<0>", html.escape(str(text), quote=False))
+    return _LINE_BREAK.sub("<br>", escaped)
+
+
+def md_table(header: Sequence[object], rows: Sequence[Sequence[object]]) -> str:
+    """A Markdown table of plain-text cells, each escaped with `md_text` (`|` too)."""
+    return markdown_table([md_text(h) for h in header],
+                          [[md_text(cell) for cell in row] for row in rows])
+
+
+def md_code_block(text: str, language: str = "") -> str:
+    """`text` verbatim in a fenced block that no line of it can close: the fence is longer
+    than any run of backticks in it."""
+    runs = [len(run) for run in re.findall(r"`+", text)]
+    fence = "`" * max(3, max(runs, default=0) + 1)
+    return f"{fence}{language}\n{text.rstrip(chr(10))}\n{fence}"
