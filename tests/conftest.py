@@ -31,8 +31,9 @@ if _threads_per_worker():
     os.environ["OMP_NUM_THREADS"] = str(_threads_per_worker())
 
 # Re-exported: tests import these from conftest or from harness.
-from harness import (GIT_IDENTITY, REPO, OwnDataWalk, SweepWalk, TourWalk,  # noqa: E402,F401
-                     copy_project, run, set_params, walk_own_data, walk_sweep, walk_tour)
+from harness import (GIT_IDENTITY, REPO, LoopWalk, OwnDataWalk, SweepWalk,  # noqa: E402,F401
+                     TourWalk, copy_project, run, set_params, walk_loop, walk_own_data,
+                     walk_sweep, walk_tour)
 
 SST5 = REPO.parent / "shared" / "data" / "sst5"
 LABELS = ["very negative", "negative", "neutral", "positive", "very positive"]
@@ -95,15 +96,23 @@ def readme_sweep(tmp_path_factory, tiny_model_dir) -> SweepWalk:
     return walk_sweep(tmp_path_factory.mktemp("readme-sweep"), tiny_model_dir)
 
 
+@pytest.fixture(scope="session")
+def readme_loop(tmp_path_factory, tiny_model_dir) -> LoopWalk:
+    """The README's main command, then docs/loop.md (serve, drift, labels, live accuracy)
+    in a project of its own; test_loop checks."""
+    return walk_loop(tmp_path_factory.mktemp("readme-loop"), tiny_model_dir)
+
+
 # --- running on several workers (pytest-xdist, `-n 2 --dist loadgroup` in pyproject.toml) ---
 
 # Test files that share one expensive session fixture run on one worker, or each worker
 # would build it. The README walk is three groups, each in a project of its own, so that
 # the two workers walk them side by side: the tour (`readme_tour`), the own-data section
 # (`readme_own_data`) and the sweep of docs/experiments.md (`readme_sweep`).
-SHARED_FIXTURES = ("readme_tour", "readme_own_data", "readme_sweep")
+SHARED_FIXTURES = ("readme_tour", "readme_own_data", "readme_sweep", "readme_loop")
 SHARED_WORK = {"test_pipeline.py": "readme_tour", "test_readme.py": "readme_tour",
-               "test_readme_own_data.py": "readme_own_data", "test_sweep.py": "readme_sweep"}
+               "test_readme_own_data.py": "readme_own_data", "test_sweep.py": "readme_sweep",
+               "test_loop.py": "readme_loop"}
 # The longest groups first (`--durations` on 2 cores), so that no worker starts a
 # minutes-long group after the other has run out of work; the rest keep their order.
 LONGEST_FIRST = ("readme_sweep", "readme_tour", "test_remote.py", "test_kfp.py",

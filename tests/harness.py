@@ -6,11 +6,13 @@ Test modules import from here (or the re-exports in conftest.py), never from eac
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -126,7 +128,8 @@ def wait_for_queue(project: Path, timeout_s: float = 600) -> dict[str, str]:
 # Where each block that the tests run lives: the README keeps the set-up commands, the tour
 # and the own-data section; the longer sections live on their docs/ pages.
 BLOCK_PAGES = {"main-command": "README.md", "test-command": "README.md", "tour": "README.md",
-               "own-data": "README.md", "sweep": "docs/experiments.md"}
+               "own-data": "README.md", "sweep": "docs/experiments.md",
+               "loop-watch": "docs/loop.md", "loop-labels": "docs/loop.md"}
 
 
 def readme_blocks(marker: str, readme: Path | None = None) -> list[str]:
@@ -312,6 +315,69 @@ def walk_sweep(tmp: Path, model_dir: Path, epochs: int = 1) -> SweepWalk:
         git_show(project, "HEAD", "params.yaml").decode(),
         run(["git", "ls-files"], project).stdout.splitlines(),
         queue_status(project), experiments(project))
+
+
+@dataclass(frozen=True)
+class LoopWalk(Walk):
+    """The main command, then docs/loop.md: serve, send texts, drift, a person's labels,
+    the live-accuracy report."""
+    truth: dict[str, str]                    # text -> its true label (the stand-in person's)
+    sent: dict                               # the body of week-49.json
+    labels_csv: list[dict]                   # what the stand-in person wrote to labels.csv
+    server_pid: int
+
+
+def week_texts() -> dict[str, str]:
+    """This week's texts, with the true labels a person would give: the demo's five
+    classes, in words the training data does not use."""
+    cue = {"very negative": "a total disaster, never again", "negative": "rather poor",
+           "neutral": "fine, nothing special", "positive": "pretty good",
+           "very positive": "simply wonderful, a delight"}
+    things = ["blender", "hotel stay", "concert", "laptop", "novel", "taxi ride", "museum",
+              "headphones"]
+    return {f"The {thing} was {cue[label]}.": label for label in cue for thing in things}
+
+
+def walk_loop(tmp: Path, model_dir: Path, epochs: int = 1) -> LoopWalk:
+    """The README's main command, then docs/loop.md's blocks, with a stand-in person
+    labelling every other answered text between them; the server is stopped at the end
+    even when a step failed."""
+    reader = _Reader(tmp, model_dir, epochs)
+    project = reader.project
+    truth = week_texts()
+    sent = {"id": "week-49", "texts": list(truth)}
+    (tmp / "home" / "week-49.json").write_text(json.dumps(sent))
+    reader.section("main-command")
+    pid_file = project / "logs" / "serve.pid"
+    try:
+        reader.section("loop-watch")
+        rows = [{"request_id": "week-49", "index": i, "label": truth[text]}
+                for i, text in enumerate(sent["texts"]) if i % 2 == 1]
+        with open(project / "labels.csv", "w", newline="") as out:
+            writer = csv.DictWriter(out, fieldnames=["request_id", "index", "label"])
+            writer.writeheader()
+            writer.writerows(rows)
+        reader.section("loop-labels")
+        pid = int(pid_file.read_text())
+    finally:
+        _stop_server(pid_file)
+    return LoopWalk(project, reader.steps, reader.skipped, truth, sent, rows, pid)
+
+
+def _stop_server(pid_file: Path) -> None:
+    """SIGKILL a server the walk left running (a failed step), so no test leaks it."""
+    try:
+        pid = int(pid_file.read_text())
+    except (OSError, ValueError):
+        return
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.kill(pid, signal.SIGKILL)
 
 
 def would_add(project: Path) -> list[str]:
