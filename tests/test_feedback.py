@@ -386,3 +386,22 @@ def test_no_log_turns_feedback_off(model_folder, tmp_path):
                                                   "label": "positive"})
     assert off.status_code == 409 and "--no-log" in off.json()["error"]
     assert not (tmp_path / "logs").exists()
+
+
+def test_a_label_for_a_text_whose_log_line_is_damaged_is_refused_saying_so(tmp_path, capsys):
+    log_request(tmp_path, "a", ["pos", "neg", "pos"])
+    log = next(tmp_path.glob("predictions-*.jsonl"))
+    lines = log.read_bytes().splitlines(keepends=True)
+    # A write cut short (a full disk, before this version's writer cut such writes back):
+    # text 0 whole, text 1 cut after its request id, text 2 never written.
+    log.write_bytes(lines[0] + lines[1][:80] + b"\n")
+    log_request(tmp_path, "b", ["neg"])
+    (tmp_path / "ids.csv").write_text("request_id,index,label\na,1,pos\n")
+    with pytest.raises(SystemExit) as exited:
+        command.main(["import", str(tmp_path / "ids.csv"), "--log-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert "ids.csv, row 1: the prediction log line of text 1 of request 'a' is damaged" in err
+    (tmp_path / "ids.csv").write_text("request_id,index,label\na,0,pos\nb,0,pos\n")
+    command.main(["import", str(tmp_path / "ids.csv"), "--log-dir", str(tmp_path)])
+    assert [(f.request_id, f.index) for f in read_feedback(tmp_path)] == [("a", 0), ("b", 0)]

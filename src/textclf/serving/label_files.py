@@ -185,6 +185,10 @@ def _logged(row: LabelRow, by_id: dict, by_text: dict, now: dt.datetime) -> Logg
         raise RowError(f"{row.where}, field 'index': {row.index} is out of range; request "
                        f"{row.request_id!r} had {len(texts)} texts (index 0 to "
                        f"{len(texts) - 1})")
+    if texts[row.index].damaged:
+        raise RowError(f"{row.where}: the prediction log line of text {row.index} of request "
+                       f"{row.request_id!r} is damaged (a write cut short), so its text and "
+                       f"answer are lost; this label cannot be matched")
     return texts[row.index]
 
 
