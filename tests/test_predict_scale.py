@@ -365,3 +365,40 @@ def test_merge_usage_errors(shards, capsys):
         with pytest.raises(SystemExit) as stopped:
             predict.main(args)
         assert stopped.value.code == 2 and expected in capsys.readouterr().err
+
+
+def test_a_terminal_gets_a_progress_bar(tiny_model_dir, tmp_path):
+    """stderr on a terminal (a pseudo-terminal here): a tqdm bar counting texts (a CSV's
+    row count is not known before it is read, so no total); the pipe case above gets
+    none."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    source = write_input(tricky_frame(), tmp_path / "in.csv")
+    main, secondary = pty.openpty()
+    # A terminal of 80 columns (a new pseudo-terminal has 0, where tqdm draws nothing).
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    textclf = str(Path(sys.executable).with_name("textclf"))
+    proc = subprocess.Popen([textclf, "predict", "--model", str(tiny_model_dir), "--input",
+                             str(source), "--output", str(tmp_path / "out.csv"),
+                             "--precision", "fp32", "--chunk-size", "4"],
+                            stderr=secondary, stdout=subprocess.DEVNULL,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    os.close(secondary)
+    seen = b""
+    while True:
+        try:
+            data = os.read(main, 4096)
+        except OSError:           # EIO: the process closed the terminal
+            break
+        if not data:
+            break
+        seen += data
+    os.close(main)
+    assert proc.wait(timeout=120) == 0, seen.decode(errors="replace")
+    assert b"23text [" in seen and b"text/s]" in seen, seen.decode(errors="replace")
