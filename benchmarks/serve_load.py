@@ -7,8 +7,11 @@ batching on (the defaults: up to 64 texts, 5 ms wait), batching without the wait
 N concurrent clients (1, 8, 32) each send single texts to
 `POST /v2/models/{name}/infer`, one after another, until `--requests` are answered;
 contenders alternate within each round. Prints throughput (requests/s) and p50/p99
-latency, median (range) over rounds, and the ceiling: `textclf predict`'s core
-(`predict.label_texts`, batch 64) on the same texts in this process, model already loaded.
+latency, median (range) over rounds, and two ceilings, model already loaded, in this
+process: `textclf predict`'s core (`predict.label_texts`, batch 64) on the same texts,
+which sorts the whole input by length first (little padding), and the same engine on the
+texts in arrival order, N at a time (N = the most clients), which is what a server's
+batch holds when N clients each wait for their answer: the most a server can reach.
 
 The clients run in this process (asyncio, one keep-alive connection each, a bare HTTP/1.1
 client that costs far less CPU than httpx) and share the CPU with the server: on a 2-core
@@ -139,6 +142,17 @@ def predict_ceiling(loaded, texts: list[str]) -> float:
     return len(texts) / (time.perf_counter() - start)
 
 
+def arrival_ceiling(loaded, texts: list[str], size: int) -> float:
+    """texts/s of the same engine on `texts` in arrival order, `size` at a time: what a
+    server's batch holds when `size` clients each wait for their answer (no sorting
+    across batches, so more padding than `predict_ceiling`)."""
+    loaded.probabilities(texts[:size])  # warm-up
+    start = time.perf_counter()
+    for first in range(0, len(texts), size):
+        loaded.probabilities(texts[first:first + size])
+    return len(texts) / (time.perf_counter() - start)
+
+
 def load_for_predict(model_dir: Path):
     """The Labeller `textclf predict` and `serve` use, with serve's engine choice."""
     from textclf.model.labeller import Labeller
@@ -146,7 +160,8 @@ def load_for_predict(model_dir: Path):
     return Labeller.load(model_dir)
 
 
-def report(results: dict, ceiling: list[float], concurrency: list[int]) -> None:
+def report(results: dict, ceiling: list[float], arrival: list[float],
+           concurrency: list[int]) -> None:
     print("\nrequests/s and latency, median (range) over rounds:")
     for clients in concurrency:
         for mode in MODES:
@@ -160,6 +175,14 @@ def report(results: dict, ceiling: list[float], concurrency: list[int]) -> None:
                                                  results["no batching", clients])]
             print(f"      {mode} / no batching: {statistics.median(ratios):.2f}x")
     print(f"  ceiling, predict's core on the same texts: {summary(ceiling)} texts/s")
+    most = max(concurrency)
+    print(f"  ceiling, the same engine on the texts in arrival order, {most} at a time: "
+          f"{summary(arrival)} texts/s")
+    for mode in MODES:
+        rates = [r[0] for r in results[mode, most]]
+        print(f"      {most} clients, {mode}: {statistics.median(rates) / statistics.median(ceiling):.0%}"
+              f" of predict's ceiling, {statistics.median(rates) / statistics.median(arrival):.0%}"
+              f" of the arrival-order one")
 
 
 def main() -> None:
@@ -193,7 +216,7 @@ def main() -> None:
     servers = {mode: start_server(model_dir, extra + threads, scratch / f"logs-{i}")
                for i, (mode, extra) in enumerate(MODES.items())}
     results = {(mode, c): [] for mode in MODES for c in concurrency}
-    ceiling, loaded = [], load_for_predict(model_dir)
+    ceiling, arrival, loaded = [], [], load_for_predict(model_dir)
     try:
         for url, _ in servers.values():
             asyncio.run(load(url, texts, 4, 40))  # warm-up
@@ -207,12 +230,13 @@ def main() -> None:
                           f"{rate:7.1f} req/s, p50 {p50 * 1000:6.1f} ms, "
                           f"p99 {p99 * 1000:6.1f} ms", flush=True)
             ceiling.append(predict_ceiling(loaded, texts[:args.requests]))
+            arrival.append(arrival_ceiling(loaded, texts[:args.requests], max(concurrency)))
     finally:
         for _, proc in servers.values():
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
         shutil.rmtree(scratch, ignore_errors=True)
-    report(results, ceiling, concurrency)
+    report(results, ceiling, arrival, concurrency)
 
 
 if __name__ == "__main__":
