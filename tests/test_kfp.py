@@ -65,6 +65,111 @@ def test_bad_sweeps_say_which_flag(sets, message):
         grid_points(sets)
 
 
+@pytest.mark.parametrize("sets, message", [
+    (["=16"], "-S '=16': no key before '='"),
+    (["train.lr="], "-S 'train.lr=': train.lr has an empty value"),
+    (["train.lr=''"], "train.lr has an empty value"),
+    (["data.text_column=text,''"], "data.text_column has an empty value"),
+    (["train.epochs=range(5,1)"], "-S 'train.epochs=range(5,1)': sweeps no value"),
+    (["train.seed=shuffle(range(0,3))"], "shuffle() would number the points differently"),
+])
+def test_empty_keys_values_and_sweeps_are_refused_naming_the_key(sets, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        grid_points(sets)
+
+
+def test_a_delete_override_stays_a_delete():
+    assert grid_points(["~train.ema_decay"])[0].overrides == ("~train.ema_decay",)
+
+
+def test_a_grid_above_the_cap_is_refused_before_a_point_is_built():
+    import time
+
+    started = time.perf_counter()
+    with pytest.raises(UserError, match=re.escape(
+            "-S: the grid has 1,000,000 points (1,000 x 1,000 values), more than "
+            "--max-points 1,000; sweep fewer values, or raise --max-points")):
+        grid_points(["train.seed=range(0,1000)", "data.seed=range(0,1000)"])
+    with pytest.raises(UserError, match=re.escape("more than 1,000 points (more than 1,000 "
+                                                  "x 2 values)")):
+        grid_points(["train.seed=range(0,1000000000)", "data.seed=1,2"])
+    with pytest.raises(UserError, match="more than --max-points 10"):
+        grid_points(["train.lr=range(0,1,0.01)"], max_points=10)
+    with pytest.raises(UserError, match=re.escape("-S 'train.lr=range(0,1,0)': ")):
+        grid_points(["train.lr=range(0,1,0)"])
+    assert time.perf_counter() - started < 1.0
+    assert len(grid_points(["train.seed=range(0,1000)", "data.seed=1,2"], max_points=2000)) \
+        == 2000
+
+
+def test_a_million_point_compile_fails_in_well_under_a_second(tmp_path, capsys):
+    import time
+
+    from textclf import kfp_sweep
+
+    started = time.perf_counter()
+    with pytest.raises(SystemExit) as stop:
+        kfp_sweep.main(["compile", "-o", str(tmp_path / "s.yaml"), "--image", "i",
+                        "--repo", "r", "--rev", "a" * 40, "-S", "train.seed=range(0,1000)",
+                        "-S", "data.seed=range(0,1000)"])
+    assert time.perf_counter() - started < 1.0
+    assert stop.value.code == 2 and not (tmp_path / "s.yaml").exists()
+    assert "raise --max-points" in capsys.readouterr().err
+
+
+PARAMS = {"train": {"lr": 0.1, "epochs": 3}, "data": {"labels": ["a", "b"]}}
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["train.lrr=0.1,0.2"], "-S 'train.lrr=0.1,0.2': train.lrr is not in params.yaml "
+                            "(known keys in train: lr, epochs)"),
+    (["evaluate.batch_size=8"], "evaluate.batch_size is not in params.yaml"),
+    (["~train.momentum"], "train.momentum is not in params.yaml"),
+    (["+train.lr=1"], "-S '+train.lr=1': train.lr is already in params.yaml; drop the '+'"),
+    (["other.yaml:train.lr=1"], "train.lr is not in other.yaml"),
+])
+def test_keys_must_be_in_the_params_file_as_dvc_requires(sets, message):
+    from textclf.sweeps.grid import check_keys
+
+    files = {"params.yaml": PARAMS, "other.yaml": {}}
+    with pytest.raises(UserError, match=re.escape(message)):
+        check_keys(sets, files.__getitem__)
+
+
+def test_keys_in_the_params_file_adds_and_unchecked_formats_pass():
+    from textclf.sweeps.grid import check_keys
+
+    files = {"params.yaml": PARAMS, "params.toml": None}
+    check_keys(["train.lr=1,2", "data.labels.1=c", "+train.new=1", "++train.lr=2",
+                "~train.epochs", "params.toml:anything=1"], files.__getitem__)
+
+
+def test_keys_are_read_from_the_swept_revision(tmp_path):
+    from textclf.kfp_sweep import params_reader
+
+    (tmp_path / "params.yaml").write_text("train:\n  lr: 0.1\n")
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "p"]):
+        call(cmd, tmp_path)
+    (tmp_path / "params.yaml").write_text("train:\n  epochs: 1\n")     # not committed
+    assert params_reader(tmp_path, "HEAD")("params.yaml") == {"train": {"lr": 0.1}}
+    assert params_reader(tmp_path, "b" * 40)("params.yaml") == {"train": {"epochs": 1}}
+    with pytest.raises(UserError, match="other.yaml is neither in commit HEAD"):
+        params_reader(tmp_path, "HEAD")("other.yaml")
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--parallelism", "nan"), ("--parallelism", "0"), ("--parallelism", "inf"),
+    ("--max-points", "1e9"), ("--max-points", "-1"), ("--gpus", "-1"), ("--gpus", "nan"),
+])
+def test_numeric_flags_refuse_nan_inf_and_out_of_range_naming_the_flag(capsys, flag, value):
+    from textclf import kfp_sweep
+
+    with pytest.raises(SystemExit) as stop:
+        kfp_sweep.main(["compile", "--image", "i", flag, value])
+    assert stop.value.code == 2
+    assert f"argument {flag}: expected a whole number" in capsys.readouterr().err
+
+
 def test_sweep_name_must_fit_in_a_git_ref():
     assert check_sweep_name("bs-sweep_1.2") == "bs-sweep_1.2"
     for bad in ("has space", "-lead", "a/b", ""):

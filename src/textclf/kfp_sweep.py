@@ -3,24 +3,29 @@
     textclf kfp compile -o sweep.yaml --image REGISTRY/textclf:TAG -S 'train.batch_size=16,32'
     textclf kfp run --local -S 'train.batch_size=16,32' -S 'data.class_ratio=[1,1,1],[2,1,1]'
 
-`-S` is `dvc exp run -S`: each sweeps one key, the points are the product. Every point is
-`dvc exp run -n <name>-<i>` in a clone of the revision, pushed back with `dvc exp push`, so
-`dvc exp pull origin` + `dvc exp show` list the sweep beside local runs.
+`-S` is `dvc exp run -S`: each sweeps one key, the points are the product (at most
+--max-points). Every point is `dvc exp run -n <name>-<i>` in a clone of the revision, pushed
+back with `dvc exp push`, so `dvc exp pull origin` + `dvc exp show` list the sweep beside
+local runs. Ctrl-C or SIGTERM stops `run --local` and every process it started.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 from textclf.errors import UserError, exits_on_user_error
-from textclf.sweeps.grid import check_sweep_name, grid_points
-from textclf.sweeps.point import safe_remote_setting
+from textclf.flags import integer, positive_int
+from textclf.sweeps.grid import DEFAULT_MAX_POINTS, check_keys, check_sweep_name, grid_points
+from textclf.sweeps.remote_settings import check_remote_settings, check_url
+from textclf.sweeps.stop import stopped_cleanly
 
 # kfp.local's SubprocessRunner runs at most this many ParallelFor iterations at once.
 LOCAL_MAX_PARALLEL = 2
@@ -73,26 +78,37 @@ def pod_threads(cpu: str) -> int:
     return max(1, int(cores))
 
 
-def _checked_settings(settings: list[str]) -> tuple[str, ...]:
-    for setting in settings:
-        if "=" not in setting:
-            raise UserError(f"--remote-config {setting!r}: expected KEY=VALUE, "
-                            "e.g. endpointurl=http://minio.internal:9000")
-        if not safe_remote_setting(setting):
-            raise UserError(f"--remote-config {setting.partition('=')[0]}: credentials never "
-                            "go into the pipeline; give them as environment variables "
-                            "(--secret on a cluster)")
-    return tuple(settings)
+def params_reader(cwd: Path, revision: str) -> Callable[[str], Any]:
+    """Reads a params file as the swept revision has it (`git show REV:./FILE` here), or
+    else as this folder has it, the way DVC reads it (YAML 1.2); None for a file in a
+    format not checked (TOML, Python)."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml import YAMLError
 
+    read: dict[str, Any] = {}
 
-def _no_password(flag: str, url: str) -> str:
-    from urllib.parse import urlsplit
+    def content(path: str) -> Any:
+        if path in read:
+            return read[path]
+        if Path(path).suffix.lower() not in (".yaml", ".yml", ".json"):
+            return None
+        shown = subprocess.run(["git", "show", f"{revision}:./{path}"], cwd=cwd,
+                               capture_output=True, text=True)
+        if shown.returncode == 0:
+            text = shown.stdout
+        elif (cwd / path).is_file():
+            text = (cwd / path).read_text(encoding="utf-8")
+        else:
+            raise UserError(f"-S: cannot check the swept keys: {path} is neither in commit "
+                            f"{revision[:12]} as this clone knows it nor in {cwd}; run "
+                            "from the project's clone (`git fetch` the commit first)")
+        try:
+            read[path] = YAML(typ="safe").load(text)
+        except YAMLError as err:
+            raise UserError(f"-S: {path} of {revision[:12]} is not valid YAML: {err}") from None
+        return read[path]
 
-    if "://" in url and urlsplit(url).password:
-        raise UserError(f"{flag}: the url carries a password, which would be written into "
-                        "the pipeline; give credentials as environment variables instead "
-                        "(GIT_USERNAME / GIT_PASSWORD, --secret on a cluster)")
-    return url
+    return content
 
 
 def add_sweep_args(parser: argparse.ArgumentParser) -> None:
@@ -105,7 +121,11 @@ def add_sweep_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--remote", default=None, help="DVC remote url (folder or s3://...)")
     parser.add_argument("--remote-config", action="append", default=[], metavar="KEY=VALUE",
                         help="per-user DVC remote setting, e.g. endpointurl=http://...")
-    parser.add_argument("--parallelism", type=int, default=2, help="points running at once")
+    parser.add_argument("--parallelism", type=positive_int, default=2,
+                        help="points running at once")
+    parser.add_argument("--max-points", type=positive_int, default=DEFAULT_MAX_POINTS,
+                        help="refuse a grid of more points than this "
+                             f"(default {DEFAULT_MAX_POINTS}; a typo can make a million)")
     parser.add_argument("-n", "--name", default=time.strftime("kfp-%Y%m%d-%H%M%S", time.gmtime()),
                         help="experiments are named NAME-1, NAME-2, ...")
     parser.add_argument("--metrics-file", action="append", default=None, metavar="PATH",
@@ -127,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--cpu", default="", help="CPU request per point, e.g. 4 or 500m")
     compile_.add_argument("--memory", default="", help="memory request per point, e.g. 8Gi")
     compile_.add_argument("--gpu-type", default="", help="accelerator, e.g. nvidia.com/gpu")
-    compile_.add_argument("--gpus", type=int, default=0, help="accelerators per point")
+    compile_.add_argument("--gpus", type=integer(0, 64), default=0, help="accelerators per point")
     compile_.add_argument("--secret", default="", help="Kubernetes secret with the remote's "
                                                         "credentials, as env vars in each point")
     compile_.add_argument("--secret-key", action="append", default=[], metavar="KEY",
@@ -146,13 +166,12 @@ def _spec(args: argparse.Namespace, repo_url: str, revision: str, remote: str, t
           image: str, **cluster):
     from textclf.sweeps.pipeline import SweepSpec
 
-    if args.parallelism < 1:
-        raise UserError(f"--parallelism: expected a positive integer, found {args.parallelism}")
-    points = tuple(grid_points(args.sets))
+    points = tuple(grid_points(args.sets, args.max_points))
+    check_keys(args.sets, params_reader(Path.cwd(), revision))
     return SweepSpec(points=points, sweep_name=check_sweep_name(args.name),
-                     repo_url=_no_password("--repo", repo_url), revision=revision, image=image,
-                     parallelism=args.parallelism, dvc_remote=_no_password("--remote", remote),
-                     remote_config=_checked_settings(args.remote_config), threads=threads,
+                     repo_url=check_url("--repo", repo_url), revision=revision, image=image,
+                     parallelism=args.parallelism, dvc_remote=check_url("--remote", remote),
+                     remote_config=check_remote_settings(args.remote_config), threads=threads,
                      extra_metrics=tuple(args.metrics_file or [TRAIN_SUMMARY]),
                      sort_by=args.sort_by, ascending=args.ascending, **cluster)
 
@@ -195,16 +214,17 @@ def run_local(args: argparse.Namespace) -> None:
     remote = args.remote or local_remote_url(here or Path.cwd())
     if "://" not in remote:
         remote = str(Path(remote).resolve())   # each point works in its own temp clone
-    points = len(grid_points(args.sets))
     image = f"python:{sys.version_info.major}.{sys.version_info.minor}"  # this environment
     revision = args.rev or (_git(["rev-parse", "HEAD"], here) if here else
                             head_of(repo_url, Path.cwd()))
-    spec = _spec(args, repo_url, revision, remote, local_threads(args.parallelism, points),
-                 image)
+    spec = _spec(args, repo_url, revision, remote, 0, image)
+    spec = dataclasses.replace(spec, threads=local_threads(args.parallelism, len(spec.points)))
     root = args.pipeline_root or tempfile.mkdtemp(prefix="textclf-kfp-")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root)
+    names = [point.name(spec.sweep_name) for point in spec.points]
     try:
-        task = build_pipeline(spec)()
+        with stopped_cleanly(names, Path(root)):
+            task = build_pipeline(spec)()
     except RuntimeError as err:   # kfp.local: a task failed outside a point's own error handling
         raise UserError(f"the local pipeline failed: {err} (task outputs in {root})") from None
     page = Path(task.output.path).read_text(encoding="utf-8")

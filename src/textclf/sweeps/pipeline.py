@@ -26,12 +26,18 @@ def sweep_point(point: dict, sweep_name: str, repo_url: str, revision: str, dvc_
                 confusion: Output[ClassificationMetrics]) -> str:
     """Run one grid point as a DVC experiment and push it; its result as JSON."""
     from textclf.sweeps.point import PointJob, run_point
+    from textclf.sweeps.stop import PointStopped
 
-    result = run_point(PointJob(
-        repo_url=repo_url, revision=revision, name=f"{sweep_name}-{point['number']}",
-        overrides=tuple(point["overrides"]), dvc_remote=dvc_remote,
-        remote_config=tuple(remote_config), threads=threads,
-        extra_metrics=tuple(extra_metrics)))
+    name = f"{sweep_name}-{point['number']}"
+    try:
+        result = run_point(PointJob(
+            repo_url=repo_url, revision=revision, name=name,
+            overrides=tuple(point["overrides"]), dvc_remote=dvc_remote,
+            remote_config=tuple(remote_config), threads=threads,
+            extra_metrics=tuple(extra_metrics)))
+    except PointStopped as stop:   # a failed task, without a traceback
+        print(f"{name}: {stop}")
+        raise SystemExit(1) from None
     for key, value in result.metrics.items():
         metrics.log_metric(key, value)
     if result.confusion:

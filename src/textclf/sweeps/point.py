@@ -20,6 +20,7 @@ import yaml
 
 from textclf.sweeps.results import PointResult, flatten_numbers
 from textclf.sweeps.stages import confusion_plot, labels_files, metrics_files, pull_targets
+from textclf.sweeps.stop import run_in_own_group, stopped_by_signals
 
 SWEEP_REMOTE = "sweep"   # the DVC remote a point pushes to, when the sweep names a url
 # Git over HTTPS from a pod: a credential helper that reads these variables (a secret's
@@ -67,7 +68,7 @@ def _env(job: PointJob, clone: Path | None = None) -> dict[str, str]:
 
 
 def _run(step: str, cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    result = run_in_own_group(cmd, cwd, env)   # a stopped point leaves no step running
     if result.returncode != 0:
         raise StepFailed(step, result.stdout + "\n" + result.stderr)
     return result.stdout
@@ -174,8 +175,10 @@ def read_scores(clone: Path, extra_metrics: tuple[str, ...] = ()
 
 
 def run_point(job: PointJob) -> PointResult:
-    """Run one point end to end; never raises for a failure of the point itself."""
-    with tempfile.TemporaryDirectory(prefix=f"textclf-{job.name}-") as tmp:
+    """Run one point end to end; never raises for a failure of the point itself. SIGINT or
+    SIGTERM stops its running step's processes and raises PointStopped (no result)."""
+    with stopped_by_signals(), \
+            tempfile.TemporaryDirectory(prefix=f"textclf-{job.name}-") as tmp:
         clone, rev, ran = Path(tmp) / "repo", "", ()
         try:
             check_out(job, clone)
@@ -191,8 +194,3 @@ def run_point(job: PointJob) -> PointResult:
     return PointResult(job.name, job.overrides, "success", rev=rev, stages_run=ran,
                        metrics=metrics, labels=labels, confusion=matrix)
 
-
-def safe_remote_setting(setting: str) -> bool:
-    """Settings that may go into a pipeline's YAML: none that carries a credential."""
-    key = setting.partition("=")[0].strip().lower()
-    return re.search(r"secret|password|token|key_id|credential|passphrase", key) is None
