@@ -75,6 +75,10 @@ def atomic_file(target: str | Path) -> Iterator[Path]:
     except BaseException:
         scratch.unlink(missing_ok=True)
         raise
+    # On disk before the rename: after a power cut `target` is the old file or the new
+    # one, never a renamed file whose data had not been written yet.
+    with open(scratch, "rb") as written:
+        os.fsync(written.fileno())
     os.replace(scratch, target)
 
 

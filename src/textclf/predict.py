@@ -12,6 +12,7 @@ once whole (docs/batch-prediction.md).
 from __future__ import annotations
 
 import argparse
+import errno
 import itertools
 import json
 import sys
@@ -145,6 +146,10 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps(record, ensure_ascii=False))
 
 
+# What writing --output can meet that is the disk's fault, not the input's.
+WRITE_FAILURES = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO}
+
+
 def label_file(args: argparse.Namespace) -> None:
     """--input to --output chunk by chunk (or only the rows of --shard)."""
     table = open_table(args.input, [args.text_column], digest=bool(args.shard))
@@ -158,9 +163,16 @@ def label_file(args: argparse.Namespace) -> None:
                 with_progress(itertools.chain(first, chunks),
                               len(rows) if rows is not None else total))
     columns = [*table.columns, "predicted_label", "probability"]
-    with atomic_file(args.output) as scratch:
-        header, written = write_chunks(labelled, scratch,
-                                       args.output.suffix.lower().lstrip("."), columns)
+    try:
+        with atomic_file(args.output) as scratch:
+            header, written = write_chunks(labelled, scratch,
+                                           args.output.suffix.lower().lstrip("."), columns)
+    except OSError as err:
+        if err.errno not in WRITE_FAILURES:
+            raise
+        # A full disk or a file-size limit: atomic_file removed the scratch.
+        raise UserError(f"--output {args.output}: could not write "
+                        f"({err.strerror or err}); nothing was written") from err
     if not args.shard:
         record_path(args.output).unlink(missing_ok=True)   # left by an earlier shard run
         print(f"predict: {written} rows -> {args.output}", file=sys.stderr)

@@ -34,12 +34,13 @@ from textclf.model.loading import (attention_for, load_pretrained, quiet_transfo
 from textclf.model.precision import choose_device, choose_precision
 from textclf.outputs import atomic_dir
 from textclf.params import Params, load_params
-from textclf.training.checkpoint import (CheckpointStore, default_dir, default_interval,
-                                         fingerprint_run, parse_interval)
+from textclf.training.checkpoint import (CheckpointStore, DamagedCheckpoint, default_dir,
+                                         default_interval, fingerprint_run, parse_interval)
 from textclf.training.distributed import (Workers, device_for, launch, launched_by_torchrun,
                                           process_group, wrap)
 from textclf.training.loop import calibrate, encode_split, eval_batch_size, run_epochs
 from textclf.training.state import Compute, EpochResult, best_epoch, new_state
+from textclf.training.trial import TrialReport
 
 
 class StopRequest:
@@ -137,6 +138,7 @@ def train_and_save(args: argparse.Namespace, params: Params, workers: Workers) -
     transformers.set_seed(params.train.seed)
     device = device_for(workers, choose_device())
     say = print if workers.is_main else (lambda *a, **k: None)
+    trial = TrialReport.from_env() if workers.is_main else None   # None unless `textclf tune`
     train_frame, val_frame = read_split(args.train), read_split(args.val)
     data_labels = read_labels(args.labels)
     counts = class_counts(pd.concat([train_frame, val_frame]), data_labels)
@@ -165,8 +167,13 @@ def train_and_save(args: argparse.Namespace, params: Params, workers: Workers) -
     if params.train.resume:
         found, why = store.find()
         say(f"train: {why}")
-        if found:
-            state.load_state_dict(store.load())
+        try:
+            saved = store.load() if found else None
+        except DamagedCheckpoint as err:
+            saved = None
+            say(f"train: {err}; starting fresh")
+        if saved is not None:
+            state.load_state_dict(saved)
             say(f"train: continuing at epoch {state.epoch + 1} of {params.train.epochs}"
                 + (f", batch {state.step + 1}" if state.step else ""))
     else:
@@ -192,8 +199,12 @@ def train_and_save(args: argparse.Namespace, params: Params, workers: Workers) -
                 log_epoch(done)
             with StopRequest().installed() as stop:
                 if not run_epochs(state, train, val, params.train, compute, on_epoch=log_epoch,
-                                  should_stop=stop, store=store, workers=workers):
+                                  should_stop=stop, store=store, workers=workers,
+                                  end_early=trial.pruned_after if trial else lambda r: False):
                     raise stopped(state, stop)
+            if trial and trial.pruned_at:
+                say(f"train: pruned after epoch {trial.pruned_at} by the study's pruner "
+                    f"(experiment {trial.experiment})")
             best = best_epoch(state.history)
             if workers.is_main:
                 # Every path (one process or rank 0 of several; fresh, resumed or warm-started)
@@ -207,6 +218,8 @@ def train_and_save(args: argparse.Namespace, params: Params, workers: Workers) -
                                               "val_f1_macro": best.val_f1_macro,
                                               "val_loss": best.val_loss},
                                      "calibration": calibration_scores})
+                if trial and trial.pruned_at:
+                    live.summary["pruned_at_epoch"] = trial.pruned_at
                 say(f"train: temperature {calibration.temperature:.3f} fitted on the "
                     f"validation split: ECE {calibration_scores['ece_uncalibrated']:.4f} -> "
                     f"{calibration_scores['ece']:.4f}, NLL "

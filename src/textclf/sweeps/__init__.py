@@ -1,6 +1,8 @@
 """Sweeps on Kubeflow Pipelines: the grid of -S overrides (grid.py), the components and the
 pipeline (stages.py, point.py, pipeline.py) and bringing results back as DVC experiments
 (results.py). The `kfp` command (kfp_sweep.py) compiles, submits or runs them locally.
+Searches: a study's space (search_space.py), its trials as DVC experiments (study.py) and
+its report (study_report.py), for the `tune` command (tune.py).
 
 Imports the data wing and the shared modules.
 """

@@ -27,6 +27,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import pickle
 import sys
 import tempfile
 import threading
@@ -38,6 +39,7 @@ from typing import Any, Callable
 import torch
 
 from textclf.errors import UserError
+from textclf.outputs import remove_stale_scratch
 
 # Keys that change how a run is driven, not what it computes.
 NOT_FINGERPRINTED = {("train", "resume")}
@@ -116,6 +118,10 @@ def parse_interval(value: str, where: str) -> float:
         raise UserError(f"{where}: expected seconds between checkpoints, a number >= 0 "
                         f"(0 = after every epoch), found {value!r}")
     return seconds
+
+
+class DamagedCheckpoint(Exception):
+    """This run's checkpoint cannot be read back; it has been removed (train starts fresh)."""
 
 
 class _Background:
@@ -214,10 +220,14 @@ class CheckpointStore:
         if not self.writable:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_scratch(self.path)     # what a save cut short by a kill left behind
         fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.tmp-", dir=self.folder)
         os.close(fd)
         try:
             torch.save({"saved_at": time.time(), "state": state}, name)
+            # On disk before the rename: a power cut must not leave a renamed, empty file.
+            with open(name, "rb") as written:
+                os.fsync(written.fileno())
             os.replace(name, self.path)
         except BaseException:
             Path(name).unlink(missing_ok=True)
@@ -226,12 +236,26 @@ class CheckpointStore:
             json.dumps(dataclasses.asdict(self.run), default=str), encoding="utf-8")
 
     def load(self) -> dict:
-        # weights_only: a checkpoint file is data; never run code from it.
-        return torch.load(self.path, map_location="cpu", weights_only=True)["state"]
+        """The saved training state. A file that cannot be read back (truncated by a full
+        disk, damaged on it) is removed and DamagedCheckpoint raised: training starts
+        fresh instead of failing every `dvc repro` until someone deletes it by hand."""
+        try:
+            # weights_only: a checkpoint file is data; never run code from it.
+            return torch.load(self.path, map_location="cpu", weights_only=True)["state"]
+        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, KeyError,
+                ValueError, TypeError) as err:
+            self._discard()
+            reason = " ".join(str(err).split())[:160] or type(err).__name__
+            raise DamagedCheckpoint(f"checkpoint {self.path} is damaged ({reason}); "
+                                    f"removed it") from err
 
     def remove(self) -> None:
         self.wait()
         if not self.writable:
             return
+        self._discard()
+
+    def _discard(self) -> None:
         self.path.unlink(missing_ok=True)
         self.path.with_suffix(".json").unlink(missing_ok=True)
+        remove_stale_scratch(self.path)

@@ -112,7 +112,8 @@ def train_epoch(state: TrainingState, data: Encoded, params: TrainParams, comput
                 should_stop: Callable[[], bool] = lambda: False, progress: bool = True,
                 workers: Workers = Workers()) -> float | None:
     """Advance one epoch from `state.step`; the mean loss, or None if stopped midway.
-    With several `workers`, each runs its share of every batch (see textclf.training.distributed)."""
+    With several `workers`, each runs its share of every batch
+    (see textclf.training.distributed)."""
     model, epoch = state.model, state.epoch + 1
     device, precision = compute.device, compute.precision
     runner = state.runner or model
@@ -147,8 +148,8 @@ def train_epoch(state: TrainingState, data: Encoded, params: TrainParams, comput
             return None
     if not math.isfinite(state.loss_sum):
         raise TrainingDiverged(f"train: the training loss became {state.loss_sum} in epoch "
-                               f"{epoch}, step {state.step} (train.lr={params.lr}, precision {precision}); "
-                               f"nothing was saved: lower train.lr or use "
+                               f"{epoch}, step {state.step} (train.lr={params.lr}, precision "
+                               f"{precision}); nothing was saved: lower train.lr or use "
                                f"train.precision: fp32")
     mean = state.loss_sum / len(batches)
     state.step, state.loss_sum, state.epoch_rng = 0, 0.0, None
@@ -202,18 +203,23 @@ def run_epochs(state: TrainingState, train: Encoded, val: Encoded, params: Train
                compute: Compute, *, on_epoch: Callable[[EpochResult], None] = lambda r: None,
                should_stop: Callable[[], bool] = lambda: False,
                store: CheckpointStore | None = None, workers: Workers = Workers(),
-               progress: bool = True) -> bool:
+               progress: bool = True,
+               end_early: Callable[[EpochResult], bool] = lambda result: False) -> bool:
     """Epochs from wherever `state` is to `params.epochs`, reporting each to `on_epoch`.
     With a `store`, a checkpoint is saved (in the background) at an epoch's end when the
-    store says one is due, and when `should_stop()` stops an epoch midway. Returns True
-    when every epoch ran, False when stopped."""
+    store says one is due, and when `should_stop()` stops an epoch midway. `end_early`
+    true after an epoch (a tuning study's pruner, textclf.training.trial) ends training
+    there, finished. Returns True when training finished, False when stopped."""
     while state.epoch < params.epochs:
         loss = train_epoch(state, train, params, compute, should_stop, progress, workers)
         if loss is None:
             if store is not None:
                 store.save(state.state_dict())
             return False
-        on_epoch(finish_epoch(state, loss, val, eval_batch_size(params), compute))
+        result = finish_epoch(state, loss, val, eval_batch_size(params), compute)
+        on_epoch(result)
+        if workers.any(end_early(result)):
+            return True
         if store is not None and state.epoch < params.epochs and store.due():
             store.save_in_background(state.state_dict())
     return True

@@ -1,0 +1,159 @@
+"""Faults injected into the long-running paths, many times over (docs/durability.md).
+
+    python benchmarks/fault_injection.py --faults 200 --seed 0
+    python benchmarks/fault_injection.py --faults 40 --paths predict,serve --minutes 25
+
+Each fault: the path runs in a process group of its own, one fault comes at a seeded random
+moment (SIGKILL of the group, SIGTERM, a file-size limit on what it writes, a half-written
+params.yaml, a damaged checkpoint), then the documented recovery command runs and every
+invariant is checked (tests/fault_harness.py, which tests/test_faults.py samples). Faults
+are dealt over the paths in a seeded order; `--minutes` stops dealing once that much time
+has passed, and the table says how many were injected.
+
+Prints one line per fault as it goes, then a table: path, fault, injected (landed: a
+signal sent after the run had ended did not), invariants broken, recovery command; and
+every broken invariant in words.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import random
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ["HF_HUB_OFFLINE"] = "1"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from _common import machine  # noqa: E402
+import fault_harness as harness  # noqa: E402
+
+# (path, fault, weight): how many of each per round; dvc's faults cost 3 to 5 times more.
+KINDS = [("predict", "sigkill", 3), ("predict", "sigterm", 2), ("predict", "fsize", 2),
+         ("serve", "sigkill", 3), ("serve", "sigterm", 3), ("serve", "fsize", 2),
+         ("repro", "sigkill_train", 1), ("repro", "sigkill", 1), ("repro", "half_params", 1),
+         ("repro", "damaged_checkpoint", 1)]
+
+
+def schedule(faults: int, paths: set[str], seed: int) -> list[tuple[str, str]]:
+    """`faults` (path, fault) pairs: rounds of KINDS by weight, each round shuffled."""
+    rng = random.Random(seed)
+    kinds = [(p, f) for p, f, w in KINDS if p in paths for _ in range(w)]
+    order: list[tuple[str, str]] = []
+    while len(order) < faults:
+        round_ = list(kinds)
+        rng.shuffle(round_)
+        order += round_
+    return order[:faults]
+
+
+class Paths:
+    """Each path's case, built the first time a fault needs it."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.cases: dict[str, object] = {}
+
+    def tiny(self) -> Path:
+        if "tiny" not in self.cases:
+            self.cases["tiny"] = harness.tiny_model(self.folder / "tiny-bert")
+        return self.cases["tiny"]
+
+    def model(self) -> Path:
+        if "model" not in self.cases:
+            from serve_harness import build_model_folder
+
+            self.cases["model"] = build_model_folder(self.tiny(), self.folder / "model")
+        return self.cases["model"]
+
+    def case(self, path: str):
+        if path not in self.cases:
+            if path == "predict":
+                self.cases[path] = harness.predict_case(self.model(), self.folder / "predict")
+            elif path == "serve":
+                (self.folder / "serve").mkdir()
+                self.cases[path] = harness.ServeCase(self.model(), self.folder / "serve")
+            else:
+                (self.folder / "repro").mkdir()
+                self.cases[path] = harness.repro_case(self.folder / "repro", self.tiny())
+        return self.cases[path]
+
+    def trial(self, path: str, fault: str, rng: random.Random) -> harness.Trial:
+        run = {"predict": harness.predict_trial, "serve": harness.serve_trial,
+               "repro": harness.repro_trial}[path]
+        return run(self.case(path), fault, rng)
+
+    def close(self) -> list[str]:
+        serve = self.cases.get("serve")
+        return serve.stop() if serve is not None else []
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--faults", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--paths", default="predict,serve,repro",
+                        help="comma-separated: predict, serve, repro")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="stop dealing faults after this long (the table says how many)")
+    args = parser.parse_args()
+    # SIGTERM (a `kill`, a timeout) ends the run through `finally`: no server left behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    print(machine(), flush=True)
+    order = schedule(args.faults, set(args.paths.split(",")), args.seed)
+    started = time.monotonic()
+    trials: list[harness.Trial] = []
+    with tempfile.TemporaryDirectory(prefix="textclf-faults-") as tmp:
+        paths = Paths(Path(tmp))
+        try:
+            for number, (path, fault) in enumerate(order, 1):
+                if args.minutes and time.monotonic() - started > args.minutes * 60:
+                    print(f"stopped after {args.minutes:g} minutes", flush=True)
+                    break
+                began = time.monotonic()
+                trial = paths.trial(path, fault, random.Random(args.seed * 100_003 + number))
+                trials.append(trial)
+                print(f"{number:4d} {path:8s} {fault:19s} at {trial.at_s:7.2f} "
+                      f"{'landed' if trial.landed else 'missed'} "
+                      f"{len(trial.broken)} broken ({time.monotonic() - began:.0f} s)"
+                      + "".join(f"\n       - {b}" for b in trial.broken), flush=True)
+        finally:
+            leftover = paths.close()
+            harness.kill_all()
+    print(table(trials, leftover, time.monotonic() - started, args))
+
+
+def table(trials: list[harness.Trial], leftover: list[str], seconds: float,
+          args: argparse.Namespace) -> str:
+    rows = collections.OrderedDict()
+    for trial in trials:
+        row = rows.setdefault((trial.path, trial.fault), [0, 0, 0, trial.recovery])
+        row[0] += trial.landed
+        row[1] += not trial.landed
+        row[2] += bool(trial.broken)
+    lines = [f"\n`python benchmarks/fault_injection.py --faults {args.faults} --seed {args.seed}"
+             f"{f' --paths {args.paths}' if args.paths != 'predict,serve,repro' else ''}"
+             f"{f' --minutes {args.minutes:g}' if args.minutes else ''}`: "
+             f"{sum(t.landed for t in trials)} faults injected "
+             f"({sum(not t.landed for t in trials)} more came after the run had ended) in "
+             f"{seconds / 60:.0f} min", "",
+             "| path | fault | injected | missed | trials with a broken invariant | recovery |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for (path, fault), (landed, missed, broken, recovery) in sorted(rows.items()):
+        lines.append(f"| {path} | {fault} | {landed} | {missed} | {broken} | {recovery} |")
+    broken = [(t.path, t.fault, b) for t in trials for b in t.broken]
+    broken += [("serve", "(last server)", b) for b in leftover]
+    lines.append(f"\nbroken invariants: {len(broken)}")
+    lines += [f"- {path} {fault}: {what}" for path, fault, what in broken]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,802 @@
+"""Fault injection for the long-running paths (docs/durability.md): run a path in a process
+group of its own, hit it with one fault at a random moment, run the documented recovery
+command, and check the invariants. Shared by tests/test_faults.py (a small fixed-seed
+sample) and benchmarks/fault_injection.py (many faults).
+
+Each `*_trial` function returns a `Trial`: which fault, whether it landed (a signal sent
+after the run had ended did not), and the invariants it broke, in words. An empty
+`broken` is the promise kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import json
+import os
+import random
+import re
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+BIN = Path(sys.executable).parent
+TEXTCLF, DVC = str(BIN / "textclf"), str(BIN / "dvc")
+LABELS = ["very negative", "negative", "neutral", "positive", "very positive"]
+WORDS = ("the food room film phone book app was awful dreadful poor weak okay average good "
+         "nice superb brilliant really quite not very").split()
+
+
+@dataclass
+class Trial:
+    path: str
+    fault: str
+    recovery: str
+    landed: bool = True                 # False: the run had ended before the fault came
+    broken: list[str] = field(default_factory=list)
+    at_s: float = 0.0                   # when the fault came: seconds into the run (serve:
+                                        # into the load); half_params: the byte cut at
+
+
+def env(**extra: str) -> dict[str, str]:
+    """One thread per process (a busy 2-core machine), no model hub, no DVC analytics."""
+    from harness import command_env
+
+    return command_env(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", **extra)
+
+
+def tiny_model(folder: Path) -> Path:
+    """The tests' tiny BERT (tests/conftest.py `tiny_model_dir`) for scripts without
+    fixtures: 2 layers, hidden size 32, random weights, the bundled tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from textclf.model.loading import bundled_model_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir())
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64,
+                        max_position_embeddings=128, num_labels=3)
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+# --- processes -----------------------------------------------------------------------------
+
+class Job:
+    """A command in a session (and process group) of its own, so that a fault reaches every
+    process it starts; stdout and stderr read on threads as they come."""
+
+    started_here: list["Job"] = []      # every job, for `kill_all` on the way out
+
+    def __init__(self, cmd: list, cwd: Path, environ: dict[str, str],
+                 fsize: int | None = None) -> None:
+        self.cmd = [str(c) for c in cmd]
+        self.proc = subprocess.Popen(self.cmd, cwd=cwd, env=environ, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     start_new_session=True,
+                                     preexec_fn=None if fsize is None else _file_limit(fsize))
+        self.sid = self.proc.pid
+        self.started = time.monotonic()
+        Job.started_here.append(self)
+        self._chunks: dict[str, list[bytes]] = {"out": [], "err": []}
+        self._readers = [threading.Thread(target=self._read, args=(pipe, name), daemon=True)
+                         for pipe, name in ((self.proc.stdout, "out"), (self.proc.stderr, "err"))]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, pipe, name: str) -> None:
+        for chunk in iter(lambda: pipe.read1(65536), b""):
+            self._chunks[name].append(chunk)
+
+    def text(self, name: str = "both") -> str:
+        names = ["out", "err"] if name == "both" else [name]
+        return "".join(b"".join(self._chunks[n]).decode(errors="replace") for n in names)
+
+    def signal(self, sig: int) -> bool:
+        """Send `sig` to the whole group; False if the run had already ended."""
+        if self.proc.poll() is not None:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.sid, sig)
+        return True
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        for reader in self._readers:
+            reader.join(timeout=10)
+        return code
+
+    def leftovers(self, grace_s: float = 10.0) -> list[str]:
+        """Processes of this session still alive `grace_s` after the run ended: each is an
+        orphan (a broken invariant), killed here so that it cannot disturb the next run."""
+        deadline = time.monotonic() + grace_s
+        while True:
+            alive = session_members(self.sid)
+            if not alive or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        found = []
+        for proc in alive:
+            with contextlib.suppress(psutil.Error):
+                found.append(f"orphan process {proc.pid}: {' '.join(proc.cmdline())[:120]}")
+                proc.kill()
+        return found
+
+
+def kill_all() -> None:
+    """SIGKILL what is left of every job started here (an interrupted test or benchmark)."""
+    for job in Job.started_here:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(job.sid, signal.SIGKILL)
+        job.proc.poll()
+
+
+def _file_limit(limit: int):
+    """A full disk for one process: writes past `limit` bytes fail with EFBIG (SIGXFSZ,
+    which would kill it, is ignored, as a full disk sends none)."""
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def session_members(sid: int) -> list[psutil.Process]:
+    """Live (not zombie) processes whose session is `sid`."""
+    members = []
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getsid(proc.pid) == sid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                members.append(proc)
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+    return members
+
+
+def run_job(cmd: list, cwd: Path, environ: dict[str, str], timeout: float = 900,
+            fsize: int | None = None) -> tuple[int | None, str, list[str]]:
+    """Run to the end: (exit code, output, orphans)."""
+    job = Job(cmd, cwd, environ, fsize)
+    code = job.wait(timeout)
+    if code is None:
+        job.signal(signal.SIGKILL)
+        job.wait(60)
+    return code, job.text(), job.leftovers(grace_s=2.0)
+
+
+def scratch_left(folder: Path, *, recursive: bool = True) -> list[str]:
+    """Scratch that outputs.py and the checkpoint store make (`.NAME.tmp-*`, `.NAME.tmp-old`)
+    under `folder`, outside .git and .dvc."""
+    found = []
+    walk = os.walk(folder) if recursive else [(str(folder), [], os.listdir(folder))]
+    for root, dirs, files in walk:
+        dirs[:] = [d for d in dirs if d not in (".git", ".dvc")] if recursive else []
+        for name in [*files, *dirs]:
+            if re.fullmatch(r"\..+\.tmp-.*", name):
+                found.append(str(Path(root, name).relative_to(folder)))
+    return found
+
+
+# --- textclf predict --input F --output O ----------------------------------------------------
+
+@dataclass
+class PredictCase:
+    model: Path
+    input: Path
+    folder: Path                 # where the output goes
+    expected: bytes              # an uninterrupted run's output
+    seconds: float               # an uninterrupted run's wall time
+
+    @property
+    def output(self) -> Path:
+        return self.folder / "labelled.csv"
+
+    def command(self) -> list:
+        return [TEXTCLF, "predict", "--model", self.model, "--input", self.input,
+                "--output", self.output, "--chunk-size", "200", "--precision", "fp32"]
+
+
+def write_texts(path: Path, rows: int, seed: int = 0) -> None:
+    """`rows` short texts (3 to 12 words) in a CSV with an id column."""
+    rng = random.Random(seed)
+    with open(path, "w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["id", "text"])
+        for i in range(rows):
+            writer.writerow([i, " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12)))])
+
+
+def predict_case(model: Path, folder: Path, rows: int = 3000) -> PredictCase:
+    """The input, and an uninterrupted run's output and time to compare faults with."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_texts(folder / "texts.csv", rows)
+    case = PredictCase(model, folder / "texts.csv", folder / "out", b"", 0.0)
+    started = time.monotonic()
+    code, output, _ = run_job(case.command(), folder, env())
+    assert code == 0, f"uninterrupted predict failed:\n{output[-3000:]}"
+    case.seconds = time.monotonic() - started
+    case.expected = case.output.read_bytes()
+    case.output.unlink()
+    return case
+
+
+def predict_trial(case: PredictCase, fault: str, rng: random.Random) -> Trial:
+    """One fault in `textclf predict --input F --output O`, then the same command again.
+    O was there from an earlier run (half the time) or absent; after the fault it must be
+    as it was (absent, or that earlier run's whole file)."""
+    trial = Trial("predict", fault, "the same `textclf predict` again")
+    out = case.output
+    existed = rng.random() < 0.5
+    if existed:
+        out.write_bytes(case.expected)
+    else:
+        out.unlink(missing_ok=True)
+    fsize = rng.randrange(len(case.expected)) if fault == "fsize" else None
+    job = Job(case.command(), case.folder, env(), fsize=fsize)
+    if fault in ("sigkill", "sigterm"):
+        time.sleep(rng.uniform(0, 0.95 * case.seconds))
+        trial.at_s = time.monotonic() - job.started
+        trial.landed = job.signal(signal.SIGKILL if fault == "sigkill" else signal.SIGTERM)
+    code = job.wait(120)
+    if code is None:
+        trial.broken.append("predict did not end within 120 s of the fault")
+        job.signal(signal.SIGKILL)
+        job.wait(30)
+    trial.broken += job.leftovers()
+    if fault == "fsize":
+        trial.landed = code != 0
+        if not trial.landed and out.read_bytes() != case.expected:
+            trial.broken.append("predict exited 0 under a file-size limit but O is not whole")
+        if scratch_left(case.folder, recursive=False):
+            trial.broken.append("a failed write left its scratch file: "
+                                f"{scratch_left(case.folder, recursive=False)}")
+    if out.exists() and out.read_bytes() != case.expected:
+        trial.broken.append(f"after the fault O is there but differs from an uninterrupted "
+                            f"run's ({out.stat().st_size} of {len(case.expected)} bytes)")
+    elif existed and not out.exists():
+        trial.broken.append("after the fault the earlier O is gone")
+    started = time.monotonic()
+    code, output, orphans = run_job(case.command(), case.folder, env())
+    trial.broken += orphans
+    if code != 0:
+        trial.broken.append(f"recovery exited {code}: {output.strip()[-300:]}")
+    elif out.read_bytes() != case.expected:
+        trial.broken.append("after recovery O differs from an uninterrupted run's")
+    if code == 0:
+        # An uninterrupted run: how long the next fault's run may take on this busy machine.
+        case.seconds = time.monotonic() - started
+    if scratch_left(case.folder, recursive=False):
+        trial.broken.append(f"scratch left after recovery: "
+                            f"{scratch_left(case.folder, recursive=False)}")
+    return trial
+
+
+# --- textclf serve under load ----------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Sent:
+    id: str
+    texts: list[str]
+    sent_at: float | None = None        # monotonic time the whole body had been sent
+    status: int | None = None
+    labels: list[str] | None = None
+    error: str = ""                     # why there is no status: reset, closed, refused
+
+
+class Load:
+    """Client threads posting /predict with unique ids, each on a connection of its own
+    (so that 'the whole body was sent' is a moment the client knows), until stopped."""
+
+    def __init__(self, port: int, tag: str, seed: int, threads: int = 4) -> None:
+        self.port, self.tag = port, tag
+        self.sent: list[Sent] = []
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self._client, args=(i, seed), daemon=True)
+                        for i in range(threads)]
+
+    def __enter__(self) -> "Load":
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=90)
+
+    def _client(self, number: int, seed: int) -> None:
+        rng = random.Random(seed * 100 + number)
+        for n in range(1_000_000):
+            if self.stopping.is_set():
+                return
+            texts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 9)))
+                     for _ in range(rng.randint(1, 3))]
+            request = Sent(f"{self.tag}-{number}-{n}", texts)
+            self.sent.append(request)
+            if not self._send(request):
+                time.sleep(0.05)       # the server is gone: do not spin
+
+    def _send(self, request: Sent) -> bool:
+        body = json.dumps({"id": request.id, "texts": request.texts}).encode()
+        head = (f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                f"Connection: close\r\n\r\n").encode()
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=60) as sock:
+                sock.sendall(head + body)
+                request.sent_at = time.monotonic()
+                raw = b"".join(iter(lambda: sock.recv(65536), b""))
+        except OSError as err:
+            request.error = type(err).__name__
+            return False
+        head, _, payload = raw.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 "):
+            request.error = f"closed after {len(raw)} bytes of answer"
+            return False
+        status = int(head.split()[1])
+        try:
+            answer = json.loads(payload)
+            labels = [p["label"] for p in answer["predictions"]] if status == 200 else None
+        except (ValueError, KeyError, TypeError):
+            # Cut off in the middle of the answer (a kill): the client has no answer.
+            request.error = f"answer cut short after {len(raw)} bytes"
+            return False
+        request.status, request.labels = status, labels
+        return True
+
+
+@dataclass
+class ServeCase:
+    model: Path
+    folder: Path
+    server: Job | None = None           # the server now answering (the last recovery)
+    port: int = 0
+    counter: int = 0
+
+    @property
+    def log_dir(self) -> Path:
+        return self.folder / "predictions"
+
+    def start(self, fsize: int | None = None) -> tuple[Job | None, str]:
+        """`textclf serve` on a free port with the case's log folder; (job, '') once ready,
+        else (None, why)."""
+        self.port = free_port()
+        job = Job([TEXTCLF, "serve", "--model", self.model, "--port", self.port,
+                   "--log-dir", self.log_dir, "--threads", "1", "--precision", "fp32",
+                   "--grace-seconds", "20"], self.folder, env(), fsize=fsize)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if job.proc.poll() is not None:
+                return None, f"serve exited {job.proc.returncode}: {job.text()[-500:]}"
+            with contextlib.suppress(OSError), socket.create_connection(
+                    ("127.0.0.1", self.port), timeout=2) as sock:
+                sock.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n"
+                             b"Connection: close\r\n\r\n")
+                if b" 200 " in sock.recv(200):
+                    return job, ""
+            time.sleep(0.1)
+        job.signal(signal.SIGKILL)
+        return None, "serve not ready after 120 s"
+
+    def stop(self) -> list[str]:
+        """SIGTERM the server answering now; broken invariants if it lingers."""
+        if self.server is None:
+            return []
+        server, self.server = self.server, None
+        server.signal(signal.SIGTERM)
+        broken = [] if server.wait(60) is not None else ["serve did not exit 60 s after SIGTERM"]
+        return broken + server.leftovers()
+
+
+def http(port: int, method: str, path: str, body: object = None) -> tuple[int, str]:
+    """One request on a connection of its own: (status, body text)."""
+    data = b"" if body is None else json.dumps(body).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                     f"application/json\r\nContent-Length: {len(data)}\r\nConnection: close"
+                     f"\r\n\r\n".encode() + data)
+        raw = b"".join(iter(lambda: sock.recv(65536), b""))
+    head, _, payload = raw.partition(b"\r\n\r\n")
+    return int(head.split()[1]), payload.decode(errors="replace")
+
+
+def read_log(log_dir: Path) -> tuple[dict[str, list[dict]], list[str]]:
+    """The prediction log's lines by request id, and its damaged lines (in words)."""
+    by_id: dict[str, list[dict]] = {}
+    damaged = []
+    for path in sorted(log_dir.glob("predictions-*.jsonl")):
+        for number, line in enumerate(path.read_bytes().split(b"\n")[:-1], 1):
+            try:
+                record = json.loads(line)
+                by_id.setdefault(record["request_id"], []).append(record)
+            except (ValueError, KeyError, TypeError):
+                damaged.append(f"{path.name} line {number} does not parse: {line[:80]!r}")
+        if path.stat().st_size and not path.read_bytes().endswith(b"\n"):
+            damaged.append(f"{path.name} ends with a partial line")
+    return by_id, damaged
+
+
+def log_write_errors(port: int) -> int | None:
+    """textclf_log_write_errors_total{log="predictions"} from GET /metrics."""
+    with contextlib.suppress(OSError):
+        status, text = http(port, "GET", "/metrics")
+        found = re.search(r'^textclf_log_write_errors_total\{log="predictions"\} (\S+)$',
+                          text, re.M)
+        return int(float(found[1])) if status == 200 and found else 0
+    return None
+
+
+def serve_trial(case: ServeCase, fault: str, rng: random.Random) -> Trial:
+    """One fault in a `textclf serve` under 4 clients' load, then serve started again on
+    the same log folder (which answers the next trial's load)."""
+    trial = Trial("serve", fault, "`textclf serve` again on the same --log-dir")
+    if fault == "fsize" or case.server is None:
+        trial.broken += case.stop()
+        used = sum(p.stat().st_size for p in case.log_dir.glob("predictions-*.jsonl"))
+        # RLIMIT_FSIZE caps every file's size: the day's log fills up a few KB from now.
+        limit = used + rng.randrange(30_000) if fault == "fsize" else None
+        case.server, why = case.start(fsize=limit)
+        if case.server is None:
+            trial.broken.append(f"serve did not start for the trial: {why}")
+            return trial
+    server, port = case.server, case.port
+    case.counter += 1
+    with Load(port, f"t{case.counter}", rng.randrange(10**6)) as load:
+        load_started = time.monotonic()
+        time.sleep(rng.uniform(0.3, 3.0))
+        fault_at = time.monotonic()
+        trial.at_s = fault_at - load_started
+        if fault != "fsize":
+            server.signal(signal.SIGKILL if fault == "sigkill" else signal.SIGTERM)
+            code = server.wait(60)
+            if code is None:
+                trial.broken.append("serve did not exit 60 s after the fault")
+            elif fault == "sigterm" and code not in (0, -signal.SIGTERM):
+                # uvicorn raises SIGTERM again once its graceful shutdown is done: -15.
+                trial.broken.append(f"serve exited {code} on SIGTERM")
+    errors = None
+    if fault == "fsize":
+        errors = log_write_errors(port)      # the clients are done: the count is final
+        trial.landed = bool(errors)
+        trial.broken += case.stop()
+    case.server = None
+    trial.broken += server.leftovers()
+    sent = list(load.sent)
+    trial.broken += check_log(case.log_dir, sent, fault, server.text("err"), errors)
+    if fault == "sigterm":
+        lost = [f"{r.id} ({r.status or r.error})" for r in sent
+                if r.sent_at is not None and r.sent_at < fault_at and r.status != 200]
+        if lost:
+            trial.broken.append(f"{len(lost)} requests fully sent before SIGTERM were not "
+                                f"answered: {lost[:3]}")
+    trial.broken += recover_serve(case, sent)
+    return trial
+
+
+def check_log(log_dir: Path, sent: list[Sent], fault: str, stderr: str,
+              errors: int | None) -> list[str]:
+    """Every answered request logged whole (its texts in order, the labels it was given),
+    no damaged line; under a full disk, every unlogged answer reported (stderr, /metrics)."""
+    by_id, broken = read_log(log_dir)
+    missing = []
+    for request in (r for r in sent if r.status == 200):
+        lines = by_id.get(request.id)
+        if lines is None:
+            missing.append(request.id)
+        elif ([(x["text"], x["label"]) for x in lines]
+              != list(zip(request.texts, request.labels))):
+            broken.append(f"request {request.id}: logged lines differ from what was sent "
+                          f"and answered")
+    if fault != "fsize":
+        if missing:
+            broken.append(f"{len(missing)} answered requests not in the log: {missing[:3]}")
+        return broken
+    unreported = [m for m in missing if f"could not write request {m}" not in stderr]
+    if unreported:
+        broken.append(f"{len(unreported)} answered requests neither logged nor reported on "
+                      f"stderr: {unreported[:3]}")
+    if errors != len(missing):
+        broken.append(f"textclf_log_write_errors_total is {errors}, but {len(missing)} "
+                      f"answered requests are not in the log")
+    return broken
+
+
+def recover_serve(case: ServeCase, sent: list[Sent]) -> list[str]:
+    """Serve again on the same log folder: it answers, and takes a label for a request
+    answered (and logged) before the fault."""
+    case.server, why = case.start()
+    if case.server is None:
+        return [f"recovery: {why}"]
+    status, body = http(case.port, "POST", "/predict", {"texts": ["the film was good"]})
+    broken = [] if status == 200 else [f"recovery: /predict answered {status}: {body[:200]}"]
+    by_id, _ = read_log(case.log_dir)
+    logged = [r for r in sent if r.status == 200 and r.id in by_id]
+    if logged:
+        status, body = http(case.port, "POST", "/feedback",
+                            {"request_id": logged[-1].id, "index": 0, "label": LABELS[0]})
+        if status != 200:
+            broken.append(f"recovery: /feedback for {logged[-1].id} answered {status}: "
+                          f"{body[:200]}")
+    return broken
+
+
+# --- dvc repro of the pipeline ---------------------------------------------------------------
+
+TIMES = ("time.json",)       # beside the scores, this run's seconds: differ by design
+
+
+@dataclass
+class ReproCase:
+    project: Path
+    checkpoints: Path
+    metrics: dict[str, bytes]            # an uninterrupted run's metrics files
+    seconds: float                       # its `dvc repro -f`
+    train_seconds: float                 # from "Running stage 'train'" to the next stage
+
+    def env(self) -> dict[str, str]:
+        # Interval 0: a checkpoint after every epoch, so that kills find some to resume.
+        return env(TEXTCLF_CHECKPOINT_DIR=str(self.checkpoints),
+                   TEXTCLF_CHECKPOINT_INTERVAL="0")
+
+
+def metrics_files(project: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(project)): p.read_bytes()
+            for p in sorted((project / "metrics").rglob("*"))
+            if p.is_file() and p.name not in TIMES}
+
+
+def repro_case(folder: Path, tiny_model: Path) -> ReproCase:
+    """A project copy on the tiny model, 2 epochs, run once whole (`dvc repro -f`)."""
+    from harness import copy_project
+
+    project = copy_project(folder / "project", "fault injection", model={"name": str(tiny_model)},
+                           train={"epochs": 2})
+    case = ReproCase(project, folder / "checkpoints", {}, 0.0, 0.0)
+    job = Job([DVC, "repro", "-f"], project, case.env())
+    marks = watch_stages(job)
+    code = job.wait(900)
+    assert code == 0, f"uninterrupted dvc repro failed:\n{job.text()[-3000:]}"
+    case.seconds = time.monotonic() - job.started
+    case.train_seconds = marks.get("evaluate", case.seconds) - marks["train"]
+    case.metrics = metrics_files(project)
+    return case
+
+
+def watch_stages(job: Job) -> dict[str, float]:
+    """Seconds after the start at which each stage began, filled in as the run goes."""
+    marks: dict[str, float] = {}
+
+    def watch() -> None:
+        while job.proc.poll() is None or not marks:
+            for stage in re.findall(r"Running stage '(\w+)'", job.text("out")):
+                marks.setdefault(stage, time.monotonic() - job.started)
+            if job.proc.poll() is not None:
+                return
+            time.sleep(0.05)
+
+    threading.Thread(target=watch, daemon=True).start()
+    return marks
+
+
+def check_project(case: ReproCase) -> list[str]:
+    """After recovery: `dvc status` clean, every output as dvc.lock records it, every
+    cache object intact, the metrics of an uninterrupted run, no scratch, no checkpoint."""
+    broken = []
+    code, output, orphans = run_job([DVC, "status", "--json"], case.project, case.env())
+    broken += orphans
+    if code != 0 or json.loads(output.strip() or "{}") != {}:
+        broken.append(f"dvc status is not clean: {output.strip()[:300]}")
+    broken += outputs_match_lock(case.project)
+    broken += damaged_cache_objects(case.project)
+    changed = sorted(name for name in set(case.metrics) | set(metrics_files(case.project))
+                     if case.metrics.get(name) != metrics_files(case.project).get(name))
+    if changed:
+        broken.append(f"metrics differ from an uninterrupted run's: {changed[:4]}")
+    if scratch_left(case.project):
+        broken.append(f"scratch left in the project: {scratch_left(case.project)[:4]}")
+    if case.checkpoints.is_dir() and os.listdir(case.checkpoints):
+        broken.append(f"left in the checkpoint folder after a finished training: "
+                      f"{sorted(os.listdir(case.checkpoints))[:4]}")
+    return broken
+
+
+def md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as source:
+        for block in iter(lambda: source.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_object(project: Path, md5_hash: str) -> Path:
+    return project / ".dvc" / "cache" / "files" / "md5" / md5_hash[:2] / md5_hash[2:]
+
+
+def outputs_match_lock(project: Path) -> list[str]:
+    """Every cached output in the workspace hashes to what dvc.lock records (a folder: each
+    file against the .dir object in the cache)."""
+    import yaml
+
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    broken = []
+    for stage, entry in lock["stages"].items():
+        for out in entry.get("outs", []):
+            path, recorded = project / out["path"], out["md5"]
+            if out["path"] in uncached_outputs(project):
+                continue                   # metrics kept in git: `dvc status` checks them
+            if not recorded.endswith(".dir"):
+                if not path.is_file() or md5(path) != recorded:
+                    broken.append(f"{out['path']} does not match dvc.lock ({stage})")
+                continue
+            listing = cache_object(project, recorded)
+            if not listing.is_file():
+                broken.append(f"{out['path']}: its .dir object is not in the cache")
+                continue
+            files = {e["relpath"]: e["md5"] for e in json.loads(listing.read_text())}
+            there = {str(p.relative_to(path)): p for p in path.rglob("*") if p.is_file()} \
+                if path.is_dir() else {}
+            if set(there) != set(files) or any(md5(there[r]) != h for r, h in files.items()):
+                broken.append(f"{out['path']} does not match dvc.lock ({stage})")
+    return broken
+
+
+def uncached_outputs(project: Path) -> set[str]:
+    """dvc.yaml's outputs with `cache: false` (no object in the cache to list a folder)."""
+    import yaml
+
+    stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    return {name for stage in stages.values() for out in stage.get("outs", [])
+            if isinstance(out, dict) for name, spec in out.items()
+            if (spec or {}).get("cache") is False}
+
+
+def damaged_cache_objects(project: Path) -> list[str]:
+    """Cache objects whose content does not hash to their name (DVC would restore them)."""
+    root = project / ".dvc" / "cache" / "files" / "md5"
+    broken = []
+    for path in root.rglob("*") if root.is_dir() else []:
+        if not path.is_file():
+            continue
+        name = path.parent.name + path.name
+        if name.endswith(".dir"):
+            continue                       # a listing; its files are checked above
+        if len(name) != 32:
+            broken.append(f"scratch in the DVC cache: {path.relative_to(project)}")
+        elif md5(path) != name:
+            broken.append(f"damaged cache object {path.relative_to(project)}")
+    return broken
+
+
+def repro_trial(case: ReproCase, fault: str, rng: random.Random) -> Trial:
+    """One fault in `dvc repro`, then the documented recovery, then the invariants."""
+    if fault == "half_params":
+        return half_params_trial(case, rng)
+    trial = Trial("repro", fault, "`dvc repro`")
+    # `-f -s train` re-runs training only (as a changed train param would); `-f` all stages.
+    command = [DVC, "repro", "-f", "-s", "train"] if fault != "sigkill" else [DVC, "repro", "-f"]
+    job = Job(command, case.project, case.env())
+    marks = watch_stages(job)
+    if fault == "damaged_checkpoint":
+        trial.landed = wait_for(lambda: list(case.checkpoints.glob("*.pt")), job, 600)
+        time.sleep(0.2)                    # its sidecar .json, written just after
+    elif fault == "sigkill_train":
+        trial.landed = wait_for(lambda: "train" in marks, job, 600)
+        time.sleep(rng.uniform(0, 0.9 * case.train_seconds))
+    else:
+        time.sleep(rng.uniform(0, case.seconds))
+    trial.at_s = time.monotonic() - job.started
+    trial.landed = job.signal(signal.SIGKILL) and trial.landed
+    job.wait(120)
+    trial.broken += job.leftovers()
+    if fault == "damaged_checkpoint":
+        for checkpoint in case.checkpoints.glob("*.pt"):
+            with open(checkpoint, "r+b") as damaged:
+                damaged.truncate(int(checkpoint.stat().st_size * rng.uniform(0.05, 0.95)))
+    code, output, orphans = run_job([DVC, "repro"], case.project, case.env())
+    trial.broken += orphans
+    if code != 0:
+        trial.broken.append(f"recovery `dvc repro` exited {code}: {last_error(output)}")
+        repair(case)
+        return trial
+    trial.broken += check_project(case)
+    if trial.broken:
+        repair(case)
+    return trial
+
+
+def wait_for(condition, job: Job, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if job.proc.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def last_error(output: str) -> str:
+    lines = [line for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if re.match(r"(ERROR|error|\w+Error)\b", line)]
+    return " / ".join(errors[-2:] or lines[-1:])[:400]
+
+
+def repair(case: ReproCase) -> None:
+    """After a broken trial: a clean start for the next (not a recovery anyone promised)."""
+    for stale in case.checkpoints.glob("*") if case.checkpoints.is_dir() else []:
+        stale.unlink()
+    run_job(["git", "checkout", "--", "params.yaml"], case.project, case.env())
+    run_job([DVC, "repro", "-f"], case.project, case.env())
+
+
+def half_params_trial(case: ReproCase, rng: random.Random) -> Trial:
+    """params.yaml cut short at a random byte, at a point that leaves it no longer a whole
+    params file: `dvc repro` refuses with an error naming params.yaml and damages nothing;
+    putting the file back (`git checkout params.yaml`) and `dvc repro` gives the run back."""
+    from textclf.params import ParamsError, load_params
+
+    trial = Trial("repro", "half_params", "`git checkout params.yaml` (or fix it), `dvc repro`")
+    path = case.project / "params.yaml"
+    whole = path.read_bytes()
+    for _ in range(200):
+        cut = rng.randrange(1, len(whole))
+        path.write_bytes(whole[:cut])
+        try:
+            load_params(path)
+        except ParamsError:
+            break                           # a file textclf refuses: a half-written one
+    else:
+        raise AssertionError("no cut of params.yaml that textclf refuses")
+    trial.at_s = cut
+    before = {name: h for name, h in output_hashes(case.project).items()}
+    code, output, orphans = run_job([DVC, "repro"], case.project, case.env())
+    trial.broken += orphans
+    if code == 0:
+        trial.broken.append("dvc repro succeeded with a half-written params.yaml")
+    if "Traceback" in output:
+        trial.broken.append(f"a traceback instead of an error: {last_error(output)}")
+    errors = [line for line in output.splitlines()
+              if re.match(r"(ERROR|error):", line)]
+    if not any("params.yaml" in line for line in errors):
+        trial.broken.append(f"no error line names params.yaml: {errors[:2]}")
+    after = output_hashes(case.project)
+    changed = [name for name in after if name in before and after[name] != before[name]]
+    if changed:
+        trial.broken.append(f"outputs changed by the refused run: {changed}")
+    path.write_bytes(whole)                 # what `git checkout params.yaml` does here
+    code, output, orphans = run_job([DVC, "repro"], case.project, case.env())
+    trial.broken += orphans
+    if code != 0:
+        trial.broken.append(f"recovery `dvc repro` exited {code}: {last_error(output)}")
+    trial.broken += check_project(case)
+    if trial.broken:
+        repair(case)
+    return trial
+
+
+def output_hashes(project: Path) -> dict[str, str]:
+    """md5 of every file under the pipeline's outputs that is there now."""
+    found = {}
+    for folder in ("data/prepared", "data/resampled", "models/classifier", "metrics"):
+        for path in sorted((project / folder).rglob("*")):
+            if path.is_file() and path.name not in TIMES:
+                found[str(path.relative_to(project))] = md5(path)
+    return found

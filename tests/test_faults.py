@@ -1,0 +1,117 @@
+"""Nothing lost under faults (docs/durability.md): a fixed-seed sample of the faults that
+benchmarks/fault_injection.py injects by the hundred. Each test runs a path in a process
+group of its own, injects one fault at a seeded random moment, runs the documented recovery
+command and checks every invariant (tests/fault_harness.py); `trial.broken` names the ones
+that failed."""
+
+from __future__ import annotations
+
+import random
+import signal
+
+import pytest
+import torch
+
+from fault_harness import (Job, ServeCase, env, kill_all, predict_case, predict_trial,
+                           repro_case, repro_trial, run_job, serve_trial)
+from serve_harness import build_model_folder
+from textclf.training.checkpoint import CheckpointStore, fingerprint_run
+
+
+@pytest.fixture(autouse=True, scope="module")
+def nothing_left_behind():
+    """A failed test may leave its run going: end every process group started here."""
+    yield
+    kill_all()
+
+
+# --- textclf predict --input F --output O -------------------------------------------------
+
+@pytest.fixture(scope="module")
+def predict_run(tiny_model_dir, tmp_path_factory):
+    """3,000 short texts, labelled once uninterrupted (the output every fault is held to)."""
+    folder = tmp_path_factory.mktemp("faults-predict")
+    return predict_case(build_model_folder(tiny_model_dir, folder / "model"), folder / "run")
+
+
+@pytest.mark.parametrize("fault, seed", [("sigkill", 1), ("sigterm", 3), ("fsize", 4)])
+def test_predict_leaves_the_output_whole_or_absent_and_a_rerun_completes_it(predict_run,
+                                                                            fault, seed):
+    trial = predict_trial(predict_run, fault, random.Random(seed))
+    assert trial.broken == [], trial
+    if fault == "fsize":
+        assert trial.landed, "the file-size limit was below the output's size: it must fail"
+
+
+def test_a_full_disk_while_predicting_is_one_line_naming_the_output(predict_run):
+    code, output, orphans = run_job(predict_run.command(), predict_run.folder, env(),
+                                    fsize=len(predict_run.expected) // 2)
+    assert code == 2 and not orphans
+    assert "Traceback" not in output
+    [line] = [line for line in output.splitlines() if line.strip()]
+    assert line.startswith("error: ") and str(predict_run.output) in line, line
+
+
+# --- textclf serve under load ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def served(tiny_model_dir, tmp_path_factory):
+    """One log folder for the module's trials: each fault's recovery (serve started again on
+    it) is the server the next trial puts under load."""
+    folder = tmp_path_factory.mktemp("faults-serve")
+    case = ServeCase(build_model_folder(tiny_model_dir, folder / "model"), folder)
+    yield case
+    assert case.stop() == []
+
+
+@pytest.mark.parametrize("fault, seed", [("sigkill", 11), ("sigterm", 12), ("fsize", 13)])
+def test_serve_logs_every_answer_and_restarts_on_its_log(served, fault, seed):
+    trial = serve_trial(served, fault, random.Random(seed))
+    assert trial.broken == [], trial
+
+
+# --- dvc repro of the pipeline --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_model_dir, tmp_path_factory):
+    """A project copy on the tiny model, 2 epochs, run once whole: the metrics every
+    recovery must give back."""
+    return repro_case(tmp_path_factory.mktemp("faults-repro"), tiny_model_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault, seed", [("sigkill_train", 21), ("sigkill", 22),
+                                         ("half_params", 23), ("half_params", 24)])
+def test_repro_after_a_fault_gives_an_uninterrupted_runs_outputs(pipeline, fault, seed):
+    trial = repro_trial(pipeline, fault, random.Random(seed))
+    assert trial.broken == [], trial
+
+
+@pytest.mark.slow
+def test_a_damaged_checkpoint_is_set_aside_and_repro_trains_afresh(pipeline):
+    trial = repro_trial(pipeline, "damaged_checkpoint", random.Random(25))
+    assert trial.landed
+    assert trial.broken == [], trial
+
+
+def test_a_killed_checkpoint_saves_scratch_is_cleared_by_the_next_run(tmp_path):
+    store = CheckpointStore(tmp_path, fingerprint_run({"train": {"lr": 0.1}}, {}, "models/c"))
+    # What SIGKILL in the middle of torch.save leaves beside the checkpoint.
+    (tmp_path / f".{store.path.name}.tmp-k1ll3d").write_bytes(b"PK\x03\x04 half a zip")
+    store.save({"epoch": 1, "weights": torch.zeros(3)})
+    store.remove()                          # the finished training's last step
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_signals_reach_the_whole_group_and_orphans_are_found(tmp_path):
+    """The harness itself: a fault hits every process of the run, and a process that
+    outlives it is reported (and killed)."""
+    job = Job(["bash", "-c", "sleep 60 & sleep 60 & wait"], tmp_path, env())
+    job.signal(signal.SIGKILL)
+    job.wait(30)
+    assert job.leftovers() == []
+    job = Job(["bash", "-c", "(trap '' TERM; exec sleep 60 >/dev/null 2>&1) & sleep 0.2"],
+              tmp_path, env())
+    job.wait(30)
+    orphans = job.leftovers(grace_s=0.5)
+    assert len(orphans) == 1 and "orphan process" in orphans[0]
