@@ -262,10 +262,12 @@ def test_import_by_id_by_text_and_from_label_studio(tmp_path, capsys):
     ("rows.csv", "words,label\nhi,pos\n", "expected columns request_id, index, label or text"),
     ("ls.json", json.dumps([{"id": 9, "data": {"text": "a text 0"},
                              "annotations": [{"result": [{"type": "choices", "value": {}}]}]}]),
-     "ls.json, task 1 (id 9), field 'annotations[0].result[].value.choices': missing"),
+     "ls.json, task 1 (id 9), field 'annotations[0].result[].value.choices': expected a list "
+     "of one label, found None"),
     ("ls.json", json.dumps([{"data": {"text": "a text 0"},
                              "annotations": [{"result": [{"value": {"choices": []}}]}]}]),
-     "ls.json, task 1, field 'annotations[0].result[].value.choices': expected a list"),
+     "ls.json, task 1, field 'annotations[0].result': expected one choices result holding "
+     "the chosen label, found 0"),
     ("ls.json", json.dumps([{"annotations": []}]), "ls.json, task 1, field 'data'"),
     ("ls.json", json.dumps({"tasks": []}), "expected a Label Studio JSON export"),
     ("ls.json", "[{", "not a Label Studio JSON export"),

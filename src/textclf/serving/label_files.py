@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Optional
 
 from textclf.canonical import canonical_text, normalize_label
-from textclf.data.dataset import check_readable, read_table
+from textclf.data.dataset import DataError, check_readable, read_table
+from textclf.data.label_studio import read_export
 from textclf.errors import UserError
 from textclf.monitoring.live import (LoggedText, answered_request, log_files,
                                      logged_requests, logged_text, scan_predictions)
@@ -96,57 +97,18 @@ def _row(where: str, record: dict) -> LabelRow:
 
 
 def _label_studio(path: Path) -> tuple[list[LabelRow], list[str], int]:
+    """A Label Studio export (textclf.data.label_studio reads it): a task with
+    `data.request_id` and `data.index` (tasks `textclf select` made from the log) matches
+    that answer, any other matches by its text."""
     try:
-        tasks = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UserError(f"{path}: not a Label Studio JSON export ({err})") from None
-    if not isinstance(tasks, list):
-        raise UserError(f"{path}: expected a Label Studio JSON export (a list of tasks), "
-                        f"found {type(tasks).__name__}")
-    rows, errors, skipped = [], [], 0
-    for number, task in enumerate(tasks, start=1):
-        named = f" (id {task['id']})" if isinstance(task, dict) and "id" in task else ""
-        try:
-            row = _task(f"{path}, task {number}{named}", task)
-        except RowError as err:
-            errors.append(str(err))
-            continue
-        if row is None:
-            skipped += 1
-        else:
-            rows.append(row)
-    return rows, errors, skipped
-
-
-def _task(where: str, task) -> Optional[LabelRow]:
-    """A task's label, or None when no annotation was submitted."""
-    data = task.get("data") if isinstance(task, dict) else None
-    if not isinstance(data, dict):
-        raise RowError(f"{where}, field 'data': expected an object with the task's text, "
-                       f"found {data!r:.60}")
-    annotations = task.get("annotations") or []
-    if not isinstance(annotations, list):
-        raise RowError(f"{where}, field 'annotations': expected a list, found "
-                       f"{type(annotations).__name__}")
-    submitted = [(i, a) for i, a in enumerate(annotations)
-                 if isinstance(a, dict) and not a.get("was_cancelled")]
-    if not submitted:
-        return None
-    number, annotation = submitted[-1]
-    result = annotation.get("result")
-    choices = [r["value"]["choices"] for r in (result if isinstance(result, list) else [])
-               if isinstance(r, dict) and isinstance(r.get("value"), dict)
-               and "choices" in r["value"]]
-    field = f"annotations[{number}].result[].value.choices"
-    if not choices:
-        raise RowError(f"{where}, field '{field}': missing; expected a choices result "
-                       f"holding the chosen label")
-    if not isinstance(choices[0], list) or not choices[0]:
-        raise RowError(f"{where}, field '{field}': expected a list with the chosen label, "
-                       f"found {choices[0]!r:.60}")
-    keys = ("request_id", "index") if "request_id" in data and "index" in data else ("text",)
-    record = {key: data.get(key) for key in keys} | {"label": choices[0][0]}
-    return _row(where, record)
+        export = read_export(path)
+    except DataError as err:
+        raise UserError(str(err)) from None
+    rows = [LabelRow(row.where, row.label, request_id=row.request_id, index=row.index)
+            if row.request_id is not None and row.index is not None
+            else LabelRow(row.where, row.label, text=row.text)
+            for row in export.rows]
+    return rows, [], export.unlabelled
 
 
 def matched_feedback(rows: list[LabelRow], log_dir: str | Path,
