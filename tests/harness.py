@@ -129,7 +129,8 @@ def wait_for_queue(project: Path, timeout_s: float = 600) -> dict[str, str]:
 # and the own-data section; the longer sections live on their docs/ pages.
 BLOCK_PAGES = {"main-command": "README.md", "test-command": "README.md", "tour": "README.md",
                "own-data": "README.md", "sweep": "docs/experiments.md",
-               "loop-watch": "docs/loop.md", "loop-labels": "docs/loop.md"}
+               "loop-watch": "docs/loop.md", "loop-labels": "docs/loop.md",
+               "loop-retrain": "docs/loop.md", "loop-live": "docs/loop.md"}
 
 
 def readme_blocks(marker: str, readme: Path | None = None) -> list[str]:
@@ -319,49 +320,76 @@ def walk_sweep(tmp: Path, model_dir: Path, epochs: int = 1) -> SweepWalk:
 
 @dataclass(frozen=True)
 class LoopWalk(Walk):
-    """The main command, then docs/loop.md: serve, send texts, drift, a person's labels,
-    the live-accuracy report."""
+    """The main command, then docs/loop.md: serve, send texts, drift, select, a person's
+    labels, the live-accuracy report, a new data version with a new class, a warm-started
+    candidate, promotion, the new version served and scored live."""
     truth: dict[str, str]                    # text -> its true label (the stand-in person's)
-    sent: dict                               # the body of week-49.json
-    labels_csv: list[dict]                   # what the stand-in person wrote to labels.csv
+    weeks: dict[str, dict]                   # "week-49" / "week-50" -> the request body sent
+    chosen: list[dict]                       # reports/to-label.csv as `select` wrote it
+    new_class: list[dict]                    # reports/new-class.csv
+    week_50_labels: list[dict]               # reports/week-50-labels.csv
     server_pid: int
 
 
-def week_texts() -> dict[str, str]:
-    """This week's texts, with the true labels a person would give: the demo's five
-    classes, in words the training data does not use."""
+NEW_CLASS = "mixed"
+
+
+def week_texts(week: int) -> dict[str, str]:
+    """A week's texts, with the true labels a person would give: the demo's five classes
+    and mixed reviews (a class the model lacks), in words the training data does not use."""
     cue = {"very negative": "a total disaster, never again", "negative": "rather poor",
            "neutral": "fine, nothing special", "positive": "pretty good",
-           "very positive": "simply wonderful, a delight"}
-    things = ["blender", "hotel stay", "concert", "laptop", "novel", "taxi ride", "museum",
-              "headphones"]
+           "very positive": "simply wonderful, a delight",
+           NEW_CLASS: "great in parts but awful in others"}
+    things = {49: ["blender", "hotel stay", "concert", "laptop", "novel", "taxi ride"],
+              50: ["kettle", "guest house", "opera", "tablet", "comic", "bus ride"]}[week]
     return {f"The {thing} was {cue[label]}.": label for label in cue for thing in things}
 
 
+def write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
+    with open(path, "w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def walk_loop(tmp: Path, model_dir: Path, epochs: int = 1) -> LoopWalk:
-    """The README's main command, then docs/loop.md's blocks, with a stand-in person
-    labelling every other answered text between them; the server is stopped at the end
-    even when a step failed."""
+    """The README's main command, then docs/loop.md's blocks, with a stand-in person doing
+    the labelling between them; the server is stopped at the end even when a step failed."""
     reader = _Reader(tmp, model_dir, epochs)
     project = reader.project
-    truth = week_texts()
-    sent = {"id": "week-49", "texts": list(truth)}
-    (tmp / "home" / "week-49.json").write_text(json.dumps(sent))
+    truth = week_texts(49) | week_texts(50)
+    weeks = {}
+    for week in (49, 50):      # week 49: the old classes only; week 50: mixed reviews too
+        texts = [t for t, label in week_texts(week).items() if week == 50 or label != NEW_CLASS]
+        weeks[f"week-{week}"] = {"id": f"week-{week}", "texts": texts}
+        (tmp / "home" / f"week-{week}.json").write_text(json.dumps(weeks[f"week-{week}"]))
     reader.section("main-command")
     pid_file = project / "logs" / "serve.pid"
     try:
         reader.section("loop-watch")
-        rows = [{"request_id": "week-49", "index": i, "label": truth[text]}
-                for i, text in enumerate(sent["texts"]) if i % 2 == 1]
-        with open(project / "labels.csv", "w", newline="") as out:
-            writer = csv.DictWriter(out, fieldnames=["request_id", "index", "label"])
-            writer.writeheader()
-            writer.writerows(rows)
+        # The person labels what `select` chose, and gathers examples of the new class.
+        with open(project / "reports/to-label.csv", newline="") as chosen_file:
+            chosen = list(csv.DictReader(chosen_file))
+        fields = list(chosen[0]) if chosen else ["request_id", "index", "text", "label"]
+        write_csv(project / "reports/to-label.csv",
+                  [row | {"label": truth[row["text"]]} for row in chosen], fields)
+        new_class = [{"text": text, "label": label} for text, label in week_texts(49).items()
+                     if label == NEW_CLASS]
+        write_csv(project / "reports/new-class.csv", new_class, ["text", "label"])
         reader.section("loop-labels")
+        reader.section("loop-retrain")
+        week_50 = weeks["week-50"]["texts"]
+        labels_50 = [{"request_id": "week-50", "index": i, "label": truth[text]}
+                     for i, text in enumerate(week_50) if i % 3 != 2]
+        write_csv(project / "reports/week-50-labels.csv", labels_50,
+                  ["request_id", "index", "label"])
+        reader.section("loop-live")
         pid = int(pid_file.read_text())
     finally:
         _stop_server(pid_file)
-    return LoopWalk(project, reader.steps, reader.skipped, truth, sent, rows, pid)
+    return LoopWalk(project, reader.steps, reader.skipped, truth, weeks, chosen, new_class,
+                    labels_50, pid)
 
 
 def _stop_server(pid_file: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 from harness import BLOCK_PAGES, REPO, readme_blocks
 
 SECTIONS = ("main-command", "test-command", "tour", "own-data", "sweep", "loop-watch",
-            "loop-labels")
+            "loop-labels", "loop-retrain", "loop-live")
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 # A user with nothing new to commit sees this from the sweep's `git add -A && git commit`.
 NOTHING_TO_COMMIT = "nothing to commit"

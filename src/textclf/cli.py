@@ -17,6 +17,9 @@ COMMANDS = {
     "serve": "serve a model folder over HTTP (Open Inference Protocol)",
     "drift": "compare what a model sees now with its training data: HTML, Markdown, JSON",
     "feedback": "import true labels for served predictions; report live accuracy",
+    "select": "choose the texts worth labelling next (CSV and Label Studio tasks)",
+    "audit": "rank data labels that are probably wrong (confident learning, k-fold)",
+    "tune": "search params with Optuna, each trial a DVC experiment, weak ones pruned early",
     "kfp": "compile or run a sweep of DVC experiments on Kubeflow Pipelines",
 }
 # Command -> module, where the module's name differs from the command's.
