@@ -29,7 +29,9 @@ RUN pip install -U pip \
 WORKDIR /opt/textclf
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install ".[kfp]" \
-    && python -c "import torch, kfp, dvc, textclf.sweeps.point; print('torch', torch.__version__, 'kfp', kfp.__version__)"
+# tune: Optuna, for the workers of `textclf kfp compile --tune`; psycopg2-binary is the
+# PostgreSQL driver of the database those workers share (swap it for your database's).
+RUN pip install ".[kfp,tune]" psycopg2-binary \
+    && python -c "import torch, kfp, dvc, optuna, textclf.sweeps.point; print('torch', torch.__version__, 'kfp', kfp.__version__)"
 
 WORKDIR /work

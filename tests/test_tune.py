@@ -250,6 +250,34 @@ def test_the_study_size_counts_earlier_runs_and_nothing_finished_runs_again(tmp_
     assert len(study.trials) == 3
 
 
+def test_a_shared_study_counts_the_trials_other_workers_are_running(tmp_path):
+    """`tune --join` (the workers of `kfp --tune`): a trial another process is running
+    counts against the size; the process does not take it for a leftover of a kill."""
+    config, storage, study = new_study(tmp_path, CHOICES)
+    runner = replay({8: [0.3], 16: [0.2], 32: [0.1]}, config)
+    other = open_study(config, "s", open_storage(str(tmp_path / "s.journal")),
+                       say=lambda line: None, worker=2)
+    theirs = other.ask(config.distributions())              # running in the other worker
+    run_study(study, storage, config, runner, trials=3, shared=True, say=lambda line: None)
+    states = [t.state.name for t in study.trials]
+    assert states == ["RUNNING", "COMPLETE", "COMPLETE"] and theirs.number == 0
+    # alone (not shared), the same size counts only its own trials
+    (tmp_path / "alone").mkdir()
+    config, storage, alone = new_study(tmp_path / "alone", CHOICES)
+    alone.ask(config.distributions())
+    run_study(alone, storage, config, runner, trials=3, say=lambda line: None)
+    assert [t.state.name for t in alone.trials].count("COMPLETE") == 3
+
+
+def test_workers_of_a_study_draw_apart(tmp_path):
+    """Seeded alike, two workers started together would try the same params."""
+    config, storage, _ = new_study(tmp_path, CHOICES.replace("seed: 3", "seed: 0"))
+    studies = [open_study(config, "s", storage, say=lambda line: None, worker=w)
+               for w in (1, 2, 3)]
+    draws = [[study.ask(config.distributions()).params for _ in range(2)] for study in studies]
+    assert len({json.dumps(d, sort_keys=True) for d in draws}) > 1
+
+
 def test_an_interrupted_trial_goes_again_and_does_not_count(tmp_path):
     config, storage, study = new_study(tmp_path, CHOICES)
     finished = replay({8: [0.3], 16: [0.5], 32: [0.2]}, config)

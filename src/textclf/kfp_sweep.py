@@ -3,10 +3,18 @@
     textclf kfp compile -o sweep.yaml --image REGISTRY/textclf:TAG -S 'train.batch_size=16,32'
     textclf kfp run --local -S 'train.batch_size=16,32' -S 'data.class_ratio=[1,1,1],[2,1,1]'
 
+    textclf kfp compile --tune tune.yaml -n lr --parallelism 4 --storage-secret optuna ...
+    textclf kfp run --local --tune tune.yaml -n lr --parallelism 2
+
 `-S` is `dvc exp run -S`: each sweeps one key, the points are the product (at most
 --max-points). Every point is `dvc exp run -n <name>-<i>` in a clone of the revision, pushed
 back with `dvc exp push`, so `dvc exp pull origin` + `dvc exp show` list the sweep beside
 local runs. Ctrl-C or SIGTERM stops `run --local` and every process it started.
+
+`--tune SPACE` runs a study instead (`textclf tune`, docs/tuning.md): --parallelism workers,
+each in its own clone, take trials NAME-0, NAME-1, ... from one shared Optuna storage and
+push them as the points do. On a cluster the storage is a database whose URL comes from a
+Kubernetes secret (--storage-secret), never from the YAML; locally a journal file.
 """
 
 from __future__ import annotations
@@ -131,6 +139,11 @@ def add_sweep_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-file", action="append", default=None, metavar="PATH",
                         help="scores to report besides dvc.yaml's metrics "
                              "(default: train's dvclive summary, metrics/train/metrics.json)")
+    parser.add_argument("--tune", metavar="SPACE",
+                        help="a study instead of a grid: `textclf tune`'s space file, committed; "
+                             "--parallelism workers share it (docs/tuning.md)")
+    parser.add_argument("--trials", type=positive_int,
+                        help="with --tune: the study's size (default: the space file's)")
     parser.add_argument("--sort-by", default="f1_macro", help="leaderboard metric")
     parser.add_argument("--ascending", action="store_true", help="lower is better")
 
@@ -153,12 +166,19 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--secret-key", action="append", default=[], metavar="KEY",
                           help="secret keys to expose (default: AWS_ACCESS_KEY_ID, "
                                "AWS_SECRET_ACCESS_KEY); each becomes an env var of that name")
+    compile_.add_argument("--storage-secret", default="",
+                          help="with --tune: the Kubernetes secret holding the study's "
+                               "database URL (shared by the workers)")
+    compile_.add_argument("--storage-key", default="OPTUNA_STORAGE",
+                          help="its key (default: OPTUNA_STORAGE)")
     run = commands.add_parser("run", help="run the pipeline on this machine (kfp.local)")
     add_sweep_args(run)
     run.add_argument("--local", action="store_true", required=True,
                      help="through kfp.local (a cluster: compile, then upload the YAML)")
     run.add_argument("--pipeline-root", help="where KFP keeps task outputs (default: a temp dir)")
     run.add_argument("--leaderboard", help="also write the leaderboard Markdown here")
+    run.add_argument("--storage", help="with --tune: the study's Optuna storage "
+                                       "(default: .tune/NAME.journal)")
     return parser
 
 
@@ -176,10 +196,34 @@ def _spec(args: argparse.Namespace, repo_url: str, revision: str, remote: str, t
                      sort_by=args.sort_by, ascending=args.ascending, **cluster)
 
 
+def _study_fields(args: argparse.Namespace, repo_url: str, revision: str,
+                  remote: str) -> dict[str, Any]:
+    """What a study pipeline needs from the flags, checked as `textclf tune` checks them."""
+    from textclf.sweeps.search_space import read_config
+
+    if args.sets:
+        raise UserError("--tune: a study searches its space file; -S is for a grid: "
+                        "give one or the other")
+    config = read_config(args.tune)          # errors name the file and the key
+    shown = subprocess.run(["git", "cat-file", "-e", f"{revision}:./{args.tune}"],
+                           cwd=Path.cwd(), capture_output=True)
+    if shown.returncode != 0:
+        raise UserError(f"--tune {args.tune}: not in commit {revision[:12]}; the workers "
+                        "clone the commit, so commit the space file (and push it)")
+    trials = args.trials or config.trials or config.grid_size
+    if trials is None:
+        raise UserError(f"{args.tune}: no study size: give `trials:` there or --trials")
+    return dict(study=check_sweep_name(args.name), space=args.tune, trials=trials,
+                workers=args.parallelism, repo_url=check_url("--repo", repo_url),
+                revision=revision, dvc_remote=check_url("--remote", remote),
+                remote_config=check_remote_settings(args.remote_config))
+
+
 def compile_sweep(args: argparse.Namespace) -> None:
     from kfp import compiler
 
     from textclf.sweeps.pipeline import DEFAULT_SECRET_KEYS, Resources, build_pipeline
+    from textclf.sweeps.study_pipeline import StudySpec, build_study_pipeline
 
     try:
         repo_url = args.repo or _git(["remote", "get-url", "origin"], Path.cwd())
@@ -190,21 +234,48 @@ def compile_sweep(args: argparse.Namespace) -> None:
     revision = args.rev or _git(["rev-parse", "HEAD"], Path.cwd())
     resources = Resources(cpu=args.cpu, memory=args.memory, gpu_type=args.gpu_type,
                           gpus=args.gpus)
-    spec = _spec(args, repo_url, revision, args.remote or "", pod_threads(args.cpu), args.image,
-                 resources=resources, secret=args.secret,
-                 secret_keys=tuple(args.secret_key) or DEFAULT_SECRET_KEYS)
+    secrets = dict(secret=args.secret, secret_keys=tuple(args.secret_key) or DEFAULT_SECRET_KEYS)
+    if args.tune:
+        if not args.storage_secret:
+            raise UserError("--tune on a cluster needs --storage-secret NAME: a Kubernetes "
+                            f"secret whose key {args.storage_key} (--storage-key) holds the "
+                            "database URL the workers share (e.g. postgresql://...); the URL "
+                            "never goes into the pipeline YAML")
+        study = StudySpec(**_study_fields(args, repo_url, revision, args.remote or ""),
+                          image=args.image, threads=pod_threads(args.cpu), resources=resources,
+                          storage_secret=args.storage_secret, storage_key=args.storage_key,
+                          **secrets)
+        pipeline, what = build_study_pipeline(study), (
+            f"study {study.study}: {study.trials} trials, {study.workers} workers of "
+            f"{study.repo_url}@{study.revision[:12]}, experiments {study.study}-0...")
+    else:
+        spec = _spec(args, repo_url, revision, args.remote or "", pod_threads(args.cpu),
+                     args.image, resources=resources, **secrets)
+        pipeline, what = build_pipeline(spec), (
+            f"{len(spec.points)} points of {spec.repo_url}@{spec.revision[:12]}, at most "
+            f"{spec.parallelism} at once, experiments {spec.sweep_name}-1...")
     try:
-        compiler.Compiler().compile(build_pipeline(spec), args.output)
+        compiler.Compiler().compile(pipeline, args.output)
     except ValueError as err:   # e.g. a CPU or memory request KFP cannot read
         raise UserError(f"compile: {err}") from None
-    print(f"{args.output}: {len(spec.points)} points of {spec.repo_url}@{spec.revision[:12]}, "
-          f"at most {spec.parallelism} at once, experiments {spec.sweep_name}-1...")
+    print(f"{args.output}: {what}")
+
+
+def _local_storage(spec: str) -> str:
+    """An absolute journal or SQLite path (the workers run in clones elsewhere), or a URL."""
+    if "://" in spec:
+        return spec
+    path = Path(spec).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return str(path)
 
 
 def run_local(args: argparse.Namespace) -> None:
     from kfp import local
 
     from textclf.sweeps.pipeline import build_pipeline
+    from textclf.sweeps.study_pipeline import StudySpec, build_study_pipeline
+    from textclf.training.trial import STORAGE_ENV
 
     here = Path(_git(["rev-parse", "--show-toplevel"], Path.cwd())) if not args.repo else None
     repo_url = args.repo or str(here)
@@ -217,14 +288,24 @@ def run_local(args: argparse.Namespace) -> None:
     image = f"python:{sys.version_info.major}.{sys.version_info.minor}"  # this environment
     revision = args.rev or (_git(["rev-parse", "HEAD"], here) if here else
                             head_of(repo_url, Path.cwd()))
-    spec = _spec(args, repo_url, revision, remote, 0, image)
-    spec = dataclasses.replace(spec, threads=local_threads(args.parallelism, len(spec.points)))
+    if args.tune:
+        study = StudySpec(**_study_fields(args, repo_url, revision, remote), image=image,
+                          threads=local_threads(args.parallelism, args.parallelism))
+        # kfp.local runs the workers as child processes: they inherit the storage from here.
+        os.environ[STORAGE_ENV] = _local_storage(args.storage or f".tune/{study.study}.journal")
+        pipeline, names = build_study_pipeline(study), [
+            f"{study.study} (worker {i})" for i in range(1, study.workers + 1)]
+    else:
+        spec = _spec(args, repo_url, revision, remote, 0, image)
+        spec = dataclasses.replace(spec,
+                                   threads=local_threads(args.parallelism, len(spec.points)))
+        pipeline, names = build_pipeline(spec), [point.name(spec.sweep_name)
+                                                 for point in spec.points]
     root = args.pipeline_root or tempfile.mkdtemp(prefix="textclf-kfp-")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root)
-    names = [point.name(spec.sweep_name) for point in spec.points]
     try:
         with stopped_cleanly(names, Path(root)):
-            task = build_pipeline(spec)()
+            task = pipeline()
     except RuntimeError as err:   # kfp.local: a task failed outside a point's own error handling
         raise UserError(f"the local pipeline failed: {err} (task outputs in {root})") from None
     page = Path(task.output.path).read_text(encoding="utf-8")
@@ -234,6 +315,19 @@ def run_local(args: argparse.Namespace) -> None:
         with atomic_file(args.leaderboard) as scratch:
             scratch.write_text(page, encoding="utf-8")
     print(f"\n{page}\nexperiments pushed to {repo_url}; task outputs in {root}")
+    if args.tune:
+        study_report(args.tune, study.study, os.environ[STORAGE_ENV])
+
+
+def study_report(space: str, name: str, storage: str) -> None:
+    """The study's report, as `textclf tune` writes it (reports/tune-NAME.html and .md)."""
+    from textclf.sweeps.search_space import read_config
+    from textclf.sweeps.study_report import write_study_report
+    from textclf.training.trial import import_optuna, open_storage
+
+    study = import_optuna().load_study(study_name=name, storage=open_storage(storage))
+    write_study_report(study, read_config(space), "params.yaml", f"reports/tune-{name}.html",
+                       f"reports/tune-{name}.md")
 
 
 @exits_on_user_error

@@ -17,6 +17,7 @@ pip install 'textclf[tune]'.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -24,16 +25,14 @@ import sys
 from pathlib import Path
 
 from textclf.errors import UserError, exits_on_user_error
-from textclf.flags import number, positive_int
-from textclf.outputs import atomic_file
-from textclf.params import load_params
+from textclf.flags import integer, number, positive_int
 from textclf.reporting.experiments import RunFiles
 from textclf.sweeps.grid import NAME_PATTERN
 from textclf.sweeps.search_space import read_config
 from textclf.sweeps.study import (DvcTrials, existing_names, open_study, run_study,
                                   study_lock)
-from textclf.sweeps.study_report import apply_command, headline, html, markdown, summarize
-from textclf.training.trial import open_storage
+from textclf.sweeps.study_report import write_study_report
+from textclf.training.trial import STORAGE_ENV, open_storage
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -53,7 +52,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "OMP_NUM_THREADS is set (default: 1)")
     parser.add_argument("--storage", default=None,
                         help="Optuna storage: a journal file, a .db SQLite file or a URL "
-                             "(default: .tune/STUDY.journal)")
+                             f"(default: ${STORAGE_ENV} if set, else .tune/STUDY.journal)")
+    parser.add_argument("--join", action="store_true",
+                        help="be one of several processes running this study at once (the "
+                             "workers of `textclf kfp compile --tune`): trials the others "
+                             "are running are theirs, not left over from a killed run")
+    parser.add_argument("--worker", type=integer(0, 10_000), default=0,
+                        help="with --join: this process's number (1..K), so that the "
+                             "workers' samplers are seeded apart")
     parser.add_argument("--params", default="params.yaml", help="params file (params.yaml)")
     parser.add_argument("--train-dir", default="metrics/train",
                         help="train's dvclive folder, where trials' scores are read")
@@ -69,8 +75,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def storage_spec(args: argparse.Namespace) -> str:
-    """Absolute: each trial runs in a temporary copy of the project."""
-    spec = args.storage or f".tune/{args.study}.journal"
+    """Absolute: each trial runs in a temporary copy of the project. From the environment
+    where the URL holds a password (a cluster's workers get it from a secret)."""
+    spec = args.storage or os.environ.get(STORAGE_ENV) or f".tune/{args.study}.journal"
     return spec if "://" in spec else str(Path(spec).resolve())
 
 
@@ -97,14 +104,17 @@ def main(argv: list[str] | None = None) -> None:
     repo, spec = Path.cwd(), storage_spec(args)
     # Beside the storage, where there is a file; not STORAGE.lock, Optuna's own lock file.
     local = Path(spec).parent if "://" not in spec else repo / ".tune"
-    with study_lock(local / f"{args.study}.tune-lock"):
+    # --join: the other workers hold their own runs; nothing to lock, nothing to recover.
+    with (contextlib.nullcontext() if args.join else
+          study_lock(local / f"{args.study}.tune-lock")):
         storage = open_storage(spec)
         known = [s.study_name for s in storage.get_all_studies()]
         if args.study not in known and existing_names(repo, args.study):
             raise UserError(f"experiments named {args.study}-N exist already on this commit "
                             f"but {spec} has no study {args.study}: pick another --study, or "
                             f"`dvc exp remove` them")
-        study = open_study(config, args.study, storage, baseline=head_rev(repo))
+        study = open_study(config, args.study, storage, baseline=head_rev(repo),
+                           worker=args.worker)
         runner = DvcTrials(repo, args.study, spec, config.metric, logs=local / args.study,
                            threads=threads_per_worker(args.workers),
                            files=RunFiles(train_dir=args.train_dir))
@@ -112,7 +122,8 @@ def main(argv: list[str] | None = None) -> None:
         try:
             run_study(study, storage, config, runner, trials=trials,
                       timeout=args.timeout or config.timeout, workers=args.workers,
-                      recover=runner.recover, interrupt=runner.interrupt)
+                      recover=None if args.join else runner.recover,
+                      interrupt=runner.interrupt, shared=args.join)
         except KeyboardInterrupt:
             write_report(study, config, args)
             print(f"tune: stopped; the same command goes on with study {args.study}",
@@ -128,15 +139,7 @@ def _raise_interrupt(signum, frame) -> None:
 
 
 def write_report(study, config, args: argparse.Namespace) -> None:
-    summary = summarize(study, config, base_epochs=load_params(args.params).train.epochs)
-    for path, text in ((args.html, html(summary)), (args.markdown, markdown(summary))):
-        with atomic_file(path) as scratch:
-            scratch.write_text(text, encoding="utf-8")
-    for line in headline(summary):
-        print(f"tune: {line}")
-    if apply_command(summary):
-        print(f"tune: take it with `{apply_command(summary)}`")
-    print(f"tune: report {args.html}, {args.markdown}")
+    write_study_report(study, config, args.params, args.html, args.markdown)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 pipeline (stages.py, point.py, pipeline.py) and bringing results back as DVC experiments
 (results.py). The `kfp` command (kfp_sweep.py) compiles, submits or runs them locally.
 Searches: a study's space (search_space.py), its trials as DVC experiments (study.py) and
-its report (study_report.py), for the `tune` command (tune.py).
+its report (study_report.py), for the `tune` command (tune.py); a study's workers on
+Kubeflow Pipelines (study_worker.py, study_pipeline.py), for `kfp --tune`.
 
 Imports the data wing and the shared modules.
 """

@@ -86,7 +86,7 @@ class SweepSpec:
     ascending: bool = False
 
 
-def _request(task: dsl.PipelineTask, resources: Resources) -> None:
+def request_resources(task: dsl.PipelineTask, resources: Resources) -> None:
     if resources.cpu:
         task.set_cpu_request(resources.cpu)
     if resources.memory:
@@ -119,7 +119,7 @@ def build_pipeline(spec: SweepSpec) -> Callable:
                             extra_metrics=extra_metrics)
             # A point pushes an experiment: a cached result would push nothing.
             task.set_caching_options(False)
-            _request(task, spec.resources)
+            request_resources(task, spec.resources)
             if spec.secret:
                 kubernetes.use_secret_as_env(task, spec.secret,
                                              {key: key for key in spec.secret_keys})

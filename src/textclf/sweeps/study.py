@@ -51,8 +51,10 @@ RunTrial = Callable[[object, dict], Outcome]      # (optuna trial, params.yaml v
 
 
 def open_study(config: TuneConfig, name: str, storage, baseline: str = "",
-               say: Callable[[str], None] = print):
-    """Create the study, or load it to go on; a study keeps its metric and direction."""
+               say: Callable[[str], None] = print, worker: int = 0):
+    """Create the study, or load it to go on; a study keeps its metric and direction.
+    `worker` (1..K where K processes share the study) seeds each one's sampler apart, or
+    workers started together would draw the same random points."""
     optuna = import_optuna()
     study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
                                 direction=config.direction, pruner=make_pruner(config.pruner))
@@ -68,7 +70,7 @@ def open_study(config: TuneConfig, name: str, storage, baseline: str = "",
         say(f"tune: note: the study started on commit {attrs[BASELINE_ATTR][:7]}; trials from "
             f"now on start from {baseline[:7]}")
     study.set_user_attr(PRUNER_ATTR, config.pruner)      # what each training process prunes with
-    study.sampler = config.make_sampler(seed_offset=len(study.trials))
+    study.sampler = config.make_sampler(seed_offset=len(study.trials) + 100_000 * worker)
     return study
 
 
@@ -104,12 +106,14 @@ def run_study(study, storage, config: TuneConfig, run_trial: RunTrial, *, trials
               timeout: float | None = None, workers: int = 1,
               recover: Callable[[int], Outcome] | None = None,
               interrupt: Callable[[], None] = lambda: None,
-              say: Callable[[str], None] = print) -> None:
+              say: Callable[[str], None] = print, shared: bool = False) -> None:
     """Run trials until the study has `trials` counted ones, `timeout` seconds have passed
     (no trial starts after it) or the grid is exhausted; `workers` at once. First, trials
     an earlier run left running are told what `recover(number)` finds. On Ctrl-C, no trial
     starts, `interrupt()` stops the running ones, and KeyboardInterrupt goes on up once
-    they are told."""
+    they are told. `shared`: other processes run this study at once (`tune --join`), so
+    every running trial in the storage counts against the size, not only this process's
+    (two that ask at the same moment can still overshoot it by one trial each)."""
     optuna = import_optuna()
     lock, stop = threading.Lock(), threading.Event()
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -124,7 +128,9 @@ def run_study(study, storage, config: TuneConfig, run_trial: RunTrial, *, trials
         with lock:
             exhausted = (isinstance(study.sampler, optuna.samplers.GridSampler)
                          and study.sampler.is_exhausted(study))
-            if (stop.is_set() or exhausted or counted(study) + running[0] >= trials
+            in_flight = (len(study.get_trials(deepcopy=False, states=(
+                optuna.trial.TrialState.RUNNING,))) if shared else running[0])
+            if (stop.is_set() or exhausted or counted(study) + in_flight >= trials
                     or (deadline is not None and time.monotonic() > deadline)):
                 return None
             running[0] += 1

@@ -9,8 +9,11 @@ the epoch it stopped, not the score of a finished training.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from textclf.outputs import atomic_file
+from textclf.params import load_params
 from textclf.reporting.charts import PALETTE, escape
 from textclf.reporting.pages import (heading, html_page, html_table, md_table, md_text,
                                      paragraph)
@@ -240,3 +243,17 @@ def progress_chart(points: list[tuple[int, float]], metric: str) -> str:
             + "".join(f'<circle cx="{at(x, y).split(",")[0]}" cy="{at(x, y).split(",")[1]}" '
                       f'r="3" fill="{PALETTE[0]}"/>' for x, y in points)
             + text + "</svg>")
+
+
+def write_study_report(study, config, params: str | Path, html_path: str | Path,
+                       markdown_path: str | Path) -> None:
+    """Write the study's page and summary; print its headline and how to take the best."""
+    summary = summarize(study, config, base_epochs=load_params(params).train.epochs)
+    for path, text in ((html_path, html(summary)), (markdown_path, markdown(summary))):
+        with atomic_file(path) as scratch:
+            scratch.write_text(text, encoding="utf-8")
+    for line in headline(summary):
+        print(f"tune: {line}")
+    if apply_command(summary):
+        print(f"tune: take it with `{apply_command(summary)}`")
+    print(f"tune: report {html_path}, {markdown_path}")
