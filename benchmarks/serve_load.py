@@ -1,9 +1,10 @@
 """Load test of `textclf serve`: dynamic batching against batching off, and `predict`.
 
-Three servers run side by side on 127.0.0.1 (only the one under test gets traffic):
-batching on (the defaults: up to 64 texts, 5 ms wait), batching without the wait
-(`--max-wait-ms 0`: a batch is what queued up during the previous forward pass) and off
-(`--max-batch-size 1`).
+Four servers run side by side on 127.0.0.1 (only the one under test gets traffic):
+batching on (the defaults: up to 64 texts, 5 ms wait, each batch length-sorted into
+passes of 16 texts on a CPU), batching without the wait (`--max-wait-ms 0`: a batch is what
+queued up during the previous forward pass), the same in one pass padded to its longest
+text (`--pass-size 64`, the design before passes) and batching off (`--max-batch-size 1`).
 N concurrent clients (1, 8, 32) each send single texts to
 `POST /v2/models/{name}/infer`, one after another, until `--requests` are answered;
 contenders alternate within each round. Prints throughput (requests/s) and p50/p99
@@ -45,6 +46,7 @@ from textclf.serve import default_threads
 
 TEXTCLF = str(Path(sys.executable).with_name("textclf"))
 MODES = {"batching": [], "batching, 0 ms": ["--max-wait-ms", "0"],
+         "0 ms, one pass": ["--max-wait-ms", "0", "--pass-size", "64"],
          "no batching": ["--max-batch-size", "1"]}
 
 

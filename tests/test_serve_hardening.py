@@ -444,3 +444,35 @@ def test_sighup_loads_the_new_version_in_a_running_server(tiny_model_dir, model_
             time.sleep(0.2)
         assert proc.poll() is None
     assert new != old and new.startswith("sha256:")
+
+
+# --- a batch in length-sorted passes --------------------------------------------------------
+
+def test_a_batch_runs_in_passes_of_pass_size_16_on_a_cpu_unless_told(monkeypatch):
+    import torch
+
+    from textclf import serve
+    from textclf.model import precision
+
+    def passes(*flags: str) -> int:
+        return serve.pass_size(serve.parse_args(list(flags)))
+
+    monkeypatch.setattr(precision, "choose_device", lambda: torch.device("cpu"))
+    assert passes() == 16 and passes("--max-batch-size", "8") == 8
+    assert passes("--pass-size", "32") == 32 and passes("--pass-size", "128") == 64
+    monkeypatch.setattr(precision, "choose_device", lambda: torch.device("cuda"))
+    assert passes() == 64 and passes("--pass-size", "4") == 4
+
+
+def test_passes_give_the_answers_of_one_padded_pass(model_folder):
+    """Sorting a batch into passes changes padding, not answers: the probabilities come
+    back in the texts' order and equal one pass's to float precision."""
+    import numpy as np
+
+    from textclf.model.labeller import Labeller
+
+    texts = [" ".join(["word"] * n) + f" {n}" for n in (40, 2, 17, 1, 33, 5, 9, 26, 3)]
+    one_pass = Labeller.load(model_folder, "fp32", batch_size=64).probabilities(texts)
+    passes = Labeller.load(model_folder, "fp32", batch_size=2).probabilities(texts)
+    assert np.allclose(one_pass, passes, atol=1e-5)
+    assert (one_pass.argmax(1) == passes.argmax(1)).all()
