@@ -175,9 +175,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-# On 2 CPU cores, 32 texts in arrival order labelled in passes of 16 (each pass
-# length-sorted) ran 1.15-1.45x as fast as in one pass padded to the longest
-# (benchmarks/README.md, "Serving"); a GPU is fed best by one large pass.
+# On 2 CPU cores, batches labelled in length-sorted passes of 16 served 1.33x the requests
+# of one pass padded to the longest text, at 32 clients (benchmarks/README.md, "Serving");
+# a GPU is fed best by one large pass.
 CPU_PASS_SIZE = 16
 
 
