@@ -5,10 +5,11 @@
 
 Each fault: the path runs in a process group of its own, one fault comes at a seeded random
 moment (SIGKILL of the group, SIGTERM, a file-size limit on what it writes, a half-written
-params.yaml, a damaged checkpoint), then the documented recovery command runs and every
-invariant is checked (tests/fault_harness.py, which tests/test_faults.py samples). Faults
-are dealt over the paths in a seeded order; `--minutes` stops dealing once that much time
-has passed, and the table says how many were injected.
+params.yaml, a damaged checkpoint, the S3 endpoint lost in a `dvc push`/`dvc pull` to moto
+on 127.0.0.1), then the documented recovery command runs and every invariant is checked
+(tests/fault_harness.py, which tests/test_faults.py samples). Faults are dealt over the
+paths in a seeded order; `--minutes` stops dealing once that much time has passed, and the
+table says how many were injected.
 
 Prints one line per fault as it goes, then a table: path, fault, injected (landed: a
 signal sent after the run had ended did not), invariants broken, recovery command; and
@@ -38,7 +39,9 @@ import fault_harness as harness  # noqa: E402
 KINDS = [("predict", "sigkill", 3), ("predict", "sigterm", 2), ("predict", "fsize", 2),
          ("serve", "sigkill", 3), ("serve", "sigterm", 3), ("serve", "fsize", 2),
          ("repro", "sigkill_train", 1), ("repro", "sigkill", 1), ("repro", "half_params", 1),
-         ("repro", "damaged_checkpoint", 1)]
+         ("repro", "damaged_checkpoint", 1),
+         ("push", "sigkill", 1), ("push", "sigterm", 1), ("push", "endpoint_lost", 1),
+         ("pull", "sigkill", 1), ("pull", "sigterm", 1), ("pull", "endpoint_lost", 1)]
 
 
 def schedule(faults: int, paths: set[str], seed: int) -> list[tuple[str, str]]:
@@ -73,6 +76,13 @@ class Paths:
         return self.cases["model"]
 
     def case(self, path: str):
+        if path in ("push", "pull"):
+            if "transfer" not in self.cases:   # one project and S3 server for both ways
+                # 25 MB: most of a push's or pull's time is then moving objects, not
+                # starting dvc, so that more faults cut a transfer in the middle.
+                self.cases["transfer"] = harness.transfer_case(self.folder / "transfer",
+                                                               files=96, size=256 * 1024)
+            return self.cases["transfer"]
         if path not in self.cases:
             if path == "predict":
                 self.cases[path] = harness.predict_case(self.model(), self.folder / "predict")
@@ -85,11 +95,15 @@ class Paths:
         return self.cases[path]
 
     def trial(self, path: str, fault: str, rng: random.Random) -> harness.Trial:
+        if path in ("push", "pull"):
+            return harness.transfer_trial(self.case(path), path, fault, rng)
         run = {"predict": harness.predict_trial, "serve": harness.serve_trial,
                "repro": harness.repro_trial}[path]
         return run(self.case(path), fault, rng)
 
     def close(self) -> list[str]:
+        if "transfer" in self.cases:
+            self.cases["transfer"].stop()
         serve = self.cases.get("serve")
         return serve.stop() if serve is not None else []
 
@@ -100,7 +114,7 @@ def main() -> None:
     parser.add_argument("--faults", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--paths", default="predict,serve,repro",
-                        help="comma-separated: predict, serve, repro")
+                        help="comma-separated: predict, serve, repro, push, pull")
     parser.add_argument("--minutes", type=float, default=None,
                         help="stop dealing faults after this long (the table says how many)")
     args = parser.parse_args()
@@ -122,8 +136,11 @@ def main() -> None:
                 trials.append(trial)
                 print(f"{number:4d} {path:8s} {fault:19s} at {trial.at_s:7.2f} "
                       f"{'landed' if trial.landed else 'missed'} "
+                      f"{f'({trial.done}) ' if trial.done else ''}"
                       f"{len(trial.broken)} broken ({time.monotonic() - began:.0f} s)"
-                      + "".join(f"\n       - {b}" for b in trial.broken), flush=True)
+                      + "".join(f"\n       - {b}" for b in trial.broken)
+                      + (f"\n       (the recovery said: {trial.said})" if trial.said else ""),
+                      flush=True)
         finally:
             leftover = paths.close()
             harness.kill_all()
@@ -148,6 +165,13 @@ def table(trials: list[harness.Trial], leftover: list[str], seconds: float,
              "| --- | --- | --- | --- | --- | --- |"]
     for (path, fault), (landed, missed, broken, recovery) in sorted(rows.items()):
         lines.append(f"| {path} | {fault} | {landed} | {missed} | {broken} | {recovery} |")
+    moved = [t for t in trials if t.done and t.landed]
+    if moved:
+        # some but not all objects moved when the fault came: it cut a transfer in the middle
+        middle = sum(0 < int(t.done.split("/")[0]) < int(t.done.split("/")[1].split()[0])
+                     for t in moved)
+        lines.append(f"\npush/pull: {middle} of {len(moved)} injected faults came in the "
+                     f"middle of the transfer (some objects moved, not all)")
     broken = [(t.path, t.fault, b) for t in trials for b in t.broken]
     broken += [("serve", "(last server)", b) for b in leftover]
     lines.append(f"\nbroken invariants: {len(broken)}")

@@ -45,6 +45,8 @@ class Trial:
     broken: list[str] = field(default_factory=list)
     at_s: float = 0.0                   # when the fault came: seconds into the run (serve:
                                         # into the load); half_params: the byte cut at
+    done: str = ""                      # push/pull: how far the transfer had got by then
+    said: str = ""                      # push/pull, when something broke: the recovery's end
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -250,7 +252,8 @@ def predict_trial(case: PredictCase, fault: str, rng: random.Random) -> Trial:
     if fault in ("sigkill", "sigterm"):
         time.sleep(rng.uniform(0, 0.95 * case.seconds))
         trial.at_s = time.monotonic() - job.started
-        trial.landed = job.signal(signal.SIGKILL if fault == "sigkill" else signal.SIGTERM)
+        trial.landed = job.signal(signal.SIGTERM if fault == "sigterm" else signal.SIGKILL) \
+            and trial.landed
     code = job.wait(120)
     if code is None:
         trial.broken.append("predict did not end within 120 s of the fault")
@@ -800,3 +803,241 @@ def output_hashes(project: Path) -> dict[str, str]:
             if path.is_file() and path.name not in TIMES:
                 found[str(path.relative_to(project))] = md5(path)
     return found
+
+
+# --- dvc push / dvc pull to S3 (moto on 127.0.0.1) -----------------------------------------
+
+BLOBS = '''import random, sys
+from pathlib import Path
+
+# Seeded random bytes (incompressible, like weights): the same files on every run.
+rng, folder = random.Random(0), Path(sys.argv[1])
+folder.mkdir()
+for i in range(int(sys.argv[2])):
+    (folder / f"part-{i:03d}.bin").write_bytes(rng.randbytes(int(sys.argv[3])))
+Path(sys.argv[4]).write_bytes(rng.randbytes(4 * int(sys.argv[3])))
+'''
+LAYOUT = "files/md5/"                # DVC 3's objects under the remote's url
+
+
+@dataclass
+class TransferCase:
+    project: Path
+    server: object                       # s3_server.S3Server, in this process
+    s3: object                           # remote_project.S3: its client and credentials
+    keys: set[str]                       # the remote after an uninterrupted push
+    push_seconds: float = 0.0
+    pull_seconds: float = 0.0
+    store: str = "store"                 # the remote's folder in the bucket now
+    pushes: int = 0
+
+    @property
+    def site_cache(self) -> Path:
+        return self.project.parent / "settings" / "dvc-site-cache"
+
+    def env(self) -> dict[str, str]:
+        """The S3 keys, and this machine's AWS and DVC settings kept out (not through
+        `remote_project.isolate`, whose module-wide folders another test may be using)."""
+        settings = self.project.parent / "settings"
+        return {**self.s3.env, "OMP_NUM_THREADS": "1",
+                "AWS_CONFIG_FILE": str(settings / "aws-config"),
+                "AWS_SHARED_CREDENTIALS_FILE": str(settings / "aws-credentials"),
+                "DVC_GLOBAL_CONFIG_DIR": str(settings / "dvc-global"),
+                "DVC_SYSTEM_CONFIG_DIR": str(settings / "dvc-system"),
+                "DVC_SITE_CACHE_DIR": str(self.site_cache)}
+
+    def command(self, direction: str) -> list:
+        return [DVC, direction, "-r", "storage"]
+
+    def timed(self, direction: str) -> float:
+        """An uninterrupted push (into an empty folder) or pull (into an empty cache)."""
+        if direction == "push":
+            self.new_store()
+        else:
+            self.empty_local()
+        started = time.monotonic()
+        code, output, orphans = run_job(self.command(direction), self.project, self.env())
+        assert code == 0 and not orphans, f"uninterrupted dvc {direction} failed:\n{output}"
+        return time.monotonic() - started
+
+    def remote_keys(self) -> set[str]:
+        """Keys under the remote's folder, relative to it."""
+        return {key[len(self.store) + 1:] for key in self.s3.keys()
+                if key.startswith(self.store + "/")}
+
+    def new_store(self) -> None:
+        """Point the remote at an empty folder of the bucket, and drop the old one. Not the
+        old folder emptied behind DVC's back: DVC may remember that a remote holds a
+        directory whole and not push it again (treeverse/dvc#4164)."""
+        client = self.s3.client()
+        for key in self.remote_keys():
+            client.delete_object(Bucket="textclf", Key=f"{self.store}/{key}")
+        self.pushes += 1
+        self.store = f"push-{self.pushes}/store"
+        (self.project / ".dvc" / "config.local").write_text(
+            f"['remote \"storage\"']\n    url = s3://textclf/{self.store}\n"
+            f"    endpointurl = {self.s3.endpoint}\n")
+
+    def empty_local(self) -> None:
+        """A fresh clone's state before `dvc pull`: no cache, no outputs, and none of what
+        DVC keeps about them (.dvc/tmp, the site cache's indexes)."""
+        import shutil
+
+        for folder in (self.project / ".dvc" / "cache", self.project / ".dvc" / "tmp",
+                       *self.site_cache.glob("*")):
+            shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(self.project / "blobs", ignore_errors=True)
+        (self.project / "one.bin").unlink(missing_ok=True)
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def transfer_case(folder: Path, files: int = 40, size: int = 192 * 1024) -> TransferCase:
+    """A DVC project (no git) whose one stage writes `files` random files of `size` bytes
+    and one of 4 x `size`, an S3 remote on a moto server in this process, and an
+    uninterrupted push's and pull's times to draw fault moments from."""
+    from remote_project import BUCKET, S3, S3_URL, call
+    from s3_server import S3Server
+
+    settings = folder / "settings"
+    for name in ("dvc-global", "dvc-system", "dvc-site-cache"):
+        (settings / name).mkdir(parents=True)
+    for name in ("aws-config", "aws-credentials"):
+        (settings / name).write_text("")          # dvc-s3 insists that a named file exists
+    server = S3Server()
+    server.start()
+    s3 = S3(server.endpoint, "testing", "testing")   # moto checks no signature here
+    s3.client().create_bucket(Bucket=BUCKET)
+    project = folder / "project"
+    project.mkdir()
+    (project / "make_blobs.py").write_text(BLOBS)
+    (project / "dvc.yaml").write_text(
+        f"stages:\n  blobs:\n    cmd: {sys.executable} make_blobs.py blobs {files} {size} "
+        f"one.bin\n    deps: [make_blobs.py]\n    outs: [blobs, one.bin]\n")
+    case = TransferCase(project, server, s3, set())
+    for command in (["dvc", "init", "--no-scm", "-q"], ["dvc", "repro", "-q"],
+                    ["dvc", "remote", "add", "-d", "storage", S3_URL]):
+        call(command, project, case.env())
+    case.push_seconds = case.timed("push")
+    case.keys = case.remote_keys()
+    case.pull_seconds = case.timed("pull")
+    assert outputs_match_lock(project) == []
+    return case
+
+
+def damaged_remote_objects(case: TransferCase) -> list[str]:
+    """Objects under the remote's prefix that do not hash to their own name (a `.dir`
+    listing too: its name is the md5 of its bytes), or that are not DVC objects at all."""
+    client, broken = case.s3.client(), []
+    for key in sorted(case.remote_keys()):
+        name = key[len(LAYOUT):].replace("/", "", 1)
+        if not key.startswith(LAYOUT) or not re.fullmatch(r"[0-9a-f]{32}(\.dir)?", name):
+            broken.append(f"not a DVC object on the remote: {key}")
+            continue
+        body = client.get_object(Bucket="textclf", Key=f"{case.store}/{key}")["Body"].read()
+        if hashlib.md5(body).hexdigest() != name.removesuffix(".dir"):
+            broken.append(f"damaged object on the remote: {key} ({len(body)} bytes)")
+    return broken
+
+
+def cached_objects(project: Path, pattern: str = "*") -> list[Path]:
+    root = project / ".dvc" / "cache" / "files" / "md5"
+    return [p for p in root.rglob(pattern) if p.is_file()] if root.is_dir() else []
+
+
+def dvc_scratch_left(project: Path) -> list[str]:
+    """DVC's own scratch (`NAME.<uuid>.tmp`, dvc-objects `tmp_fname`) in the workspace,
+    plus textclf's (`scratch_left`); `damaged_cache_objects` finds it in the cache."""
+    found = [str(p.relative_to(project)) for p in project.rglob("*.tmp")
+             if not p.relative_to(project).as_posix().startswith(".dvc/")]
+    return found + scratch_left(project)
+
+
+def transfer_trial(case: TransferCase, direction: str, fault: str,
+                   rng: random.Random) -> Trial:
+    """One fault in `dvc push` (into an empty folder) or `dvc pull` (into an empty cache
+    and workspace) at a random moment of an uninterrupted run's length: SIGKILL or SIGTERM
+    of its group, or the endpoint lost (the server stops, cutting open connections, and
+    comes back on the same port with the same objects once dvc has ended); or
+    `sigkill_downloading`, SIGKILL the moment a pull's download is under way. Then the
+    same command again and the invariants."""
+    trial = Trial(direction, fault, f"the same `dvc {direction}` again")
+    if direction == "push":
+        if len(cached_objects(case.project)) < len(case.keys):
+            # An earlier trial's recovery failed: the stage's seeded files again.
+            run_job([DVC, "repro", "-f", "-q"], case.project, case.env())
+        case.new_store()
+    else:
+        if case.remote_keys() != case.keys:
+            case.timed("push")
+        case.empty_local()
+    seconds = case.push_seconds if direction == "push" else case.pull_seconds
+    job = Job(case.command(direction), case.project, case.env())
+    if fault == "sigkill_downloading":
+        # The moment a download is under way: a `.tmp` beside the cache's objects.
+        trial.landed = wait_for(lambda: list(cached_objects(case.project, "*.tmp")), job, 120)
+    else:
+        time.sleep(rng.uniform(0, seconds))
+    trial.at_s = time.monotonic() - job.started
+    if fault == "endpoint_lost":
+        trial.landed = job.proc.poll() is None
+        case.server.stop()
+        code = job.wait(120)
+        case.server.start()
+        # Exit 0 is right if every request had been answered before the endpoint went.
+        if trial.landed and code == 0 and transfer_unfinished(case, direction):
+            trial.broken.append(f"dvc {direction} exited 0 with its endpoint lost and "
+                                f"the transfer unfinished")
+    else:
+        trial.landed = job.signal(signal.SIGTERM if fault == "sigterm" else signal.SIGKILL) \
+            and trial.landed
+        code = job.wait(120)
+    if code is None:
+        trial.broken.append(f"dvc {direction} did not end within 120 s of the fault")
+        job.signal(signal.SIGKILL)
+        job.wait(30)
+    trial.broken += job.leftovers()
+    if fault == "sigkill_downloading":
+        # Landed only if the kill caught a download: its scratch is still there.
+        trial.landed = trial.landed and bool(cached_objects(case.project, ".*.tmp"))
+    done = case.remote_keys() if direction == "push" else cached_objects(case.project)
+    trial.done = f"{len(done)}/{len(case.keys)} objects"
+    trial.broken += [f"after the fault: {b}" for b in damaged_remote_objects(case)]
+    trial.broken += [f"after the fault: {b}" for b in damaged_cache_objects(case.project)
+                     if b.startswith("damaged")]
+    code, output, orphans = run_job(case.command(direction), case.project, case.env())
+    trial.broken += orphans
+    if code != 0:
+        trial.broken.append(f"recovery `dvc {direction}` exited {code}: {last_error(output)}")
+    trial.broken += check_transfer(case)
+    if trial.broken:
+        trial.said = " / ".join(line for line in output.splitlines()[-3:] if line.strip())
+    for scratch in cached_objects(case.project, ".*.tmp"):
+        scratch.unlink()                  # counted above; not the next trial's to count
+    return trial
+
+
+def transfer_unfinished(case: TransferCase, direction: str) -> bool:
+    if direction == "push":
+        return case.remote_keys() != case.keys
+    return len(cached_objects(case.project)) < len(case.keys) \
+        or bool(outputs_match_lock(case.project))
+
+
+def check_transfer(case: TransferCase) -> list[str]:
+    """After recovery, either way: the remote holds every object, each intact; `dvc status
+    -c` in sync; the workspace as dvc.lock records it, the cache intact, no scratch."""
+    broken = damaged_remote_objects(case)
+    missing = sorted(case.keys - case.remote_keys())
+    if missing:
+        broken.append(f"{len(missing)} objects not on the remote: {missing[:3]}")
+    code, output, orphans = run_job([DVC, "status", "-c", "--json"], case.project, case.env())
+    broken += orphans
+    if code != 0 or output.strip().splitlines()[-1:] != ["{}"]:   # JSON after any warning
+        broken.append(f"dvc status -c is not in sync: {output.strip()[:300]}")
+    broken += outputs_match_lock(case.project)
+    broken += damaged_cache_objects(case.project)
+    if dvc_scratch_left(case.project):
+        broken.append(f"scratch left in the project: {dvc_scratch_left(case.project)[:4]}")
+    return broken

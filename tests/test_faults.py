@@ -6,6 +6,7 @@ that failed."""
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 
@@ -13,7 +14,8 @@ import pytest
 import torch
 
 from fault_harness import (Job, ServeCase, env, kill_all, predict_case, predict_trial,
-                           repro_case, repro_trial, run_job, serve_trial)
+                           repro_case, repro_trial, run_job, serve_trial, transfer_case,
+                           transfer_trial)
 from serve_harness import build_model_folder
 from textclf.training.checkpoint import CheckpointStore, fingerprint_run
 
@@ -92,6 +94,65 @@ def test_a_damaged_checkpoint_is_set_aside_and_repro_trains_afresh(pipeline):
     trial = repro_trial(pipeline, "damaged_checkpoint", random.Random(25))
     assert trial.landed
     assert trial.broken == [], trial
+
+
+# --- dvc push / dvc pull to S3 (moto on 127.0.0.1) -----------------------------------------
+
+@pytest.fixture(scope="module")
+def transfer(tmp_path_factory):
+    """A DVC project whose stage writes 8 MB of seeded random files, an S3 remote on moto
+    in this process, and an uninterrupted push's and pull's times."""
+    case = transfer_case(tmp_path_factory.mktemp("faults-transfer"))
+    yield case
+    case.stop()
+
+
+# A kill of dvc itself breaks an invariant about 1 time in 10, by DVC's defects
+# (docs/durability.md, "dvc push / dvc pull": a recovery push that exits 0 with objects
+# missing, treeverse/dvc#10977; download and checkout scratch left, #1675, #5355), at a
+# moment a seed cannot pin across machines. So kills run where asked, not in every
+# suite run, where they would fail CI at random; benchmarks/fault_injection.py runs them
+# by the dozen.
+KILLS_OF_DVC = pytest.mark.skipif(
+    os.environ.get("TEXTCLF_DVC_KILL_FAULTS") != "1",
+    reason="kills of dvc push/pull hit DVC's own defects about 1 time in 10 "
+           "(docs/durability.md); TEXTCLF_DVC_KILL_FAULTS=1 runs them")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("direction, fault, seed", [
+    pytest.param("push", "sigkill", 31, marks=KILLS_OF_DVC), ("push", "endpoint_lost", 32),
+    pytest.param("push", "sigterm", 33, marks=KILLS_OF_DVC),
+    pytest.param("pull", "sigkill", 34, marks=KILLS_OF_DVC), ("pull", "endpoint_lost", 35)])
+def test_push_and_pull_after_a_fault_leave_remote_and_workspace_whole(transfer, direction,
+                                                                      fault, seed):
+    """No damaged object on the remote (each hashes to its name), `dvc status -c` in
+    sync, outputs as dvc.lock records them, no orphan process, no scratch."""
+    trial = transfer_trial(transfer, direction, fault, random.Random(seed))
+    assert trial.broken == [], trial
+
+
+class DownloadScratchLeft(Exception):
+    """The only broken invariant is DVC's download scratch left in the cache."""
+
+
+@pytest.mark.slow
+@KILLS_OF_DVC
+@pytest.mark.xfail(strict=True, raises=DownloadScratchLeft, reason=(
+    "DVC's defect, not ours: a pull killed while downloading leaves the download's "
+    "scratch (`.dvc/cache/files/md5/XX/.<random>.tmp`) in the cache, and the next "
+    "`dvc pull` does not remove it (treeverse/dvc#1675, closed; #5355). The data is "
+    "whole (outputs match dvc.lock); disk space is lost per kill."))
+def test_a_pull_killed_while_downloading_leaves_no_scratch_in_the_cache(transfer):
+    for seed in (36, 37, 38, 39):          # a download lasts milliseconds: the kill may miss
+        trial = transfer_trial(transfer, "pull", "sigkill_downloading", random.Random(seed))
+        if trial.landed:
+            break
+    assert trial.landed, "no kill in four pulls caught a download under way"
+    others = [b for b in trial.broken if not b.startswith("scratch in the DVC cache: ")]
+    assert others == [], trial             # anything else is a failure, not this defect
+    if trial.broken:
+        raise DownloadScratchLeft(trial.broken)
 
 
 def test_a_killed_checkpoint_saves_scratch_is_cleared_by_the_next_run(tmp_path):
