@@ -36,7 +36,10 @@ def predict_run(tiny_model_dir, tmp_path_factory):
     return predict_case(build_model_folder(tiny_model_dir, folder / "model"), folder / "run")
 
 
-@pytest.mark.parametrize("fault, seed", [("sigkill", 1), ("sigterm", 3), ("fsize", 4)])
+# SIGTERM of predict and serve, and a kill inside `train`, are in the benchmark's runs; the
+# suite keeps the harder kill of each path (tests/test_serve.py and test_train_resume.py
+# cover SIGTERM of serve and kills inside train).
+@pytest.mark.parametrize("fault, seed", [("sigkill", 1), ("fsize", 4)])
 def test_predict_leaves_the_output_whole_or_absent_and_a_rerun_completes_it(predict_run,
                                                                             fault, seed):
     trial = predict_trial(predict_run, fault, random.Random(seed))
@@ -66,7 +69,7 @@ def served(tiny_model_dir, tmp_path_factory):
     assert case.stop() == []
 
 
-@pytest.mark.parametrize("fault, seed", [("sigkill", 11), ("sigterm", 12), ("fsize", 13)])
+@pytest.mark.parametrize("fault, seed", [("sigkill", 11), ("fsize", 13)])
 def test_serve_logs_every_answer_and_restarts_on_its_log(served, fault, seed):
     trial = serve_trial(served, fault, random.Random(seed))
     assert trial.broken == [], trial
@@ -82,8 +85,8 @@ def pipeline(tiny_model_dir, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fault, seed", [("sigkill_train", 21), ("sigkill", 22),
-                                         ("half_params", 23), ("half_params", 24)])
+@pytest.mark.parametrize("fault, seed", [("sigkill", 22), ("half_params", 23),
+                                         ("half_params", 24)])
 def test_repro_after_a_fault_gives_an_uninterrupted_runs_outputs(pipeline, fault, seed):
     trial = repro_trial(pipeline, fault, random.Random(seed))
     assert trial.broken == [], trial

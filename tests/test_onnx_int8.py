@@ -227,12 +227,13 @@ def test_serve_answers_with_int8_as_predict_does(loaded, model_folder, precision
     """Forced, or chosen by `auto` (as on a CPU without AMX)."""
     monkeypatch.setattr(labeller, "choose_labelling_precision", lambda measure: "int8")
     sample = texts()[:20]
+    # --pass-size 64: the request's 20 texts in one pass, as predict's batch of 64 holds them.
     with thread_server(["--model", str(model_folder), "--precision", precision, "--no-log",
-                        "--threads", "1", "--max-wait-ms", "0"]) as (url, _):
+                        "--threads", "1", "--max-wait-ms", "0", "--pass-size", "64"]) as (url, _):
         answer = httpx.post(f"{url}/predict", json={"texts": sample}, timeout=60)
     assert answer.status_code == 200, answer.text
     served = [(p["label"], p["probability"]) for p in answer.json()["predictions"]]
-    # One request is one batch of 64 in both, so int8's per-batch activation scales match.
+    # One request is one pass in both, so int8's per-batch activation scales match.
     int8 = labeller.Labeller.load(model_folder, "int8")
     assert int8.int8 is not None
     expected = label_texts(int8, sample)
