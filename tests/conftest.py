@@ -42,20 +42,9 @@ LABELS = ["very negative", "negative", "neutral", "positive", "very positive"]
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A 2-layer, hidden-size-32 BERT with random weights and the bundled tokenizer."""
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-    import torch
+    from fault_harness import tiny_model
 
-    from textclf.model.loading import bundled_model_dir
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir())
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64,
-                        max_position_embeddings=128, num_labels=3)
-    torch.manual_seed(0)
-    BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return tiny_model(tmp_path_factory.mktemp("tiny-bert"))
 
 
 def toy_reviews(per_class: int = 30) -> pd.DataFrame:

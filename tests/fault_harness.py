@@ -57,8 +57,9 @@ def env(**extra: str) -> dict[str, str]:
 
 
 def tiny_model(folder: Path) -> Path:
-    """The tests' tiny BERT (tests/conftest.py `tiny_model_dir`) for scripts without
-    fixtures: 2 layers, hidden size 32, random weights, the bundled tokenizer."""
+    """The tests' tiny BERT (tests/conftest.py `tiny_model_dir` builds it here; scripts
+    without fixtures call it): 2 layers, hidden size 32, random weights, the bundled
+    tokenizer."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 

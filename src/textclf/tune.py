@@ -125,21 +125,17 @@ def main(argv: list[str] | None = None) -> None:
                       recover=None if args.join else runner.recover,
                       interrupt=runner.interrupt, shared=args.join)
         except KeyboardInterrupt:
-            write_report(study, config, args)
+            write_study_report(study, config, args.params, args.html, args.markdown)
             print(f"tune: stopped; the same command goes on with study {args.study}",
                   file=sys.stderr)
             raise SystemExit(130) from None
         finally:
             signal.signal(signal.SIGTERM, previous)
-        write_report(study, config, args)
+        write_study_report(study, config, args.params, args.html, args.markdown)
 
 
 def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
-
-
-def write_report(study, config, args: argparse.Namespace) -> None:
-    write_study_report(study, config, args.params, args.html, args.markdown)
 
 
 if __name__ == "__main__":

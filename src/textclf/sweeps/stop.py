@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 import psutil  # a dependency of DVC
 
@@ -65,12 +66,19 @@ def stopped_by_signals():
             signal.signal(sig, signal.SIG_IGN)
         raise PointStopped(f"stopped by {signal.Signals(signum).name}")
 
-    previous = {sig: signal.signal(sig, stop) for sig in SIGNALS}
+    with _handling(stop):
+        yield
+
+
+@contextlib.contextmanager
+def _handling(handler) -> Iterator[None]:
+    """`handler` for SIGNALS within; the handlers before it restored after."""
+    previous = {sig: signal.signal(sig, handler) for sig in SIGNALS}
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -225,10 +233,8 @@ def stopped_cleanly(names: list[str], root: Path):
                                              [n for n in names if n in done], str(root)))
 
     os.environ[STOP_FILE_VARIABLE] = str(stop_file)
-    previous = {sig: signal.signal(sig, stop) for sig in SIGNALS}
     try:
-        yield
+        with _handling(stop):
+            yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         os.environ.pop(STOP_FILE_VARIABLE, None)
