@@ -74,6 +74,8 @@ def machine(with_torch: bool = True) -> str:
         import torch
 
         facts += f", torch {torch.__version__} ({torch.get_num_threads()} threads)"
+        if torch.cuda.is_available():
+            facts += f"; GPU: {torch.cuda.get_device_name(0)}"
     return facts
 
 

@@ -40,6 +40,7 @@ from textclf.metrics import macro_f1
 from textclf.model.calibration import fit_temperature
 from textclf.model.embeddings import probabilities_and_embeddings
 from textclf.model.loading import DEFAULT_MODEL, load_pretrained, quiet_transformers
+from textclf.model.precision import choose_device, choose_precision
 from textclf.monitoring.selection import select, unseen_rows
 from textclf.params import TrainParams
 from textclf.training.loop import Encoded, encode_split, run_epochs
@@ -59,25 +60,29 @@ class Study:
         dev = pd.read_csv(SST5 / "dev.csv")
         for frame in (pool, dev):
             frame["label"] = frame["label"].astype(str)
-        self.tokenizer, _ = load_pretrained(DEFAULT_MODEL, LABELS, "eager")
+        self.tokenizer, _ = load_pretrained(args.base_model, LABELS, "eager")
         self.pool_texts = pool["text"].tolist()
         self.pool = encode_split(self.tokenizer, pool, LABELS, MAX_LENGTH)
         self.dev = encode_split(self.tokenizer, dev, LABELS, MAX_LENGTH)
-        self.compute = Compute(CPU, "fp32", self.tokenizer.pad_token_id)
+        # The CPU runs fp32, the figures in benchmarks/README.md; `--device auto` takes a GPU
+        # where there is one, in the precision `textclf train` would use there (bf16 on CUDA).
+        device = CPU if args.device == "cpu" else choose_device()
+        self.compute = Compute(device, "fp32" if device == CPU else choose_precision(device),
+                               self.tokenizer.pad_token_id)
 
     def train(self, rows: np.ndarray, seed: int, start=None):
         """A model trained on pool `rows`: from the base, or on from `start` (warm)."""
         args = self.args
         if start is None:
             torch.manual_seed(seed)
-            _, model = load_pretrained(DEFAULT_MODEL, LABELS, "eager")
+            _, model = load_pretrained(args.base_model, LABELS, "eager")
             epochs = args.epochs
         else:
             model, epochs = copy.deepcopy(start), args.warm_epochs
         data = Encoded([self.pool.ids[i] for i in rows], self.pool.labels[rows])
         # run_epochs validates every epoch; 8 rows keep that free (the last epoch is kept).
         params = TrainParams(batch_size=16, epochs=epochs, lr=args.lr, seed=seed,
-                             precision="fp32")
+                             precision=self.compute.precision)
         state = new_state(model, params, len(data.ids), self.compute)
         run_epochs(state, data, Encoded(data.ids[:8], data.labels[:8]), params,
                    self.compute, progress=False)
@@ -86,7 +91,8 @@ class Study:
     def score(self, model) -> tuple[float, np.ndarray]:
         """(dev macro-F1, dev probabilities (N, C))."""
         probs, _ = probabilities_and_embeddings(model, self.dev.ids, self.compute.pad_id,
-                                                BATCH, CPU)
+                                                BATCH, self.compute.device,
+                                                self.compute.precision)
         return macro_f1(self.dev.labels, probs.argmax(axis=1), range(len(LABELS))), probs
 
     def choose(self, strategy: str, model, labelled: np.ndarray, dev_probs: np.ndarray,
@@ -100,7 +106,8 @@ class Study:
         rows = candidates if strategy != "random" else np.random.default_rng(seed).permutation(
             candidates)[:self.args.pool_factor * self.args.batch]
         found, found_vectors = probabilities_and_embeddings(
-            model, [self.pool.ids[i] for i in rows], self.compute.pad_id, BATCH, CPU)
+            model, [self.pool.ids[i] for i in rows], self.compute.pad_id, BATCH,
+            self.compute.device, self.compute.precision)
         probs[rows] = fit_temperature(dev_probs, self.dev.labels).apply(found)
         vectors[rows] = found_vectors
         chosen = select(probs, self.args.batch, strategy, lambda r: vectors[r],
@@ -209,6 +216,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warm-epochs", type=int, default=1,
                         help="epochs of a warm-started round (--mode warm)")
     parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--base-model", default=DEFAULT_MODEL,
+                        help="the pretrained model every round starts from: a name or a folder")
+    parser.add_argument("--device", choices=["cpu", "auto"], default="cpu",
+                        help="auto: a GPU where there is one (bf16 on CUDA)")
     parser.add_argument("--json", type=Path, help="write every seed's figures here as it ends")
     parser.add_argument("--near-duplicates", type=Path, metavar="MODEL",
                         help="instead of the study: how alike this model folder's embeddings "
@@ -237,7 +248,8 @@ def main() -> None:
     header = (f"{machine()}\nSST-5: pool {len(study.pool_texts)} train sentences, dev "
               f"{len(study.dev.ids)}; start {args.start}, {args.rounds} rounds of "
               f"{args.batch}; mode {args.mode} ({args.epochs} epochs from base, {rounds}), "
-              f"lr {args.lr}, batch 16, max length {MAX_LENGTH}, fp32; pool factor "
+              f"lr {args.lr}, batch 16, max length {MAX_LENGTH}, {study.compute.precision} on "
+              f"{study.compute.device.type}; pool factor "
               f"{args.pool_factor}")
     print(header, flush=True)
     results = []

@@ -56,13 +56,14 @@ def main() -> None:
     texts = dev["text"].tolist()
     gold = dev["label"].astype(int).to_numpy()
     model, tokenizer, info = load_classifier(args.model, choose_device())
+    model.to(choose_device())
     # pipeline() gets the model with transformers' default attention kernel (SDPA):
     # textclf's CPU choice (eager) would slow its unsorted, longer batches.
     default_model, _, _ = load_classifier(args.model)
-    max_length = info["params"]["model"]["max_length"]
+    max_length = info.max_length
     auto = choose_precision(choose_device())
     print(f"machine: {machine()}\ndata: {source}\nmodel: {args.model} "
-          f"(labels {info['labels']}), batch {args.batch_size}, {args.rounds} rounds\n")
+          f"(labels {info.labels}), batch {args.batch_size}, {args.rounds} rounds\n")
 
     contenders = {
         "pipeline": lambda: run_pipeline(default_model, tokenizer, texts, max_length,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -110,6 +111,9 @@ def shown(value: float) -> str:
 
 def run(args: argparse.Namespace) -> None:
     params = load_params(REPO / "params.yaml")
+    if args.model:
+        params = dataclasses.replace(params, model=dataclasses.replace(params.model,
+                                                                       name=args.model))
     examples, labels = read_examples(REPO / "data" / "reviews.csv", "text", "label",
                                      params.data.labels)
     label_ids = examples["label"].map(labels.index).to_numpy()
@@ -128,6 +132,8 @@ def run(args: argparse.Namespace) -> None:
                 for r in audit_noisy_copy(examples, label_ids, labels, params, args, scheme,
                                           rate, seed):
                     results.append(r)
+                    if args.json:
+                        args.json.write_text(json.dumps(results, indent=1, default=float))
                     print(f"| {r['rate']:.0%} | {r['scheme']} | {seed} | {r['k']} | "
                           f"{r['accuracy']:.3f} | {r['method']} | {r['flagged']} "
                           f"({r['estimated']:.0f}) | {shown(r['precision'])} | "
@@ -163,9 +169,18 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                         help="which rows flip, and to what: one audit per seed and noisy copy")
+    parser.add_argument("--model", metavar="NAME_OR_DIR",
+                        help="the pretrained model to fine-tune instead of params.yaml's")
+    parser.add_argument("--json", type=Path, help="write every audit's figures here as it ends")
+    parser.add_argument("--summary", type=Path, nargs="+", metavar="JSON",
+                        help="no audits: the summary of the runs these --json files hold "
+                             "(runs split by seed over several processes, say)")
     parser.add_argument("--save", type=Path, metavar="DIR",
                         help="keep each run's out-of-fold probabilities (NPZ) here")
     args = parser.parse_args()
+    if args.summary:
+        print_summary([r for path in args.summary for r in json.loads(path.read_text())])
+        return
     quiet_transformers()
     run(args)
 

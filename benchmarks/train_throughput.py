@@ -14,6 +14,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -21,7 +22,7 @@ from _common import LABELS, machine, matmul_gflops, sst5_or_standin, summary
 from textclf.model.batching import encode
 from textclf.model.engines.pytorch import predict_proba
 from textclf.model.loading import DEFAULT_MODEL, attention_for, load_pretrained, quiet_transformers
-from textclf.model.precision import choose_device, choose_precision
+from textclf.model.precision import LayerShape, choose_device, choose_precision
 from textclf.params import TrainParams
 from textclf.training.loop import Encoded, encode_split, fit
 from textclf.training.state import Compute
@@ -31,14 +32,16 @@ def run_textclf(train, val_small, args, seed=0, freeze=False):
     """As the train stage runs it: its attention kernel choice, precision and loop."""
     torch.manual_seed(seed)
     device = choose_device()
-    tokenizer, model = load_pretrained(DEFAULT_MODEL, LABELS,
+    tokenizer, model = load_pretrained(args.base_model, LABELS,
                                        attention_for(device, args.max_length))
     train_enc = encode_split(tokenizer, train, LABELS, args.max_length)
     params = TrainParams(batch_size=args.batch_size, epochs=1, lr=args.lr, warmup_ratio=0.1,
                          weight_decay=0.01, seed=seed, freeze_embeddings=freeze)
     start = time.perf_counter()
     fit(model, train_enc, val_small, params,
-        Compute(device, choose_precision(device), tokenizer.pad_token_id), progress=False)
+        Compute(device, choose_precision(device, purpose="train",
+                                         shape=LayerShape.of(model.config, args.batch_size)),
+                tokenizer.pad_token_id), progress=False)
     return model, tokenizer, time.perf_counter() - start
 
 
@@ -49,7 +52,7 @@ def run_trainer(train, args, best: bool, n: int, seed: int = 0, attention: str |
                               default_data_collator)
 
     torch.manual_seed(seed)
-    tokenizer, model = load_pretrained(DEFAULT_MODEL, LABELS, attention)
+    tokenizer, model = load_pretrained(args.base_model, LABELS, attention)
     label_ids = {label: i for i, label in enumerate(LABELS)}
     encoded = tokenizer(train["text"].iloc[:n].tolist(), truncation=True,
                         max_length=args.max_length,
@@ -96,17 +99,25 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--base-model", default=DEFAULT_MODEL,
+                        help="the pretrained model to fine-tune: a name or a folder")
+    parser.add_argument("--save-model", type=Path, metavar="DIR",
+                        help="keep textclf's model of the last round here (a Hugging Face "
+                             "folder that benchmarks/inference_throughput.py --model reads)")
     args = parser.parse_args()
     quiet_transformers()
 
     train, dev, source = sst5_or_standin(args.samples)
     print(f"machine: {machine()}\ndata: {source}\nbatch {args.batch_size}, max_length "
           f"{args.max_length}, lr {args.lr}, 1 epoch, {args.rounds} rounds\n")
+    # The share of the matmul peak is a CPU figure (matmul_gflops measures the CPU).
+    on_cpu = choose_device().type == "cpu"
     peaks = {"fp32": [], "bf16": []}
     for dtype, name in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
-        peaks[name].append(matmul_gflops(dtype, 2048, 2048, 2048))
+        if on_cpu:
+            peaks[name].append(matmul_gflops(dtype, 2048, 2048, 2048))
 
-    tokenizer, _ = load_pretrained(DEFAULT_MODEL, LABELS)
+    tokenizer, _ = load_pretrained(args.base_model, LABELS)
     val_small = Encoded(ids=encode(tokenizer, dev["text"].iloc[:32].tolist(), args.max_length),
                         labels=dev["label"].iloc[:32].astype(int).to_numpy())
     real_tokens = sum(len(ids) for ids in encode(tokenizer, train["text"].tolist(),
@@ -135,13 +146,17 @@ def main() -> None:
                     train, args, best=name.startswith("trainer_best"), n=n, seed=round_,
                     attention="eager" if name.endswith("eager") else None)
             speed[name].append(n / seconds)
+            if name == "textclf" and args.save_model:
+                model.save_pretrained(args.save_model)
+                tok.save_pretrained(args.save_model)
             if name != "trainer_default":  # trained on a subset: its accuracy is not comparable
                 acc[name].append(accuracy(model, tok, dev, args))
             print(f"round {round_ + 1}: {name:16s} {n / seconds:7.1f} samples/s"
                   + (f", dev accuracy {acc[name][-1]:.4f}" if name in acc and acc[name] and
                      name != "trainer_default" else ""), flush=True)
     for dtype, name in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
-        peaks[name].append(matmul_gflops(dtype, 2048, 2048, 2048))
+        if on_cpu:
+            peaks[name].append(matmul_gflops(dtype, 2048, 2048, 2048))
 
     print("\nsamples/s, median (range):")
     for name, values in speed.items():
@@ -154,6 +169,8 @@ def main() -> None:
         ratios = [a / b for a, b in zip(speed[ours], speed[theirs])]
         print(f"  {ours} / {theirs}: {statistics.median(ratios):.2f}x "
               f"(per round {', '.join(f'{r:.2f}' for r in ratios)})")
+    if not on_cpu:
+        return
     achieved = flops_per_epoch / (len(train) / textclf_speed) / 1e9
     print(f"\nmatmul peak (2048^3): fp32 {summary(peaks['fp32'])} GFLOP/s, "
           f"bf16 {summary(peaks['bf16'])} GFLOP/s (before and after)")

@@ -138,10 +138,67 @@ def test_precision_choice(monkeypatch):
     monkeypatch.setattr(cpu_precision, "choose_cpu_precision", lambda purpose: "fp32")
     assert choose_precision(cpu) == "fp32"
     assert choose_precision(torch.device("mps")) == "fp32"
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    assert choose_precision(torch.device("cuda")) == "fp16"
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert choose_precision(torch.device("cuda")) == "bf16"
+    # a GPU measures too, on a layer of the model's shape (MiniLM's when none is given)
+    asked = []
+    monkeypatch.setattr(cpu_precision, "choose_gpu_precision",
+                        lambda device, purpose, shape: asked.append((purpose, shape)) or "bf16")
+    cuda, big = torch.device("cuda"), cpu_precision.LayerShape(1024, 16, 4096, 32)
+    assert choose_precision(cuda) == "bf16" and choose_precision(cuda, "fp32") == "fp32"
+    assert choose_precision(cuda, purpose="train", shape=big) == "bf16"
+    assert asked == [("infer", cpu_precision.LayerShape()), ("train", big)]
+
+
+@pytest.mark.parametrize("bf16_supported, fp32, low_seconds, expected", [
+    (True, 1.0, 2.1, "fp32"),   # a small model on a big GPU: launches and casts dominate
+    (True, 1.0, 0.4, "bf16"),   # a large model: the tensor cores pay
+    (False, 1.0, 0.5, "fp16"),  # no bf16 (before Ampere): fp16 is the candidate
+    (False, 1.0, 0.95, "fp32"),
+])
+def test_gpu_precision_is_measured_per_layer_shape_and_cached(tmp_path, monkeypatch,
+                                                              bf16_supported, fp32,
+                                                              low_seconds, expected):
+    """On an H200, bf16 autocast labelled with MiniLM at half fp32's speed
+    (benchmarks/README.md, GPU): bf16 is taken only where it measures faster."""
+    from textclf.model.precision import LayerShape, choose_gpu_precision
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_supported)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "Test GPU")
+    calls = []
+
+    def measure(purpose, device, shape, low):
+        calls.append((purpose, shape, low))
+        return {"fp32": fp32, low: low_seconds}
+
+    cache, cuda = tmp_path / "precision.json", torch.device("cuda")
+    small, large = LayerShape(), LayerShape(1024, 16, 4096, 32)
+    assert choose_gpu_precision(cuda, "infer", small, measure, cache) == expected
+    assert choose_gpu_precision(cuda, "infer", small, measure, cache) == expected
+    assert choose_gpu_precision(cuda, "train", small, measure, cache) == expected
+    assert choose_gpu_precision(cuda, "infer", large, measure, cache) == expected
+    candidate = "bf16" if bf16_supported else "fp16"
+    assert calls == [("infer", small, candidate), ("train", small, candidate),
+                     ("infer", large, candidate)], "once per purpose and shape, then cached"
+    assert "Test GPU" in cache.read_text()
+
+
+def test_layer_shape_is_read_from_the_models_config():
+    from transformers import BertConfig, DistilBertConfig
+
+    from textclf.model.precision import LayerShape
+
+    bert = BertConfig(hidden_size=768, num_attention_heads=12, intermediate_size=3072)
+    assert LayerShape.of(bert, 32) == LayerShape(768, 12, 3072, 32, 32)
+    # DistilBERT names its sizes otherwise: hidden and heads map, the feed-forward is 4x
+    distil = DistilBertConfig(dim=512, n_heads=8)
+    assert LayerShape.of(distil, 8) == LayerShape(512, 8, 2048, 8, 32)
+    assert LayerShape.of(object(), 0) == LayerShape(batch=1)
+
+
+def test_layer_seconds_times_both_precisions_on_the_cpu():
+    from textclf.model.precision import LayerShape, layer_seconds
+
+    seconds = layer_seconds("train", repeats=1, shape=LayerShape(64, 4, 128, 2, 8))
+    assert set(seconds) == {"fp32", "bf16"} and all(0 < s < 5 for s in seconds.values())
 
 
 @pytest.mark.parametrize("fp32, bf16, expected", [

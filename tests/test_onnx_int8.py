@@ -197,7 +197,8 @@ def test_labelling_precision_offers_int8_only_for_auto_on_a_cpu(monkeypatch):
 
     monkeypatch.setattr(labeller, "choose_labelling_precision", lambda measure: "int8")
     monkeypatch.setattr(cpu_precision, "choose_cpu_precision", lambda purpose: "fp32")
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(cpu_precision, "choose_gpu_precision",
+                        lambda device, purpose, shape: "bf16")  # measured on a GPU
     assert labeller.labelling_precision(CPU, "auto") == "int8"
     assert labeller.labelling_precision(CPU, "fp32") == "fp32"
     assert labeller.labelling_precision(torch.device("cuda"), "auto") == "bf16"

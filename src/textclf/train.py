@@ -31,7 +31,7 @@ from textclf.model.card import WarmStartLabels, model_card
 from textclf.model.folder import TrainingInfo
 from textclf.model.loading import (attention_for, load_pretrained, quiet_transformers,
                                    save_classifier)
-from textclf.model.precision import choose_device, choose_precision
+from textclf.model.precision import LayerShape, choose_device, choose_precision
 from textclf.outputs import atomic_dir
 from textclf.params import Params, load_params
 from textclf.training.checkpoint import (CheckpointStore, DamagedCheckpoint, default_dir,
@@ -149,7 +149,8 @@ def train_and_save(args: argparse.Namespace, params: Params, workers: Workers) -
     max_length = params.model.max_length
     train = encode_split(tokenizer, train_frame, labels, max_length)
     val = encode_split(tokenizer, val_frame, labels, max_length)
-    precision = choose_precision(device, params.train.precision, purpose="train")
+    precision = choose_precision(device, params.train.precision, purpose="train",
+                                 shape=LayerShape.of(model.config, params.train.batch_size))
     compute = Compute(device, precision, tokenizer.pad_token_id)
     say(f"train: {params.model.init_from or params.model.name} on {device.type} ({precision}"
         f"{f', {workers.size} processes' if workers.size > 1 else ''}), {len(train.ids)} "

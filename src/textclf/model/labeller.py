@@ -34,7 +34,8 @@ from textclf.model.calibration import Calibration
 from textclf.model.engines import onnx_int8, pytorch
 from textclf.model.folder import TrainingInfo
 from textclf.model.loading import load_classifier, quiet_transformers
-from textclf.model.precision import choose_device, choose_labelling_precision, choose_precision
+from textclf.model.precision import (LayerShape, choose_device, choose_labelling_precision,
+                                     choose_precision)
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,9 @@ class Labeller:
         folder = Path(folder)
         model, tokenizer, info = load_classifier(folder, device)
         model.to(device)
-        resolved = (labelling_precision(device, precision) if auto_int8
-                    else choose_precision(device, precision))
+        shape = LayerShape.of(model.config, batch_size)
+        resolved = (labelling_precision(device, precision, shape) if auto_int8
+                    else choose_precision(device, precision, shape=shape))
         resolved, int8 = engine_for(model, folder, info.max_length, resolved, precision,
                                     threads)
         if int8 is not None and precision == "auto":
@@ -101,11 +103,12 @@ def check_cpu(device: torch.device) -> None:
                         f"{device.type}; expected --precision auto (or fp32/bf16/fp16) here")
 
 
-def labelling_precision(device: torch.device, requested: str) -> str:
+def labelling_precision(device: torch.device, requested: str,
+                        shape: LayerShape | None = None) -> str:
     """The precision predict and serve label with: `choose_precision`'s, except that
     `auto` on a CPU may also give int8 (textclf.model.precision.choose_labelling_precision)."""
     if requested != "auto" or device.type != "cpu":
-        return choose_precision(device, requested)
+        return choose_precision(device, requested, shape=shape)
     return choose_labelling_precision(onnx_int8.int8_seconds)
 
 

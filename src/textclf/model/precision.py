@@ -17,6 +17,11 @@ is installed and its int8 matmuls, quantized as that module quantizes the model,
 least MIN_SPEEDUP x PyTorch's fp32 on the feed-forward block of a MiniLM layer; cached the
 same way, per ONNX Runtime version too. `evaluate`'s `auto` scores the PyTorch model;
 `evaluate.precision: int8` scores the int8 one.
+
+On a CUDA GPU bf16 (fp16 where bf16 is unsupported) is measured too, on one layer the shape
+of the model at hand: a small model such as MiniLM is bound by kernel launches there, and
+autocast's casts made labelling 2x slower than fp32 on an H200 (benchmarks/README.md, GPU),
+while a large model gains. Cached per GPU, torch version, layer shape and purpose.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import json
 import os
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -89,22 +95,57 @@ def cpu_key() -> str:
             f"|torch {torch.__version__}|threads {torch.get_num_threads()}")
 
 
-def layer_seconds(purpose: Purpose, repeats: int = 5) -> dict[str, float]:
-    """Best time per precision of one MiniLM-sized encoder layer step (16 texts x 32
-    tokens). The two precisions alternate, so a load that comes and goes hits both."""
+@dataclass(frozen=True)
+class LayerShape:
+    """The encoder layer a precision is measured on, and the batch it runs: MiniLM's by
+    default (16 texts x 32 tokens, about an SST-5 sentence)."""
+    hidden: int = 384
+    heads: int = 12
+    ffn: int = 1536
+    batch: int = 16
+    tokens: int = 32
+
+    @classmethod
+    def of(cls, config, batch: int) -> "LayerShape":
+        """The shape of a Hugging Face model's layers (BERT-style config names; the
+        default's where a config names them otherwise), at `batch` texts."""
+        default = cls()
+        hidden = getattr(config, "hidden_size", None) or default.hidden
+        heads = getattr(config, "num_attention_heads", None) or default.heads
+        ffn = getattr(config, "intermediate_size", None) or 4 * hidden
+        if hidden % heads:
+            hidden, heads = default.hidden, default.heads
+        return cls(int(hidden), int(heads), int(ffn), max(1, int(batch)), default.tokens)
+
+    def key(self) -> str:
+        return f"layer {self.hidden}/{self.heads}/{self.ffn} x {self.batch}x{self.tokens}"
+
+
+def layer_seconds(purpose: Purpose, repeats: int = 5, device: torch.device | None = None,
+                  shape: LayerShape = LayerShape(), low: str = "bf16") -> dict[str, float]:
+    """Best time per precision (fp32 and `low`: bf16 or fp16 autocast) of one encoder layer
+    step of `shape` on `device` (the CPU by default). The two alternate, so a load that
+    comes and goes hits both."""
+    device = device or torch.device("cpu")
     torch.manual_seed(0)
-    layer = torch.nn.TransformerEncoderLayer(384, 12, 1536, batch_first=True)
+    layer = torch.nn.TransformerEncoderLayer(shape.hidden, shape.heads, shape.ffn,
+                                             batch_first=True).to(device)
     layer.train(purpose == "train")
-    x = torch.randn(16, 32, 384, requires_grad=purpose == "train")
-    best = {"fp32": float("inf"), "bf16": float("inf")}
+    x = torch.randn(shape.batch, shape.tokens, shape.hidden, device=device,
+                    requires_grad=purpose == "train")
+    dtype = torch.bfloat16 if low == "bf16" else torch.float16
+    wait = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    best = {"fp32": float("inf"), low: float("inf")}
     for _ in range(repeats + 1):  # the first round warms caches and kernels up
         for precision in best:
+            wait()
             start = time.perf_counter()
             with torch.set_grad_enabled(purpose == "train"), torch.autocast(
-                    "cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    device.type, dtype=dtype, enabled=precision == low):
                 out = layer(x)
             if purpose == "train":
                 out.float().sum().backward()
+            wait()
             best[precision] = min(best[precision], time.perf_counter() - start)
     return best
 
@@ -127,6 +168,19 @@ def choose_cpu_precision(purpose: Purpose,
         return "fp32"
     return _measured_choice(f"{cpu_key()}|{purpose}", lambda: measure(purpose), "bf16",
                             cache or cache_path())
+
+
+def choose_gpu_precision(device: torch.device, purpose: Purpose,
+                         shape: LayerShape = LayerShape(),
+                         measure: Callable[..., dict[str, float]] = layer_seconds,
+                         cache: Path | None = None) -> str:
+    """bf16 (fp16 where the GPU lacks bf16) if it measures at least MIN_SPEEDUP x faster
+    than fp32 on a layer of `shape` for `purpose`, else 'fp32'."""
+    low = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    key = (f"{torch.cuda.get_device_name(device)}|torch {torch.__version__}|{shape.key()}"
+           f"|{purpose}")
+    return _measured_choice(key, lambda: measure(purpose, device=device, shape=shape, low=low),
+                            low, cache or cache_path())
 
 
 def int8_available() -> bool:
@@ -198,14 +252,16 @@ def choose_device() -> torch.device:
 
 
 def choose_precision(device: torch.device, requested: str = "auto",
-                     purpose: str = "infer") -> str:
+                     purpose: str = "infer", shape: LayerShape | None = None) -> str:
     """'fp32', 'bf16' or 'fp16': the fastest the device runs well, unless one is forced.
-    On a CPU that is measured (textclf.model.precision), for training or inference; predict
+    On a CPU or a CUDA GPU that is measured (above), for training or inference, on a
+    layer of `shape` (the model's: `LayerShape.of`; MiniLM's when None) on a GPU; predict
     and serve may also take int8 (textclf.model.engines.onnx_int8.labelling_precision)."""
     if requested != "auto":
         return requested
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return choose_gpu_precision(device, "train" if purpose == "train" else "infer",
+                                    shape or LayerShape())
     if device.type == "cpu":
         return choose_cpu_precision("train" if purpose == "train" else "infer")
     return "fp32"

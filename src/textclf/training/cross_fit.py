@@ -24,7 +24,7 @@ import numpy as np
 from textclf.errors import UserError
 from textclf.model.batching import encode
 from textclf.model.loading import attention_for, load_pretrained
-from textclf.model.precision import choose_device, choose_precision
+from textclf.model.precision import LayerShape, choose_device, choose_precision
 from textclf.params import ModelParams, TrainParams
 from textclf.training.loop import Encoded, eval_batch_size, fit, split_probabilities
 from textclf.training.state import Compute
@@ -94,8 +94,9 @@ def cross_fit(texts: Sequence[str], label_ids: np.ndarray, labels: Sequence[str]
                                            attention_for(device, model_params.max_length))
         if ids is None:          # one tokenizer for every fold: tokenize once
             ids = encode(tokenizer, texts, model_params.max_length)
+            shape = LayerShape.of(model.config, train_params.batch_size)
             compute = Compute(device, choose_precision(device, train_params.precision,
-                                                       purpose="train"),
+                                                       purpose="train", shape=shape),
                               tokenizer.pad_token_id)
         train, held_out = (_subset(ids, label_ids, fold_of != fold),
                            _subset(ids, label_ids, fold_of == fold))
