@@ -8,6 +8,7 @@ HEAD:src/textclf/predict.py`, or --old-ref) alternates with it, and the outputs 
 
     OMP_NUM_THREADS=1 python benchmarks/predict_scale.py --rows 1000000
     OMP_NUM_THREADS=1 python benchmarks/predict_scale.py --rows 8544 --old --rounds 3
+    python benchmarks/predict_scale.py --rows 1000000 --model default --precision auto
 """
 
 from __future__ import annotations
@@ -55,6 +56,17 @@ def build_tiny_model(folder: Path) -> None:
     tokenizer.save_pretrained(folder)
 
 
+def build_default_model(folder: Path) -> None:
+    """The bundled MiniLM with a new 5-label head (untrained: the size and the speed of a
+    model `dvc repro` trains, not its answers)."""
+    from textclf.model.loading import DEFAULT_MODEL, load_pretrained
+
+    tokenizer, model = load_pretrained(DEFAULT_MODEL, ["1", "2", "3", "4", "5"])
+    tokenizer.model_max_length = 128                    # params.yaml's model.max_length
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
 def run(cmd: list[str], cwd: Path) -> tuple[float, float]:
     """(seconds, peak RSS in MB) of one process. Linux carries a parent's peak RSS into a
     forked child's ru_maxrss, so this parent stays small: data and model are made by
@@ -74,7 +86,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--model", type=Path, help="model folder (default: the tiny model)")
+    parser.add_argument("--model", help="model folder, or 'default' for the bundled MiniLM "
+                        "with a new head (default: the tiny model)")
+    parser.add_argument("--precision", default="fp32",
+                        help="predict's --precision (auto: what predict would choose here)")
     parser.add_argument("--chunk-size", type=int, default=10_000)
     parser.add_argument("--old", action="store_true",
                         help="also run the code before chunking, alternating with the new")
@@ -84,7 +99,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.make:                       # the child processes that make data and model
         what, path = args.make
-        write_texts(Path(path), args.rows) if what == "texts" else build_tiny_model(Path(path))
+        builders = {"tiny": build_tiny_model, "default": build_default_model}
+        write_texts(Path(path), args.rows) if what == "texts" else builders[what](Path(path))
         return
 
     print(f"# {machine(with_torch=False)}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
@@ -94,9 +110,10 @@ def main() -> None:
         subprocess.run([sys.executable, __file__, "--rows", str(args.rows), "--make", "texts",
                         str(source)], check=True)
         model = args.model
-        if model is None:
-            model = folder / "tiny"
-            subprocess.run([sys.executable, __file__, "--make", "model", str(model)],
+        if model in (None, "default"):
+            kind = model or "tiny"
+            model = folder / kind
+            subprocess.run([sys.executable, __file__, "--make", kind, str(model)],
                            check=True, stderr=subprocess.DEVNULL)
         contenders = {"new": [sys.executable, "-m", "textclf.predict",
                               "--chunk-size", str(args.chunk_size)]}
@@ -106,10 +123,10 @@ def main() -> None:
                                            cwd=REPO, check=True, capture_output=True).stdout)
             contenders = {"old": [sys.executable, str(old)], **contenders}
         print(f"# {args.rows:,} texts of six words (CSV, {source.stat().st_size / 1e6:.1f} MB), "
-              f"model {args.model or 'tiny (2 layers, hidden 32)'}, --precision fp32, "
+              f"model {args.model or 'tiny (2 layers, hidden 32)'}, --precision {args.precision}, "
               f"{args.rounds} round(s)")
         figures: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
-        env_cmd = ["--model", str(model), "--input", str(source), "--precision", "fp32"]
+        env_cmd = ["--model", str(model), "--input", str(source), "--precision", args.precision]
         for _ in range(args.rounds):
             for name, cmd in contenders.items():
                 out = folder / f"{name}.csv"
