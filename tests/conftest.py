@@ -126,4 +126,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
     for item in items:
         item.add_marker(pytest.mark.xdist_group(work_group(item.nodeid)))
+        if item.get_closest_marker("long") and os.environ.get(LONG_TESTS) != "1":
+            item.add_marker(LONG_SKIP)
     items.sort(key=rank)         # stable: the tests of a group keep their order
+
+
+# The default run stays under 10 minutes on 2 cores: tests marked `long` (a minute or more
+# each; a benchmark or other default tests exercise the same path) run where asked.
+LONG_TESTS = "TEXTCLF_LONG_TESTS"
+LONG_SKIP = pytest.mark.skip(reason=f"long (a minute or more; the default run stays under 10 "
+                                    f"minutes): {LONG_TESTS}=1 runs it")

@@ -1042,3 +1042,252 @@ def check_transfer(case: TransferCase) -> list[str]:
     if dvc_scratch_left(case.project):
         broken.append(f"scratch left in the project: {dvc_scratch_left(case.project)[:4]}")
     return broken
+
+
+# --- dvc exp run --queue + dvc queue start -j 2 ----------------------------------------------
+
+EXEC_DIRS = ".dvc/tmp/exps"              # DVC's queue state and its runs' copies of the project
+# What a killed run leaves in git, and nothing undoes (docs/durability.md, treeverse/dvc#9260):
+# tolerated and counted, not a broken invariant.
+TEMP_REF = re.compile(r"refs/exps/temp/(baseline|head|merge)-\w+")
+
+
+@dataclass
+class QueueCase:
+    project: Path
+    checkpoints: Path
+    sizes: tuple[int, ...]                # train.batch_size of the queued runs, in queue order
+    metrics: dict[int, dict[str, bytes]]  # batch size -> an uninterrupted queued run's metrics
+    seconds: float = 0.0                  # `dvc queue start -j 2` until every run had finished
+    trials: int = 0
+
+    def env(self) -> dict[str, str]:
+        # Workers inherit the environment of `dvc queue start`: one thread each (README).
+        return env(TEXTCLF_CHECKPOINT_DIR=str(self.checkpoints),
+                   TEXTCLF_CHECKPOINT_INTERVAL="0")
+
+    def dvc(self, *args: object) -> tuple[int | None, str, list[str]]:
+        return run_job([DVC, *args], self.project, self.env(), timeout=300)
+
+
+def queue_case(folder: Path, tiny_model: Path, sizes: tuple[int, ...] = (8, 16, 32),
+               epochs: int = 2) -> QueueCase:
+    """A project copy on the tiny model, its baseline run and committed (queued runs start
+    from the last commit), then one run per batch size in `sizes` queued and run once
+    uninterrupted with 2 workers: each one's metrics, and how long the queue took."""
+    from harness import copy_project
+
+    project = copy_project(folder / "project", "fault injection", model={"name": str(tiny_model)},
+                           train={"epochs": epochs})
+    case = QueueCase(project, folder / "checkpoints", sizes, {})
+    for command in ([DVC, "repro"], ["git", "add", "-A"], ["git", "commit", "-qm", "baseline"]):
+        code, output, _ = run_job(command, project, case.env())
+        assert code == 0, f"{command} failed:\n{output[-3000:]}"
+    names = queue_runs(case, "reference")
+    started = time.monotonic()
+    job = Job([DVC, "queue", "start", "-j", "2"], project, case.env())
+    finished = wait_for_runs(case, names, job, 600)
+    case.seconds = time.monotonic() - started
+    assert finished == set(names), f"the uninterrupted queue finished only {sorted(finished)}"
+    assert stop_workers(case, job) == []
+    for name, size in names.items():
+        case.metrics[size] = run_metrics(project, finished_runs(project)[name])
+    code, output, _ = case.dvc("exp", "remove", *names)
+    assert code == 0, output
+    case.dvc("queue", "remove", "--all")
+    return case
+
+
+def queue_runs(case: QueueCase, prefix: str) -> dict[str, int]:
+    """Queue one run per batch size (`-S train.batch_size=8,16,32`, named PREFIX-1, -2,
+    ...): their names and batch sizes. DVC's run cache is emptied first, so that each run
+    trains rather than restoring an earlier trial's outputs."""
+    import shutil
+
+    shutil.rmtree(case.project / ".dvc" / "cache" / "runs", ignore_errors=True)
+    code, output, _ = case.dvc("exp", "run", "--queue", "-n", prefix, "-S",
+                               "train.batch_size=" + ",".join(map(str, case.sizes)))
+    assert code == 0, f"dvc exp run --queue failed:\n{output[-2000:]}"
+    return {f"{prefix}-{i}": size for i, size in enumerate(case.sizes, 1)}
+
+
+def exp_refs(project: Path) -> dict[str, str]:
+    """Every ref under refs/exps: ref -> commit."""
+    out = subprocess.run(["git", "for-each-ref", "--format=%(objectname) %(refname)",
+                          "refs/exps"], cwd=project, capture_output=True, text=True).stdout
+    return {ref: rev for rev, ref in (line.split() for line in out.splitlines())}
+
+
+def finished_runs(project: Path) -> dict[str, str]:
+    """Experiments with a ref (collected: finished), name -> commit; cheaper than asking
+    dvc, so that it can be polled."""
+    return {ref.rsplit("/", 1)[1]: rev for ref, rev in exp_refs(project).items()
+            if not ref.startswith(("refs/exps/celery/", "refs/exps/exec/", "refs/exps/temp/"))}
+
+
+def wait_for_runs(case: QueueCase, names: dict[str, int], job: Job,
+                  timeout: float) -> set[str]:
+    """Until every named run has finished, or no worker is left to finish one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        finished = set(finished_runs(case.project)) & set(names)
+        if finished == set(names) or not session_members(job.sid):
+            return finished
+        time.sleep(0.2)
+    return set(finished_runs(case.project)) & set(names)
+
+
+def signal_workers(job: Job, sig: int) -> bool:
+    """`sig` to every process of the job's session: `dvc queue start` gives each worker a
+    process group of its own (dvc-task's `setpgid`), so one `killpg` reaches only one.
+    False if none was left."""
+    members = session_members(job.sid)
+    for group in {os.getpgid(p.pid) for p in members if p.is_running()}:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, sig)
+    return bool(members)
+
+
+def stop_workers(case: QueueCase, job: Job) -> list[str]:
+    """`dvc queue stop` (idle workers would linger 10 to 20 s), then orphans."""
+    case.dvc("queue", "stop")
+    return job.leftovers(grace_s=30.0)
+
+
+def run_metrics(project: Path, rev: str) -> dict[str, bytes]:
+    """The metrics files (in git, `cache: false`) of an experiment's commit."""
+    out = subprocess.run(["git", "ls-tree", "-r", "--name-only", rev, "metrics"], cwd=project,
+                         capture_output=True, text=True).stdout
+    return {path: subprocess.run(["git", "show", f"{rev}:{path}"], cwd=project,
+                                 capture_output=True).stdout
+            for path in out.split() if Path(path).name not in TIMES}
+
+
+def queue_entries(case: QueueCase) -> list[tuple[str, str]]:
+    """`dvc queue status` as (name, Queued | Running | Success | Failed), one per line."""
+    _, output, _ = case.dvc("queue", "status")
+    return re.findall(r"^[0-9a-f]{7}\s+(\S+)\s+.*?(\w+)\s*$", output, re.M)
+
+
+def listed_runs(case: QueueCase) -> list[tuple[str, str, object]]:
+    """`dvc exp show --json`: (name, commit, train.batch_size) of every experiment."""
+    code, output, _ = case.dvc("exp", "show", "--json")
+    assert code == 0, output
+    rows = []
+    for baseline in json.loads(output[output.index("["):]):
+        for group in baseline.get("experiments") or []:
+            for exp in group["revs"]:
+                params = ((exp.get("data") or {}).get("params") or {}).get("params.yaml", {})
+                rows.append((exp["name"], exp["rev"],
+                             ((params.get("data") or {}).get("train") or {}).get("batch_size")))
+    return rows
+
+
+def recover_queue(case: QueueCase, names: dict[str, int],
+                  entries: list[tuple[str, str]]) -> list[str]:
+    """The documented recovery (docs/durability.md): runs a killed worker left `Running`
+    are marked failed (`dvc queue kill`), failed ones removed, the killed runs' copies of
+    the project deleted, every run that did not finish queued again with its params, and
+    the workers started again; broken invariants on the way. `entries`: `dvc queue status`
+    after the fault."""
+    import shutil
+
+    broken = []
+    stuck = [name for name, state in entries if state == "Running"]
+    if stuck:
+        code, output, orphans = case.dvc("queue", "kill", *stuck)
+        broken += orphans
+        if code != 0:
+            broken.append(f"recovery `dvc queue kill` exited {code}: {last_error(output)}")
+    code, output, orphans = case.dvc("queue", "remove", "--failed")
+    broken += orphans
+    for copy in (case.project / EXEC_DIRS).glob("tmp*"):
+        shutil.rmtree(copy)
+    queued = {name for name, state in queue_entries(case) if state == "Queued"}
+    for name in sorted(set(names) - set(finished_runs(case.project)) - queued):
+        code, output, orphans = case.dvc("exp", "run", "--queue", "-n", name, "-S",
+                                         f"train.batch_size={names[name]}")
+        broken += orphans
+        if code != 0:
+            broken.append(f"recovery: queueing {name} again exited {code}: "
+                          f"{last_error(output)}")
+    job = Job([DVC, "queue", "start", "-j", "2"], case.project, case.env())
+    finished = wait_for_runs(case, names, job, 600)
+    if finished != set(names):
+        broken.append(f"after recovery, runs not finished: {sorted(set(names) - finished)}")
+    return broken + stop_workers(case, job)
+
+
+def check_queue(case: QueueCase, names: dict[str, int]) -> list[str]:
+    """After recovery: each run once in `dvc exp show` with its params and an uninterrupted
+    run's metrics; nothing left Running, Queued or Failed; the workspace clean (`git
+    status`, `dvc status`); no copy of the project, scratch or checkpoint left."""
+    broken = []
+    listed = [row for row in listed_runs(case) if row[0] in names]
+    for name, size in names.items():
+        rows = [row for row in listed if row[0] == name]
+        if len(rows) != 1:
+            broken.append(f"{name} is listed {len(rows)} times by dvc exp show")
+            continue
+        if rows[0][2] != size:
+            broken.append(f"{name} ran with train.batch_size {rows[0][2]}, queued with {size}")
+            continue
+        metrics = run_metrics(case.project, rows[0][1])
+        changed = sorted(path for path in set(metrics) | set(case.metrics[size])
+                         if metrics.get(path) != case.metrics[size].get(path))
+        if changed:
+            broken.append(f"{name}: metrics differ from an uninterrupted run's: {changed[:4]}")
+    left = [f"{name} {state}" for name, state in queue_entries(case) if state != "Success"]
+    if left:
+        broken.append(f"dvc queue status after recovery: {left}")
+    code, output, _ = run_job(["git", "status", "--porcelain"], case.project, case.env())
+    if output.strip():
+        broken.append(f"git status is not clean: {output.split()[:6]}")
+    code, output, _ = case.dvc("status", "--json")
+    if code != 0 or json.loads(output[output.find("{"):] or "{}") != {}:
+        broken.append(f"dvc status is not clean: {output.strip()[:300]}")
+    copies = sorted(p.name for p in (case.project / EXEC_DIRS).glob("tmp*"))
+    if copies:
+        broken.append(f"copies of the project left in {EXEC_DIRS}: {copies}")
+    if scratch_left(case.project):
+        broken.append(f"scratch left in the project: {scratch_left(case.project)[:4]}")
+    if case.checkpoints.is_dir() and os.listdir(case.checkpoints):
+        broken.append(f"left in the checkpoint folder after finished trainings: "
+                      f"{sorted(os.listdir(case.checkpoints))[:4]}")
+    return broken
+
+
+def queue_trial(case: QueueCase, fault: str, rng: random.Random) -> Trial:
+    """Three runs queued and 2 workers started; SIGKILL or SIGTERM of every process of the
+    workers at a random moment of an uninterrupted queue's length; then the documented
+    recovery and the invariants. The trial's runs are removed afterwards (`dvc exp remove`,
+    `dvc queue remove --all`), so that each trial starts from the baseline alone."""
+    case.trials += 1
+    trial = Trial("queue", fault, "`dvc queue kill` the Running, `dvc queue remove --failed`, "
+                                  "delete .dvc/tmp/exps/tmp*, queue the unfinished again, "
+                                  "`dvc queue start -j 2`")
+    names = queue_runs(case, f"t{case.trials}")
+    temp_refs = {ref for ref in exp_refs(case.project) if TEMP_REF.fullmatch(ref)}
+    job = Job([DVC, "queue", "start", "-j", "2"], case.project, case.env())
+    time.sleep(rng.uniform(0, case.seconds))
+    trial.at_s = time.monotonic() - job.started
+    trial.landed = signal_workers(job, signal.SIGTERM if fault == "sigterm" else signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while session_members(job.sid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    trial.broken += job.leftovers(grace_s=0)
+    finished = set(finished_runs(case.project)) & set(names)
+    trial.done = f"{len(finished)}/{len(names)} runs"
+    trial.landed = trial.landed and finished != set(names)
+    entries = queue_entries(case)
+    trial.broken += recover_queue(case, names, entries)
+    trial.broken += check_queue(case, names)
+    if trial.broken:
+        trial.said = f"dvc queue status after the fault: {entries}"
+    left = [ref for ref in exp_refs(case.project)
+            if TEMP_REF.fullmatch(ref) and ref not in temp_refs]
+    if left and not trial.broken:
+        trial.said = f"DVC left {len(left)} refs under refs/exps/temp (tolerated: dvc#9260)"
+    case.dvc("exp", "remove", *finished_runs(case.project))
+    case.dvc("queue", "remove", "--all")
+    return trial

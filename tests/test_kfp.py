@@ -557,6 +557,8 @@ def s3_user():
 
 
 @pytest.mark.slow
+@pytest.mark.long    # 70 s in the suite: S3 with keys from the environment is test_remote.py's;
+                     # kfp points' pulls and pushes are the local sweep's, with a folder remote
 def test_a_point_pulls_from_and_pushes_to_s3_with_credentials_from_the_env(local_sweep, s3_user):
     """The moto S3 server on loopback, keys only in the environment, endpoint per clone."""
     author, url = local_sweep.author, f"s3://{BUCKET}/kfp"
