@@ -85,7 +85,10 @@ def pipeline(tiny_model_dir, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fault, seed", [("sigkill", 22), ("half_params", 23)])
+@pytest.mark.parametrize("fault, seed", [
+    # kill -9 of `dvc repro` in training, then `dvc repro`: test_train_resume.py does it in
+    # every run (and checks the weights bit for bit); this sample is long-only
+    pytest.param("sigkill", 22, marks=pytest.mark.long), ("half_params", 23)])
 def test_repro_after_a_fault_gives_an_uninterrupted_runs_outputs(pipeline, fault, seed):
     trial = repro_trial(pipeline, fault, random.Random(seed))
     assert trial.broken == [], trial
