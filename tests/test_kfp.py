@@ -424,11 +424,15 @@ def local_sweep(tmp_path_factory, tiny_model_dir) -> LocalSweep:
     call(["git", "remote", "add", "origin", origin], author)
     call(["git", "push", "-q", "origin", "main"], author)
     baseline = call(["git", "rev-parse", "HEAD"], author).stdout.strip()
-    board = root / "leaderboard.md"
+    board, scratch = root / "leaderboard.md", root / "tmp"
+    scratch.mkdir()
     printed = call(["textclf", "kfp", "run", "--local", "--repo", origin, "--remote", storage,
                     "-n", "grid", *GRID, "--parallelism", "2", "--leaderboard", board,
                     "--pipeline-root", root / "kfp-root"], author,
-                   {**base_env(), "OMP_NUM_THREADS": "1"}, timeout=600).stdout
+                   {**base_env(), "OMP_NUM_THREADS": "1", "TMPDIR": str(scratch)},
+                   timeout=600).stdout
+    # nothing left in the temporary folder (kfp.local's own workspace folder was, once)
+    assert not list(scratch.iterdir()), sorted(p.name for p in scratch.iterdir())
     return LocalSweep(author, origin, storage, baseline, board.read_text(), root / "kfp-root",
                       printed)
 

@@ -20,6 +20,7 @@ Kubernetes secret (--storage-secret), never from the YAML; locally a journal fil
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import subprocess
@@ -302,10 +303,12 @@ def run_local(args: argparse.Namespace) -> None:
         pipeline, names = build_pipeline(spec), [point.name(spec.sweep_name)
                                                  for point in spec.points]
     root = args.pipeline_root or tempfile.mkdtemp(prefix="textclf-kfp-")
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root)
     try:
-        with stopped_cleanly(names, Path(root)):
-            task = pipeline()
+        with scratch_for_tasks() as scratch:
+            local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root,
+                       workspace_root=str(scratch / "workspace"))
+            with stopped_cleanly(names, Path(root)):
+                task = pipeline()
     except RuntimeError as err:   # kfp.local: a task failed outside a point's own error handling
         raise UserError(f"the local pipeline failed: {err} (task outputs in {root})") from None
     page = Path(task.output.path).read_text(encoding="utf-8")
@@ -317,6 +320,24 @@ def run_local(args: argparse.Namespace) -> None:
     print(f"\n{page}\nexperiments pushed to {repo_url}; task outputs in {root}")
     if args.tune:
         study_report(args.tune, study.study, os.environ[STORAGE_ENV])
+
+
+@contextlib.contextmanager
+def scratch_for_tasks():
+    """A temporary folder for kfp.local's tasks, removed with what they leave in it: its
+    workspace folder (dsl's workspace, unused here) and the `mktemp -d` folder each task's
+    shell writes the component's code to (KFP's lightweight components do; a cluster's
+    container is thrown away, a local run's /tmp is not). The tasks get it as TMPDIR."""
+    before = os.environ.get("TMPDIR")
+    with tempfile.TemporaryDirectory(prefix="textclf-kfp-tmp-") as scratch:
+        os.environ["TMPDIR"] = scratch
+        try:
+            yield Path(scratch)
+        finally:
+            if before is None:
+                os.environ.pop("TMPDIR", None)
+            else:
+                os.environ["TMPDIR"] = before
 
 
 def study_report(space: str, name: str, storage: str) -> None:
