@@ -18,6 +18,7 @@ import os
 import random
 import re
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -612,15 +613,27 @@ def check_project(case: ReproCase) -> list[str]:
         broken.append(f"dvc status is not clean: {output.strip()[:300]}")
     broken += outputs_match_lock(case.project)
     broken += damaged_cache_objects(case.project)
-    changed = sorted(name for name in set(case.metrics) | set(metrics_files(case.project))
-                     if case.metrics.get(name) != metrics_files(case.project).get(name))
+    changed = differing(case.metrics, metrics_files(case.project))
     if changed:
         broken.append(f"metrics differ from an uninterrupted run's: {changed[:4]}")
-    if scratch_left(case.project):
-        broken.append(f"scratch left in the project: {scratch_left(case.project)[:4]}")
-    if case.checkpoints.is_dir() and os.listdir(case.checkpoints):
-        broken.append(f"left in the checkpoint folder after a finished training: "
-                      f"{sorted(os.listdir(case.checkpoints))[:4]}")
+    return broken + left_behind(case.project, case.checkpoints)
+
+
+def differing(expected: dict[str, bytes], found: dict[str, bytes]) -> list[str]:
+    """The files missing from either side or different between them, sorted."""
+    return sorted(name for name in set(expected) | set(found)
+                  if expected.get(name) != found.get(name))
+
+
+def left_behind(project: Path, checkpoints: Path) -> list[str]:
+    """Scratch files in the project, and checkpoints once every training has finished."""
+    broken = []
+    scratch = scratch_left(project)
+    if scratch:
+        broken.append(f"scratch left in the project: {scratch[:4]}")
+    if checkpoints.is_dir() and os.listdir(checkpoints):
+        broken.append(f"left in the checkpoint folder after finished training: "
+                      f"{sorted(os.listdir(checkpoints))[:4]}")
     return broken
 
 
@@ -882,8 +895,6 @@ class TransferCase:
     def empty_local(self) -> None:
         """A fresh clone's state before `dvc pull`: no cache, no outputs, and none of what
         DVC keeps about them (.dvc/tmp, the site cache's indexes)."""
-        import shutil
-
         for folder in (self.project / ".dvc" / "cache", self.project / ".dvc" / "tmp",
                        *self.site_cache.glob("*")):
             shutil.rmtree(folder, ignore_errors=True)
@@ -1102,8 +1113,6 @@ def queue_runs(case: QueueCase, prefix: str) -> dict[str, int]:
     """Queue one run per batch size (`-S train.batch_size=8,16,32`, named PREFIX-1, -2,
     ...): their names and batch sizes. DVC's run cache is emptied first, so that each run
     trains rather than restoring an earlier trial's outputs."""
-    import shutil
-
     shutil.rmtree(case.project / ".dvc" / "cache" / "runs", ignore_errors=True)
     code, output, _ = case.dvc("exp", "run", "--queue", "-n", prefix, "-S",
                                "train.batch_size=" + ",".join(map(str, case.sizes)))
@@ -1190,8 +1199,6 @@ def recover_queue(case: QueueCase, names: dict[str, int],
     the project deleted, every run that did not finish queued again with its params, and
     the workers started again; broken invariants on the way. `entries`: `dvc queue status`
     after the fault."""
-    import shutil
-
     broken = []
     stuck = [name for name, state in entries if state == "Running"]
     if stuck:
@@ -1232,9 +1239,7 @@ def check_queue(case: QueueCase, names: dict[str, int]) -> list[str]:
         if rows[0][2] != size:
             broken.append(f"{name} ran with train.batch_size {rows[0][2]}, queued with {size}")
             continue
-        metrics = run_metrics(case.project, rows[0][1])
-        changed = sorted(path for path in set(metrics) | set(case.metrics[size])
-                         if metrics.get(path) != case.metrics[size].get(path))
+        changed = differing(case.metrics[size], run_metrics(case.project, rows[0][1]))
         if changed:
             broken.append(f"{name}: metrics differ from an uninterrupted run's: {changed[:4]}")
     left = [f"{name} {state}" for name, state in queue_entries(case) if state != "Success"]
@@ -1249,12 +1254,7 @@ def check_queue(case: QueueCase, names: dict[str, int]) -> list[str]:
     copies = sorted(p.name for p in (case.project / EXEC_DIRS).glob("tmp*"))
     if copies:
         broken.append(f"copies of the project left in {EXEC_DIRS}: {copies}")
-    if scratch_left(case.project):
-        broken.append(f"scratch left in the project: {scratch_left(case.project)[:4]}")
-    if case.checkpoints.is_dir() and os.listdir(case.checkpoints):
-        broken.append(f"left in the checkpoint folder after finished trainings: "
-                      f"{sorted(os.listdir(case.checkpoints))[:4]}")
-    return broken
+    return broken + left_behind(case.project, case.checkpoints)
 
 
 def queue_trial(case: QueueCase, fault: str, rng: random.Random) -> Trial:
