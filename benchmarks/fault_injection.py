@@ -3,6 +3,7 @@
     python benchmarks/fault_injection.py --faults 200 --seed 0
     python benchmarks/fault_injection.py --faults 40 --paths predict,serve --minutes 25
     python benchmarks/fault_injection.py --faults 20 --paths queue
+    python benchmarks/fault_injection.py --faults 12 --paths queue --kinds sigterm
 
 Each fault: the path runs in a process group of its own, one fault comes at a seeded random
 moment (SIGKILL of the group, SIGTERM, a file-size limit on what it writes, a half-written
@@ -47,10 +48,15 @@ KINDS = [("predict", "sigkill", 3), ("predict", "sigterm", 2), ("predict", "fsiz
          ("queue", "sigkill", 1), ("queue", "sigterm", 1)]
 
 
-def schedule(faults: int, paths: set[str], seed: int) -> list[tuple[str, str]]:
-    """`faults` (path, fault) pairs: rounds of KINDS by weight, each round shuffled."""
+def schedule(faults: int, paths: set[str], seed: int,
+             kinds_of: set[str] | None = None) -> list[tuple[str, str]]:
+    """`faults` (path, fault) pairs: rounds of KINDS by weight (only the faults named in
+    `kinds_of`, if given), each round shuffled."""
     rng = random.Random(seed)
-    kinds = [(p, f) for p, f, w in KINDS if p in paths for _ in range(w)]
+    kinds = [(p, f) for p, f, w in KINDS
+             if p in paths and (not kinds_of or f in kinds_of) for _ in range(w)]
+    if not kinds:
+        raise SystemExit(f"no fault {sorted(kinds_of or [])} on the paths {sorted(paths)}")
     order: list[tuple[str, str]] = []
     while len(order) < faults:
         round_ = list(kinds)
@@ -121,13 +127,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--paths", default="predict,serve,repro",
                         help="comma-separated: predict, serve, repro, push, pull, queue")
+    parser.add_argument("--kinds", default=None,
+                        help="comma-separated faults to deal, e.g. sigterm (default: all "
+                             "of each path's)")
     parser.add_argument("--minutes", type=float, default=None,
                         help="stop dealing faults after this long (the table says how many)")
     args = parser.parse_args()
     # SIGTERM (a `kill`, a timeout) ends the run through `finally`: no server left behind.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     print(machine(), flush=True)
-    order = schedule(args.faults, set(args.paths.split(",")), args.seed)
+    order = schedule(args.faults, set(args.paths.split(",")), args.seed,
+                     set(args.kinds.split(",")) if args.kinds else None)
     started = time.monotonic()
     trials: list[harness.Trial] = []
     with tempfile.TemporaryDirectory(prefix="textclf-faults-") as tmp:
@@ -163,6 +173,7 @@ def table(trials: list[harness.Trial], leftover: list[str], seconds: float,
         row[2] += bool(trial.broken)
     lines = [f"\n`python benchmarks/fault_injection.py --faults {args.faults} --seed {args.seed}"
              f"{f' --paths {args.paths}' if args.paths != 'predict,serve,repro' else ''}"
+             f"{f' --kinds {args.kinds}' if args.kinds else ''}"
              f"{f' --minutes {args.minutes:g}' if args.minutes else ''}`: "
              f"{sum(t.landed for t in trials)} faults injected "
              f"({sum(not t.landed for t in trials)} more came after the run had ended) in "
@@ -183,9 +194,13 @@ def table(trials: list[harness.Trial], leftover: list[str], seconds: float,
         runs = collections.Counter(t.done for t in queued)
         lines.append(f"\nqueue: runs finished when the fault came: "
                      + ", ".join(f"{done} in {n}" for done, n in sorted(runs.items())))
-        tolerated = [t for t in queued if t.said.startswith("DVC left")]
+        tolerated = [t for t in queued if "refs/exps/temp" in t.said]
         lines.append(f"queue: {len(tolerated)} of {len(queued)} injected faults left refs "
                      f"under refs/exps/temp (DVC's, tolerated: docs/durability.md)")
+        twice = [t for t in queued if harness.REMOVED_TWICE in t.said]
+        lines.append(f"queue: {len(twice)} of {len(queued)} injected faults left a run a "
+                     f"stopping worker had taken but not started, which needed "
+                     f"`dvc queue remove --failed` twice (DVC's: docs/durability.md)")
     broken = [(t.path, t.fault, b) for t in trials for b in t.broken]
     broken += [("serve", "(last server)", b) for b in leftover]
     lines.append(f"\nbroken invariants: {len(broken)}")

@@ -2,29 +2,37 @@
 
     OMP_NUM_THREADS=1 python benchmarks/performance_estimate.py [--model models/classifier]
 
-The model labels every text once (PyTorch fp32, so the figures do not depend on int8);
-windows then index the cached probabilities. Each window gets what `textclf drift` shows:
-CBPE and ATC (textclf.monitoring.estimate), the domain classifier's AUC against the demo
-training split, and the reliability flag; its true accuracy comes from the gold labels.
+The model labels every text once (PyTorch fp32, so the figures do not depend on int8)
+and embeds it at every hidden layer; windows then index the cached probabilities and
+novelty distances (cosine distance to the nearest demo training text in the middle layer,
+textclf.monitoring.novelty). Each window gets what `textclf drift` shows: CBPE and ATC
+(textclf.monitoring.estimate), the domain classifier's AUC against the demo training
+split, the novelty AUC against the validation split, and the reliability flag; its true
+accuracy comes from the gold labels.
 
-Two sets of windows, kept apart so that the "unreliable" rule is not tuned on what it is
-judged on:
+Two sets of windows, kept apart so that the "unreliable" rules are not tuned on what they
+are judged on:
 
   rule-fitting   demo *validation* texts mixed with SST-5 *training* sentences at 0-100%,
                  and SST-5 training windows skewed by label and by length. The AUC just
                  below every window where CBPE broke (off by more than 5 points and
                  outside its 95% interval) is printed; MAX_RELIABLE_AUC in
-                 textclf/monitoring/estimate.py is set from it.
-  reported       (a) 50 random windows of 100 texts of the demo *test* split;
+                 textclf/monitoring/estimate.py is set from it. The novelty layer and k
+                 are chosen on demo validation against SST-5 training texts; the novelty
+                 limit (MAX_RELIABLE_NOVELTY) is where a line through CBPE's error on
+                 windows of one validation half mixed with SST-5 training sentences,
+                 against the novelty AUC measured against the other half, reaches 5 points.
+  reported       (a) 50 random windows of 100 texts of the demo *test* split, and CBPE's
+                 error by window size (windows drawn with replacement beyond 250 texts);
                  (b) SST-5 *dev* (shifted: movie sentences for a product-review model),
                  whole and skewed by label and length, demo test windows skewed the same
-                 way, and demo test texts mixed with SST-5 dev sentences at 10-100%.
+                 way, and demo test texts mixed with SST-5 dev sentences at 5-100%.
 
 SST-5's labels 0..4 map onto the demo's in order (very negative .. very positive). The
 calibration is the model folder's (fitted on the validation split by `train`); a folder
 written before calibration existed gets the same temperature fitted here on the
 validation split. ATC's threshold is fitted on the validation split too. About a minute
-on 2 cores; exits with a message when SST-5 is absent.
+and a half on 2 cores; exits with a message when SST-5 is absent.
 """
 
 from __future__ import annotations
@@ -47,12 +55,15 @@ class Labelled:
     texts: np.ndarray         # (N,) object
     y: np.ndarray             # (N,) int label ids
     probs: np.ndarray         # (N, C) calibrated
+    distance: np.ndarray      # (N,) novelty: cosine distance to the nearest training text
 
 
 def load(model: str, sst_train_rows: int) -> tuple[dict[str, Labelled], object, str]:
     from textclf.model.calibration import fit_temperature
+    from textclf.model.embeddings import layer_embeddings
     from textclf.model.labeller import Labeller
     from textclf.monitoring.estimate import fit_atc
+    from textclf.monitoring.novelty import middle_layer, nearest_distance
 
     labeller = Labeller.load(REPO / model, "fp32", calibrated=False)
     index = {label: i for i, label in enumerate(labeller.labels)}
@@ -60,11 +71,15 @@ def load(model: str, sst_train_rows: int) -> tuple[dict[str, Labelled], object, 
               for name in ("train", "val", "test")}
     sst_dev = pd.read_csv(SST5 / "dev.csv")
     sst_train = pd.read_csv(SST5 / "train.csv").sample(sst_train_rows, random_state=0)
-    raw = {}
+    raw, layers = {}, range(labeller.model.config.num_hidden_layers + 1)
     started = time.perf_counter()
     for name, frame in (*frames.items(), ("sst_dev", sst_dev), ("sst_train", sst_train)):
         raw[name] = (frame.text.to_numpy(object), labeller.probabilities(frame.text.tolist()))
     seconds = time.perf_counter() - started
+    vectors = {name: layer_embeddings(labeller.model, labeller.tokenizer, list(texts),
+                                      labeller.info.max_length, layers)
+               for name, (texts, _) in raw.items()}                       # (L, N, H) each
+    embed_seconds = time.perf_counter() - started - seconds
     gold = {name: frames[name].label.map(index).to_numpy() for name in frames}
     gold |= {"sst_dev": sst_dev.label.to_numpy(), "sst_train": sst_train.label.to_numpy()}
     calibration = labeller.info.calibrator()
@@ -73,40 +88,82 @@ def load(model: str, sst_train_rows: int) -> tuple[dict[str, Labelled], object, 
         calibration = fit_temperature(raw["val"][1], gold["val"])
         how = (f"temperature {calibration.temperature:.3f} fitted here on the validation "
                f"split (the folder predates calibration)")
-    data = {name: Labelled(texts, gold[name], calibration.apply(probs))
+    print(layer_table(vectors))
+    layer = middle_layer(labeller.model.config.num_hidden_layers)
+    data = {name: Labelled(texts, gold[name], calibration.apply(probs),
+                           nearest_distance(vectors[name][layer], vectors["train"][layer]))
             for name, (texts, probs) in raw.items()}
     val = data["val"]
     atc = fit_atc(val.probs.max(axis=1), val.probs.argmax(axis=1) == val.y, "validation split")
     total = sum(len(d.y) for d in data.values())
     return data, atc, (f"{how}; ATC threshold {atc.threshold:.3f} (validation accuracy "
-                       f"{atc.accuracy:.3f}); labelled {total:,} texts in {seconds:.0f} s")
+                       f"{atc.accuracy:.3f}); labelled {total:,} texts in {seconds:.0f} s, "
+                       f"embedded them at every layer in {embed_seconds:.0f} s; novelty at "
+                       f"layer {layer}")
+
+
+def layer_table(vectors: dict[str, np.ndarray]) -> str:
+    """Per-text AUC of the nearest-neighbour distance, demo validation texts against SST-5
+    training sentences (rule-fitting data: the layer and k are chosen here), and demo test
+    against SST-5 dev (reported, for reading), by hidden layer and k."""
+    from sklearn.metrics import roc_auc_score
+
+    from textclf.monitoring.novelty import nearest_distance
+
+    def auc(inside: str, outside: str, layer: int, k: int) -> float:
+        reference = vectors["train"][layer]
+        a, b = (nearest_distance(vectors[n][layer], reference, k) for n in (inside, outside))
+        return roc_auc_score(np.r_[np.zeros(len(a)), np.ones(len(b))], np.r_[a, b])
+    lines = ["| layer | k=1 fit | k=5 fit | k=10 fit | k=1 reported | k=5 reported |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for layer in range(len(vectors["train"])):
+        cells = [auc("val", "sst_train", layer, k) for k in (1, 5, 10)]
+        cells += [auc("test", "sst_dev", layer, k) for k in (1, 5)]
+        lines.append(f"| {layer} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+    return ("\n## Novelty: per-text AUC by layer (fit: demo val vs SST-5 train; reported: "
+            "demo test vs SST-5 dev)\n\n" + "\n".join(lines) + "\n")
 
 
 def score(kind: str, window: Labelled, reference: list[str], atc, seed: int,
-          baseline: np.ndarray) -> dict:
+          baseline: np.ndarray, null: np.ndarray) -> dict:
     """One window as the report sees it; `baseline`: the predicted label ids of the split
-    the report compares predicted labels with (the test split; validation when fitting)."""
+    the report compares predicted labels with (the test split; validation when fitting);
+    `null`: the validation texts' novelty distances the window's are compared with."""
     from textclf.metrics import macro_f1
-    from textclf.monitoring.estimate import cbpe, reliability
+    from textclf.monitoring.estimate import reliability
     from textclf.monitoring.stats import domain_classifier, label_shift
 
-    top, predicted = window.probs.max(axis=1), window.probs.argmax(axis=1)
-    estimate = cbpe(top, window.probs, seed)
+    found = score_novelty(kind, window, null, seed)
+    predicted = window.probs.argmax(axis=1)
     domain = domain_classifier(reference, list(window.texts), seed=seed)
     classes = range(window.probs.shape[1])
     moved = label_shift(list(baseline), list(predicted), list(classes)).drifted
+    verdict = reliability(domain.auc, moved, novelty=found.pop("novelty"))
+    return found | {"atc": atc.estimate(window.probs.max(axis=1)),
+                    "f1_true": macro_f1(window.y, predicted, classes), "auc": domain.auc,
+                    "drift": domain.drifted, "labels_moved": moved,
+                    "reliable": verdict.reliable, "f1_reliable": verdict.f1_reliable,
+                    "domain_fired": verdict.domain_fired,
+                    "novelty_fired": verdict.novelty_fired}
+
+
+def score_novelty(kind: str, window: Labelled, null: np.ndarray, seed: int = 0) -> dict:
+    """CBPE, the true accuracy and the novelty of one window (no domain classifier)."""
+    from textclf.monitoring.estimate import cbpe
+    from textclf.monitoring.novelty import compare_novelty
+
+    top, predicted = window.probs.max(axis=1), window.probs.argmax(axis=1)
+    estimate = cbpe(top, window.probs, seed)
     true = float(np.mean(predicted == window.y))
-    verdict = reliability(domain.auc, moved)
+    novelty = compare_novelty(window.distance, null, layer=0, reference_rows=0)
     return {"kind": kind, "rows": len(top), "true": true, "cbpe": estimate.accuracy,
-            "atc": atc.estimate(top), "covered": estimate.accuracy_low <= true
-            <= estimate.accuracy_high, "f1_true": macro_f1(window.y, predicted, classes),
-            "f1_cbpe": estimate.f1_macro, "auc": domain.auc, "drift": domain.drifted,
-            "labels_moved": moved, "reliable": verdict.reliable,
-            "f1_reliable": verdict.f1_reliable}
+            "covered": estimate.accuracy_low <= true <= estimate.accuracy_high,
+            "f1_cbpe": estimate.f1_macro, "novelty_auc": novelty.auc,
+            "novel_share": novelty.novel_share, "novelty": novelty}
 
 
 def take(data: Labelled, rows: np.ndarray) -> Labelled:
-    return Labelled(data.texts[rows], data.y[rows], data.probs[rows])
+    return Labelled(data.texts[rows], data.y[rows], data.probs[rows], data.distance[rows])
 
 
 def mix(inside: Labelled, outside: Labelled, share: float, size: int,
@@ -114,7 +171,8 @@ def mix(inside: Labelled, outside: Labelled, share: float, size: int,
     k = int(round(share * size))
     a = take(inside, rng.choice(len(inside.y), size - k, replace=False))
     b = take(outside, rng.choice(len(outside.y), k, replace=False))
-    return Labelled(np.r_[a.texts, b.texts], np.r_[a.y, b.y], np.r_[a.probs, b.probs])
+    return Labelled(np.r_[a.texts, b.texts], np.r_[a.y, b.y], np.r_[a.probs, b.probs],
+                    np.r_[a.distance, b.distance])
 
 
 def skewed(data: Labelled, name: str, rng: np.random.Generator) -> list[tuple[str, Labelled]]:
@@ -144,16 +202,16 @@ def fit_rule(rows: list[dict]) -> float:
 
 def table(rows: list[dict]) -> str:
     lines = ["| window | texts | true acc | CBPE | ATC | CBPE err | ATC err | CBPE 95% "
-             "covers | macro-F1 true / CBPE | domain AUC | text drift | labels moved | "
-             "estimate |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | --- | --- "
-             "| --- |"]
+             "covers | macro-F1 true / CBPE | domain AUC | novelty AUC | text drift | "
+             "labels moved | estimate |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | --- "
+             "| --- | --- |"]
     for r in rows:
         lines.append(
             f"| {r['kind']} | {r['rows']} | {r['true']:.3f} | {r['cbpe']:.3f} | {r['atc']:.3f} "
             f"| {100 * abs(r['cbpe'] - r['true']):.1f} | {100 * abs(r['atc'] - r['true']):.1f} "
             f"| {'yes' if r['covered'] else 'no'} | {r['f1_true']:.3f} / {r['f1_cbpe']:.3f} "
-            f"| {r['auc']:.3f} | {'yes' if r['drift'] else 'no'} "
+            f"| {r['auc']:.3f} | {r['novelty_auc']:.3f} | {'yes' if r['drift'] else 'no'} "
             f"| {'yes' if r['labels_moved'] else 'no'} "
             f"| {verdict(r)} |")
     return "\n".join(lines)
@@ -161,8 +219,55 @@ def table(rows: list[dict]) -> str:
 
 def verdict(r: dict) -> str:
     if not r["reliable"]:
-        return "UNRELIABLE"
+        fired = [name for name, key in (("domain", "domain_fired"), ("novelty", "novelty_fired"))
+                 if r[key]]
+        return f"UNRELIABLE ({', '.join(fired)})"
     return "reliable" if r["f1_reliable"] else "accuracy only"
+
+
+def novelty_fitting(val: Labelled, outside: Labelled, shares: tuple[float, ...], size: int,
+                    rng: np.random.Generator) -> list[dict]:
+    """Windows of `size` texts: one half of the validation split mixed with SST-5 training
+    sentences, their novelty measured against the other half's distances, then the halves
+    swapped, so that no window text is part of the null it is compared with."""
+    order = rng.permutation(len(val.y))
+    halves = order[:len(order) // 2], order[len(order) // 2:]
+    rows = []
+    for inside, null in (halves, halves[::-1]):
+        part = take(val, inside)
+        rows += [score_novelty(f"val half + {s:.0%} SST-5 train",
+                               mix(part, outside, s, size, rng), val.distance[null], seed)
+                 for s in shares for seed in range(4)]
+    return rows
+
+
+def fit_novelty(rows: list[dict]) -> tuple[float, float, float, float]:
+    """(limit, line limit, slope, intercept). A least-squares line of CBPE's signed error on
+    the novelty AUC's excess over 0.5 (both grow in proportion to the foreign share) caps
+    the *expected* error at GOAL_SHIFTED where it crosses it; half the windows there still
+    miss by more. So the limit is the stricter of that crossing and the largest AUC below
+    every window that missed by more than GOAL_SHIFTED (0.01 grid, rounded down)."""
+    excess = np.array([r["novelty_auc"] - 0.5 for r in rows])
+    error = np.array([r["cbpe"] - r["true"] for r in rows])
+    slope, intercept = np.polyfit(excess, error, 1)
+    line = float(np.floor((0.5 + (GOAL_SHIFTED - intercept) / slope) * 100 + 1e-9) / 100)
+    missed = [r["novelty_auc"] for r in rows if abs(r["cbpe"] - r["true"]) > GOAL_SHIFTED]
+    every = float(np.floor(min(missed, default=1.0) * 100 - 1e-9) / 100)
+    return min(line, every), line, float(slope), float(intercept)
+
+
+def novelty_summary(rows: list[dict]) -> str:
+    by_share: dict[str, list[dict]] = {}
+    for r in rows:
+        by_share.setdefault(r["kind"].split("+ ")[1].split("%")[0], []).append(r)
+    lines = ["| SST-5 share | windows | novelty AUC | CBPE error (signed), mean | range |",
+             "| ---: | ---: | --- | ---: | --- |"]
+    for share, group in by_share.items():
+        auc = [r["novelty_auc"] for r in group]
+        err = [100 * (r["cbpe"] - r["true"]) for r in group]
+        lines.append(f"| {share}% | {len(group)} | {min(auc):.3f}-{max(auc):.3f} | "
+                     f"{np.mean(err):+.1f} | {min(err):+.1f} to {max(err):+.1f} |")
+    return "\n".join(lines)
 
 
 def in_distribution(rows: list[dict], oracle: np.ndarray) -> str:
@@ -179,11 +284,104 @@ def in_distribution(rows: list[dict], oracle: np.ndarray) -> str:
                  f"noise): within {GOAL_IN_DISTRIBUTION * 100:g} points in "
                  f"{np.mean(oracle <= GOAL_IN_DISTRIBUTION):.0%}, mean abs error "
                  f"{100 * oracle.mean():.1f} points")
-    lines.append(f"CBPE 95% interval covers the true accuracy in "
-                 f"{np.mean([r['covered'] for r in rows]):.0%}; flagged reliable in "
-                 f"{np.mean([r['reliable'] for r in rows]):.0%}; text drift in "
-                 f"{np.mean([r['drift'] for r in rows]):.0%}; AUC mean "
-                 f"{np.mean([r['auc'] for r in rows]):.3f} (max {max(r['auc'] for r in rows):.3f})")
+    share = {key: np.mean([r[key] for r in rows]) for key in
+             ("covered", "reliable", "drift", "domain_fired", "novelty_fired")}
+    lines.append(f"CBPE 95% interval covers the true accuracy in {share['covered']:.0%}; "
+                 f"text drift in {share['drift']:.0%}; marked unreliable in "
+                 f"{1 - share['reliable']:.0%} (domain classifier {share['domain_fired']:.0%}, "
+                 f"novelty {share['novelty_fired']:.0%}); domain AUC mean "
+                 f"{np.mean([r['auc'] for r in rows]):.3f} (max "
+                 f"{max(r['auc'] for r in rows):.3f}); "
+                 f"novelty AUC mean {np.mean([r['novelty_auc'] for r in rows]):.3f} (max "
+                 f"{max(r['novelty_auc'] for r in rows):.3f})")
+    return "\n".join(lines)
+
+
+def size_curve(test: Labelled, sizes: tuple[int, ...], draws: int,
+               rng: np.random.Generator) -> str:
+    """In-distribution CBPE error against window size. The test split has 250 texts, so
+    larger windows are drawn with replacement from it (a stream of texts like the test
+    split's); the ceiling draws each text's label from its calibrated probabilities, and
+    the normal approximation needs only the mean p(1 - p). None of these can show a
+    calibration error on the test population smaller than its own sampling noise."""
+    top, predicted = test.probs.max(axis=1), test.probs.argmax(axis=1)
+    right = predicted == test.y
+    variance = float(np.mean(top * (1 - top)))
+    lines = ["| window | from the test split, drawn with replacement | without replacement | "
+             "ceiling (calibrated labels) | normal approximation |",
+             "| ---: | ---: | ---: | ---: | ---: |"]
+    for n in sizes:
+        stream, ceiling, subset = [], [], []
+        for _ in range(draws):
+            rows = rng.integers(0, len(top), n)
+            stream.append(abs(top[rows].mean() - right[rows].mean()))
+            drawn = (test.probs[rows].cumsum(axis=1) < rng.random((n, 1))).sum(axis=1)
+            ceiling.append(abs(top[rows].mean() - np.mean(predicted[rows] == drawn)))
+            if n < len(top):
+                rows = rng.choice(len(top), n, replace=False)
+                subset.append(abs(top[rows].mean() - right[rows].mean()))
+        sd = np.sqrt(variance / n)
+        normal = 2 * _normal_cdf(GOAL_IN_DISTRIBUTION / sd) - 1
+        cells = [np.mean(np.array(v) <= GOAL_IN_DISTRIBUTION) for v in (stream, ceiling)]
+        without = f"{np.mean(np.array(subset) <= GOAL_IN_DISTRIBUTION):.0%}" if subset else "-"
+        lines.append(f"| {n} | {cells[0]:.0%} | {without} | {cells[1]:.0%} | {normal:.0%} "
+                     f"(sd {100 * sd:.1f}) |")
+    needed = variance * (1.6449 / GOAL_IN_DISTRIBUTION) ** 2
+    return ("\n".join(lines) + f"\n\n90% within {GOAL_IN_DISTRIBUTION * 100:g} points from "
+            f"sampling noise alone needs about {needed:.0f} texts (mean p(1 - p) "
+            f"{variance:.3f}); test split CBPE {top.mean():.3f}, true {right.mean():.3f}")
+
+
+def _normal_cdf(z: float) -> float:
+    from scipy.stats import norm
+
+    return float(norm.cdf(z))
+
+
+def shifted_summary(shifted: list[dict], random_windows: list[dict]) -> str:
+    """Largest error where marked reliable, under the domain rule alone and with novelty."""
+    lines = []
+    for name, keep in (("domain classifier alone (before)", lambda r: not r["domain_fired"]),
+                       ("domain classifier or novelty (now)", lambda r: r["reliable"])):
+        trusted = [r for r in shifted if keep(r)]
+        worst = max((abs(r[k] - r["true"]) for r in trusted for k in ("cbpe", "atc")),
+                    default=0)
+        outside = sum(not r["covered"] for r in trusted)
+        alarms = np.mean([not keep(r) for r in random_windows])
+        lines.append(f"{name}: reliable {len(trusted)} of {len(shifted)} shifted windows, "
+                     f"largest error among them {100 * worst:.1f} points (goal "
+                     f"{GOAL_SHIFTED * 100:g}), {outside} outside CBPE's interval; "
+                     f"in-distribution windows marked unreliable: {alarms:.0%}")
+    big = [r for r in shifted if abs(r["cbpe"] - r["true"]) > GOAL_SHIFTED]
+    lines.append(f"windows with a CBPE error above the goal marked unreliable: "
+                 f"{sum(not r['reliable'] for r in big)} of {len(big)}")
+    return "\n".join(lines)
+
+
+def sweep(shifted: list[dict], random_windows: list[dict]) -> str:
+    from textclf.monitoring.estimate import MAX_RELIABLE_AUC, MAX_RELIABLE_NOVELTY
+
+    lines = ["novelty limit sweep (for reading; the limit is fitted above), with the domain "
+             f"rule at {MAX_RELIABLE_AUC}: in-distribution windows marked unreliable (novelty "
+             "alone, either), reliable shifted windows, largest CBPE error among them"]
+    for limit in (0.52, 0.53, 0.54, 0.55, 0.56, 0.58, 0.60):
+        kept = [r for r in shifted if r["novelty_auc"] <= limit and r["auc"] <= MAX_RELIABLE_AUC]
+        alone = np.mean([r["novelty_auc"] > limit for r in random_windows])
+        either = np.mean([r["novelty_auc"] > limit or r["auc"] > MAX_RELIABLE_AUC
+                          for r in random_windows])
+        worst = max((abs(r["cbpe"] - r["true"]) for r in kept), default=0)
+        lines.append(f"  {limit:.2f}: {alone:.0%}, {either:.0%}; {len(kept)}; "
+                     f"{100 * worst:.1f} points")
+    lines.append(f"domain limit sweep with the novelty limit at {MAX_RELIABLE_NOVELTY}: "
+                 f"in-distribution windows marked unreliable, reliable shifted windows, "
+                 f"largest CBPE error among them")
+    for limit in (0.54, 0.55, 0.56, 0.58, 0.60, 0.65):
+        kept = [r for r in shifted if r["novelty_auc"] <= MAX_RELIABLE_NOVELTY
+                and r["auc"] <= limit]
+        either = np.mean([r["novelty_auc"] > MAX_RELIABLE_NOVELTY or r["auc"] > limit
+                          for r in random_windows])
+        worst = max((abs(r["cbpe"] - r["true"]) for r in kept), default=0)
+        lines.append(f"  {limit:.2f}: {either:.0%}; {len(kept)}; {100 * worst:.1f} points")
     return "\n".join(lines)
 
 
@@ -199,7 +397,7 @@ def main() -> None:
     if not (SST5 / "dev.csv").is_file():
         print(f"SST-5 not found at {SST5}; nothing to measure")
         return
-    from textclf.monitoring.estimate import MAX_RELIABLE_AUC
+    from textclf.monitoring.estimate import MAX_RELIABLE_AUC, MAX_RELIABLE_NOVELTY
 
     print(machine())
     data, atc, how = load(args.model, args.sst_train_rows)
@@ -207,23 +405,35 @@ def main() -> None:
     reference = list(data["train"].texts)
     rng = np.random.default_rng(0)
     shares = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0)
+    null = data["val"].distance
 
     val_baseline = data["val"].probs.argmax(axis=1)
     fitting = [score(f"val + {s:.0%} SST-5 train", mix(data["val"], data["sst_train"], s,
                                                         150, rng), reference, atc, seed,
-                     val_baseline)
+                     val_baseline, null)
                for s in shares for seed in range(4)]
-    fitting += [score(kind, window, reference, atc, 0, val_baseline)
+    fitting += [score(kind, window, reference, atc, 0, val_baseline, null)
                 for kind, window in skewed(data["sst_train"], "SST-5 train", rng)]
     print(f"\n## Rule fitting (demo validation + SST-5 train)\n\n{table(fitting)}\n")
     print(f"largest AUC below every window where CBPE broke {GOAL_SHIFTED * 100:g} points: "
           f"{fit_rule(fitting):.2f} (MAX_RELIABLE_AUC in use: {MAX_RELIABLE_AUC})")
+    # Own generators, so that the windows reported below are those of the runs before
+    # the novelty rule existed.
+    halves = novelty_fitting(data["val"], data["sst_train"], shares, 90,
+                             np.random.default_rng(1))
+    limit, line, slope, intercept = fit_novelty(halves)
+    print(f"\n### Novelty rule fitting (windows of 90: one validation half + SST-5 train, "
+          f"against the other half)\n\n{novelty_summary(halves)}\n\nCBPE error = "
+          f"{intercept * 100:+.1f} + {slope * 100:.1f} x (novelty AUC - 0.5) points, "
+          f"{GOAL_SHIFTED * 100:g} at novelty AUC {line:.2f}; the stricter of that and the "
+          f"largest AUC below every window that missed by more: {limit:.2f} "
+          f"(MAX_RELIABLE_NOVELTY in use: {MAX_RELIABLE_NOVELTY})")
 
     test = data["test"]
     baseline = test.probs.argmax(axis=1)
     picks = [rng.choice(len(test.y), args.size, replace=False) for _ in range(args.windows)]
     random_windows = [score("demo test, random", take(test, rows), reference, atc, seed,
-                            baseline) for seed, rows in enumerate(picks)]
+                            baseline, null) for seed, rows in enumerate(picks)]
     # The ceiling: the same windows of a test split whose labels were drawn from the
     # calibrated probabilities (so calibration holds exactly): only sampling noise is left.
     drawn = (test.probs.cumsum(axis=1) < np.random.default_rng(1).random((len(test.y), 1))
@@ -233,32 +443,30 @@ def main() -> None:
     print(f"\n## (a) In distribution: {args.windows} random windows of {args.size} texts of "
           f"the demo test split ({len(test.y)} texts)\n\n"
           f"{in_distribution(random_windows, oracle)}")
-    whole = [score("demo test, whole split", test, reference, atc, 0, baseline),
-             score("SST-5 dev, whole", data["sst_dev"], reference, atc, 0, baseline)]
-    shifted = whole + [score(kind, window, reference, atc, 0, baseline) for kind, window in
-                       skewed(test, "demo test", rng) + skewed(data["sst_dev"], "SST-5 dev",
-                                                               rng)]
+    curve = size_curve(test, (100, 200, 250, 500, 1000, 2000), 400, np.random.default_rng(2))
+    print(f"\n### Window size (share of windows with CBPE within "
+          f"{GOAL_IN_DISTRIBUTION * 100:g} points, 400 windows each)\n\n{curve}")
+    whole = [score("demo test, whole split", test, reference, atc, 0, baseline, null),
+             score("SST-5 dev, whole", data["sst_dev"], reference, atc, 0, baseline, null)]
+    shifted = whole + [score(kind, window, reference, atc, 0, baseline, null)
+                       for kind, window in skewed(test, "demo test", rng)
+                       + skewed(data["sst_dev"], "SST-5 dev", rng)]
     shifted += [score(f"demo test + {s:.0%} SST-5 dev ({size})",
-                      mix(test, data["sst_dev"], s, size, rng), reference, atc, seed, baseline)
+                      mix(test, data["sst_dev"], s, size, rng), reference, atc, seed, baseline,
+                      null)
                 for size in (args.size, 200) for s in shares[1:] for seed in range(3)]
     print(f"\n## (b) Shifted windows\n\n{table(shifted)}\n")
     trusted = [r for r in shifted if r["reliable"]]
     f1_trusted = [r for r in shifted if r["f1_reliable"]]
     print(f"macro-F1 where trusted: largest error "
-          f"{100 * max(abs(r['f1_cbpe'] - r['f1_true']) for r in f1_trusted):.1f} points over "
-          f"{len(f1_trusted)} windows; where only accuracy is trusted (labels moved): "
-          + ", ".join(f"{100 * abs(r['f1_cbpe'] - r['f1_true']):.1f}" for r in trusted
-                      if not r["f1_reliable"]))
-    print("\nthreshold sweep (for reading; the rule is fitted above): max AUC -> share of "
-          "in-distribution windows reliable, largest CBPE error among reliable shifted "
-          "windows")
-    for limit in (0.52, 0.54, 0.56, 0.58, 0.60, 0.65):
-        kept = [r for r in shifted if r["auc"] <= limit]
-        print(f"  {limit:.2f}: {np.mean([r['auc'] <= limit for r in random_windows]):.0%}, "
-              f"{100 * max(abs(r['cbpe'] - r['true']) for r in kept):.1f} points")
+          f"{100 * max((abs(r['f1_cbpe'] - r['f1_true']) for r in f1_trusted), default=0):.1f}"
+          f" points over {len(f1_trusted)} windows; where only accuracy is trusted (labels "
+          f"moved): " + ", ".join(f"{100 * abs(r['f1_cbpe'] - r['f1_true']):.1f}"
+                                  for r in trusted if not r["f1_reliable"]))
+    print(sweep(shifted, random_windows))
     for size in (args.size, 200):
         mixed = [r for r in shifted if r["kind"].endswith(f"({size})")]
-        by_share = {}
+        by_share: dict[str, list[dict]] = {}
         for r in mixed:
             by_share.setdefault(r["kind"].split("+ ")[1].split("%")[0], []).append(r)
         cells = [f"{k}%: {sum(not r['reliable'] for r in v)}/{len(v)} "
@@ -266,12 +474,7 @@ def main() -> None:
                  for k, v in by_share.items()]
         print(f"mixtures of {size} texts, share of SST-5 dev: flagged unreliable / mean CBPE "
               f"error: " + ", ".join(cells))
-    worst = max((abs(r[k] - r["true"]) for r in trusted for k in ("cbpe", "atc")), default=0)
-    print(f"flagged reliable: {len(trusted)} of {len(shifted)}; largest error among them "
-          f"{100 * worst:.1f} points (goal {GOAL_SHIFTED * 100:g}); windows with an error "
-          f"above the goal flagged unreliable: "
-          f"{sum(not r['reliable'] for r in shifted if abs(r['cbpe'] - r['true']) > GOAL_SHIFTED)}"
-          f" of {sum(abs(r['cbpe'] - r['true']) > GOAL_SHIFTED for r in shifted)} (CBPE)")
+    print(shifted_summary(shifted, random_windows))
 
 
 if __name__ == "__main__":

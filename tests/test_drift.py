@@ -136,6 +136,35 @@ def test_movie_sentences_against_product_reviews_are_flagged():
     assert result.drifted and result.auc > 0.9
 
 
+def test_novel_texts_alone_mark_the_estimate_unreliable_on_page_markdown_and_metrics():
+    """The domain classifier sees nothing (random splits of one data set) but the texts'
+    novelty says they lie far from the training texts: the estimate is unreliable, and
+    the reason names novelty, not the domain classifier."""
+    from textclf.monitoring.novelty import NoveltyResult
+
+    data = pd.read_csv(REPO / "data" / "reviews.csv")
+    rows = data.iloc[np.random.default_rng(0).permutation(len(data))]
+    test, reference, current = rows.iloc[:100], rows.iloc[100:400], rows.iloc[400:500]
+    novelty = NoveltyResult(auc=0.8, novel_share=0.42, layer=3, reference_rows=300,
+                            validation_rows=188, current_rows=100)
+    report = compare(list(reference.text), _perfect_model(test), _perfect_model(current),
+                     sorted(data.label.unique()), SOURCES, novelty=novelty)
+    assert report.domain.auc <= 0.54 and not report.performance.reliable
+    found = report.metrics()["performance"]
+    assert (found["unreliable_domain"], found["unreliable_novelty"]) == (0, 1)
+    assert (found["novelty_auc"], found["novel_share"]) == (0.8, 0.42)
+    page, summary = render(report)
+    for text in (page, summary):
+        assert "unreliable here" in text and "novelty AUC 0.800" in text
+        assert "the domain classifier tells" not in text
+        assert "42.0% beyond 95% of validation" in text            # the measures row
+    without = compare(list(reference.text), _perfect_model(test), _perfect_model(current),
+                      sorted(data.label.unique()), SOURCES)
+    assert without.performance.reliable
+    assert "novelty_auc" not in without.metrics()["performance"]
+    assert "novelty AUC:" not in render(without)[1]
+
+
 # --- the command ---------------------------------------------------------------------------
 
 

@@ -1,5 +1,5 @@
-"""Accuracy and macro-F1 estimated without labels (CBPE, ATC), the unreliable flag, and
-how `textclf drift` shows them."""
+"""Accuracy and macro-F1 estimated without labels (CBPE, ATC), the texts' novelty, the
+unreliable flag, and how `textclf drift` shows them."""
 
 from __future__ import annotations
 
@@ -12,9 +12,13 @@ import pytest
 from conftest import toy_reviews
 from textclf import drift
 from textclf.metrics import macro_f1
-from textclf.monitoring.estimate import (MAX_RELIABLE_AUC, cbpe, expected_accuracy,
-                                         expected_confusion, expected_f1_macro, fit_atc,
-                                         f1_macro_interval, reliability)
+from textclf.model.embeddings import layer_embeddings
+from textclf.monitoring.estimate import (MAX_RELIABLE_AUC, MAX_RELIABLE_NOVELTY, cbpe,
+                                         expected_accuracy, expected_confusion,
+                                         expected_f1_macro, fit_atc, f1_macro_interval,
+                                         reliability)
+from textclf.monitoring.novelty import (NoveltyResult, compare_novelty, mann_whitney_auc,
+                                        middle_layer, nearest_distance)
 
 
 def _calibrated(n: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -90,6 +94,86 @@ def test_moved_labels_leave_accuracy_trusted_but_not_macro_f1():
     assert reliability(0.5).f1_reliable and not reliability(0.9, labels_moved=True).f1_reliable
 
 
+# --- novelty -------------------------------------------------------------------------------
+
+
+def test_nearest_distance_is_the_cosine_distance_to_the_kth_nearest_reference():
+    half = np.sqrt(0.5)
+    reference = np.array([[1.0, 0.0], [0.0, 1.0], [half, half]])
+    vectors = np.array([[1.0, 0.0], [0.6, 0.8]])
+    # cosines: row 1 to the references 1, 0, 0.707; row 2: 0.6, 0.8, 0.98995
+    # rounded to 1e-6, below which float32 cannot tell a text from a training text
+    assert nearest_distance(vectors, reference) == pytest.approx([0.0, 1 - 1.4 * half],
+                                                                 abs=1e-6)
+    assert nearest_distance(vectors, reference, k=2) == pytest.approx([1 - half, 0.2],
+                                                                      abs=1e-6)
+    with pytest.raises(ValueError, match="k = 4"):
+        nearest_distance(vectors, reference, k=4)
+
+
+def test_mann_whitney_auc_by_hand_and_as_roc_auc():
+    from sklearn.metrics import roc_auc_score
+
+    assert mann_whitney_auc([3, 4], [1, 2]) == 1.0
+    assert mann_whitney_auc([1, 2], [3, 4]) == 0.0
+    assert mann_whitney_auc([1, 3], [2]) == 0.5
+    assert mann_whitney_auc([2, 2], [2, 1]) == 0.75       # each 2 ties one, beats one
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0.3, 1, 60).round(1), rng.normal(0, 1, 90).round(1)    # with ties
+    assert mann_whitney_auc(a, b) == pytest.approx(
+        roc_auc_score(np.r_[np.ones(60), np.zeros(90)], np.r_[a, b]))
+
+
+def test_novel_share_counts_texts_beyond_95_percent_of_the_validation_texts():
+    validation = np.linspace(0.0, 1.0, 101)               # 95% quantile: 0.95
+    current = np.array([0.1, 0.5, 0.94, 0.96, 0.99])
+    found = compare_novelty(current, validation, layer=3, reference_rows=10)
+    assert found.novel_share == pytest.approx(2 / 5)
+    assert found.auc == mann_whitney_auc(current, validation)
+    assert (found.layer, found.reference_rows, found.validation_rows, found.current_rows) \
+        == (3, 10, 101, 5)
+    assert compare_novelty(validation, validation, 3, 10).auc == 0.5
+
+
+def test_the_middle_layer_indexes_hidden_states():
+    assert [middle_layer(n) for n in (1, 2, 6, 12)] == [1, 1, 3, 6]
+
+
+def test_layer_embeddings_are_unit_vectors_whatever_the_batch(tiny_model_dir):
+    from textclf.model.loading import load_classifier
+
+    model, tokenizer, info = load_classifier(tiny_model_dir)
+    texts = ["short", "a much longer text, with many more words than the other two",
+             "a text of middle size"]
+    together = layer_embeddings(model, tokenizer, texts, info.max_length, [0, 1],
+                                batch_size=2)
+    alone = layer_embeddings(model, tokenizer, texts[2:], info.max_length, [0, 1])
+    assert together.shape == (2, 3, model.config.hidden_size)
+    assert np.linalg.norm(together, axis=2) == pytest.approx(np.ones((2, 3)), abs=1e-5)
+    assert together[:, 2] == pytest.approx(alone[:, 0], abs=1e-5)   # padding left out
+    assert not np.allclose(together[0], together[1])
+    assert layer_embeddings(model, tokenizer, [], info.max_length, [1]).shape == (1, 0, 32)
+
+
+def _novelty(auc: float) -> NoveltyResult:
+    return NoveltyResult(auc=auc, novel_share=0.3, layer=3, reference_rows=800,
+                         validation_rows=188, current_rows=100)
+
+
+def test_novel_texts_make_the_estimate_unreliable_where_the_domain_classifier_sees_nothing():
+    flagged = reliability(0.5, novelty=_novelty(0.62))
+    assert not flagged.reliable and not flagged.f1_reliable
+    assert (flagged.domain_fired, flagged.novelty_fired) == (False, True)
+    assert "novelty AUC 0.620 > " in flagged.reason and "domain classifier" not in flagged.reason
+    both = reliability(0.9, novelty=_novelty(0.62))
+    assert (both.domain_fired, both.novelty_fired) == (True, True)
+    assert "AUC 0.900 >" in both.reason and "novelty AUC 0.620" in both.reason
+    calm = reliability(0.5, novelty=_novelty(MAX_RELIABLE_NOVELTY))
+    assert calm.reliable and "does not tell" in calm.reason and "novelty AUC" in calm.reason
+    assert not reliability(0.5, novelty=_novelty(MAX_RELIABLE_NOVELTY + 0.01)).reliable
+    assert "not measured" in reliability(0.5).reason
+
+
 # --- the command ---------------------------------------------------------------------------
 
 
@@ -123,16 +207,24 @@ def test_drift_reports_the_estimate_beside_the_test_scores(tiny_model_dir, tmp_p
     assert f"{found['estimated_accuracy']:.3f}" in summary and "ATC" in page
     assert "UNRELIABLE" not in summary
     assert "not calibrated" in summary        # the tiny model's folder has no temperature
+    # Every current and validation text is a training text: all at distance 0, all tied.
+    assert (found["novelty_auc"], found["novel_share"]) == (0.5, 0.0)
+    assert (found["unreliable_domain"], found["unreliable_novelty"]) == (0, 0)
+    assert "novelty AUC: current farther" in summary and "novelty AUC 0.500" in page
 
 
 def test_a_changed_window_marks_the_estimate_unreliable_everywhere(tiny_model_dir, tmp_path):
     news = [f"breaking news {i}: the senate voted on the budget bill today" for i in range(40)]
     found = _run(tiny_model_dir, tmp_path, news)
     assert found["estimate_reliable"] == 0
+    # No news text is a training text; every validation text is one (distance 0).
+    assert (found["novelty_auc"], found["novel_share"]) == (1.0, 1.0)
+    assert found["unreliable_novelty"] == 1
     summary = (tmp_path / "reports" / "drift.md").read_text()
     page = (tmp_path / "reports" / "drift.html").read_text()
     for text in (summary, page):
         assert "unreliable here" in text and "UNRELIABLE" in text and "AUC" in text
+        assert "novelty AUC 1.000 &gt;" in text or "novelty AUC 1.000 >" in text
 
 
 def test_the_test_split_is_refused_as_validation(tiny_model_dir, tmp_path, capsys):

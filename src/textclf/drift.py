@@ -9,7 +9,9 @@ predicted labels of the current window are compared with the model's predictions
 own test split. The measures and decision rules are in drift_stats and drift_report.
 Beside the verdict, the window's accuracy and macro-F1 are estimated without labels (CBPE
 and ATC, the latter fitted on the validation split; textclf.monitoring.estimate), next to
-the test split's scores, and marked unreliable where the texts changed. Damaged lines of a
+the test split's scores, and marked unreliable where the texts changed: the domain
+classifier, or the texts' distance to the training texts in the model's own middle layer
+against the validation split's (textclf.monitoring.novelty). Damaged lines of a
 prediction log (a write cut short) are skipped, counted and named; --strict refuses them.
 """
 
@@ -20,6 +22,7 @@ import dataclasses
 import re
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -29,8 +32,9 @@ from textclf.monitoring.estimate import ATCThreshold, fit_atc
 from textclf.monitoring.inputs import (Predictions, label_texts, parse_time,
                                        read_labels, read_prediction_logs, read_texts)
 from textclf.monitoring.log_reading import DamagedLines
+from textclf.monitoring.novelty import REFERENCE_ROWS, NoveltyResult, window_novelty
 from textclf.monitoring.page import render
-from textclf.monitoring.report import DriftReport, Sources, check_sizes, compare
+from textclf.monitoring.report import DriftReport, Sources, check_sizes, compare, sample
 from textclf.outputs import atomic_file, write_json
 from textclf.params import PRECISIONS
 
@@ -117,7 +121,8 @@ def build(args: argparse.Namespace, damaged: DamagedLines | None = None) -> Drif
     test = label_texts(labeller, test_texts)
     version = weights_version(args.model)
     notes = [damaged.message()] if damaged.count else []
-    atc = fit_validation_atc(labeller, validation_split(args, labeller.info), notes)
+    validation = read_validation(validation_split(args, labeller.info), notes)
+    atc = fit_validation_atc(labeller, *validation) if validation else None
     if labeller.calibration is None:
         notes.append("The probabilities are not calibrated (--raw-probabilities, or a model "
                      "folder without a fitted temperature): the accuracy estimate assumes "
@@ -132,9 +137,11 @@ def build(args: argparse.Namespace, damaged: DamagedLines | None = None) -> Drif
         current = label_texts(labeller, current_texts)
         version = f"{version} (the weights in {args.model})"
     sources = dataclasses.replace(sources, model_version=short_hashes(version))
+    novelty = (measure_novelty(labeller, reference, validation[0], current.texts, args, notes)
+               if validation else None)
     return compare(reference, test, current, labeller.labels, sources, seed=args.seed,
                    max_rows=args.max_rows, notes=[short_hashes(note) for note in notes],
-                   test_labels=test_labels, atc=atc)
+                   test_labels=test_labels, atc=atc, novelty=novelty)
 
 
 def validation_split(args: argparse.Namespace, info) -> Path | None:
@@ -156,19 +163,43 @@ def validation_split(args: argparse.Namespace, info) -> Path | None:
     return path
 
 
-def fit_validation_atc(labeller, path: Path | None, notes: list[str]) -> ATCThreshold | None:
-    """ATC's threshold on the labelled split at `path` (its predictions from `labeller`)."""
+def read_validation(path: Path | None, notes: list[str]
+                    ) -> tuple[list[str], list[str], Path] | None:
+    """(texts, gold labels, path) of the labelled validation split, or None (and a note)
+    when there is none."""
     if path is None:
-        notes.append("ATC was not computed: no validation split found (give --validation).")
+        notes.append("ATC and the texts' novelty were not computed: no validation split "
+                     "found (give --validation).")
         return None
     texts = read_texts(path, "text", "--validation")
     gold = read_labels(path, len(texts))
     if gold is None:
         raise UserError(f"--validation {path}: no column 'label'; expected the labelled "
                         f"split ATC's threshold is fitted on")
+    return texts, gold, path
+
+
+def fit_validation_atc(labeller, texts: list[str], gold: list[str], path: Path
+                       ) -> ATCThreshold:
+    """ATC's threshold on the labelled split at `path` (its predictions from `labeller`)."""
     predicted = label_texts(labeller, texts)
     return fit_atc(np.asarray(predicted.top_probability),
                    np.asarray(predicted.labels) == np.asarray(gold), str(path))
+
+
+def measure_novelty(labeller, reference: Sequence[str], validation: Sequence[str],
+                    current: Sequence[str], args: argparse.Namespace, notes: list[str]
+                    ) -> NoveltyResult:
+    """The current texts' distance to the training texts against the validation split's,
+    in the model's middle layer; the training texts sampled to REFERENCE_ROWS, the other
+    two sides to --max-rows."""
+    if len(reference) > REFERENCE_ROWS:
+        notes.append(f"Novelty: nearest neighbours among a random {REFERENCE_ROWS:,} of the "
+                     f"{len(reference):,} reference texts.")
+    return window_novelty(labeller.model, labeller.tokenizer, labeller.info.max_length,
+                          sample(reference, REFERENCE_ROWS, args.seed + 2),
+                          sample(validation, args.max_rows, args.seed + 3),
+                          sample(current, args.max_rows, args.seed + 1), args.batch_size)
 
 
 def load_labeller(model: str, precision: str, batch_size: int, calibrated: bool = True):

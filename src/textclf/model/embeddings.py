@@ -1,6 +1,7 @@
 """Sentence embeddings from a classifier's own encoder: the last hidden state, mean-pooled
 over the real tokens (padding left out), L2-normalised, so that a dot product is a cosine
-similarity. `textclf select` spreads the texts it picks over these (textclf.monitoring.selection).
+similarity. `textclf select` spreads the texts it picks over these (textclf.monitoring.selection);
+`layer_embeddings` pools any hidden layer, for the drift report's novelty (textclf.monitoring.novelty).
 
 Batches are length-sorted and padded to their own longest text, as the PyTorch engine
 does (textclf.model.engines.pytorch); only the pooled (N, H) vectors are kept, so memory
@@ -57,3 +58,25 @@ def sentence_embeddings(model, tokenizer, texts: Sequence[str], max_length: int,
     ids = encode(tokenizer, texts, max_length)
     return probabilities_and_embeddings(model, ids, tokenizer.pad_token_id, batch_size,
                                         device, precision)[1]
+
+
+def layer_embeddings(model, tokenizer, texts: Sequence[str], max_length: int,
+                     layers: Sequence[int], batch_size: int = 64) -> np.ndarray:
+    """(L, N, H) unit-length mean-pooled hidden states of `texts` at each of `layers`, in
+    PyTorch fp32 on the model's device whatever engine labels the texts."""
+    hidden_size = model.config.hidden_size
+    out = np.zeros((len(layers), len(texts), hidden_size), dtype=np.float32)
+    if not texts:
+        return out
+    device = next(model.parameters()).device
+    ids = encode(tokenizer, texts, max_length)
+    model.eval()
+    with torch.inference_mode():
+        for rows in sorted_batches([len(seq) for seq in ids], batch_size):
+            batch = {k: v.to(device) for k, v in
+                     pad_batch([ids[i] for i in rows], tokenizer.pad_token_id).items()}
+            hidden = model(**batch, output_hidden_states=True).hidden_states
+            for at, layer in enumerate(layers):
+                out[at, rows] = mean_pooled(hidden[layer].float(),
+                                            batch["attention_mask"]).cpu().numpy()
+    return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 from itertools import zip_longest
 from typing import Callable
 
-from textclf.monitoring.estimate import PerformanceEstimate
+from textclf.monitoring.estimate import MAX_RELIABLE_NOVELTY, PerformanceEstimate
 from textclf.reporting.pages import md_table, md_text
 from textclf.monitoring.report import DriftReport, format_p
 from textclf.monitoring.stats import MIN_AUC, MIN_PSI
@@ -89,7 +89,22 @@ def _performance_notes(estimate: PerformanceEstimate, esc: Callable[[str], str])
             "CBPE (as NannyML): expected accuracy = mean top-class probability, macro-F1 from "
             "the expected confusion matrix; intervals: where the realised score falls 95% of "
             "the time if the calibrated probabilities hold. " + atc + ". The test split row "
-            "shows how close the estimators come where the labels are known."]
+            "shows how close the estimators come where the labels are known. Novelty: each "
+            "text's cosine distance to its nearest training text in the model's own middle "
+            "layer (deep nearest neighbours, Sun et al. 2022), the current texts' against "
+            "the validation split's."]
+
+
+def _novelty_rows(report: DriftReport) -> list[list[str]]:
+    """The novelty measure, where measured: it marks the estimate, not the verdict."""
+    novelty = report.performance.novelty if report.performance else None
+    if novelty is None:
+        return []
+    return [[f"novelty AUC: current farther from the training texts than validation texts "
+             f"(nearest neighbour, layer {novelty.layer})",
+             f"0.5 = as validation ({novelty.validation_rows:,} texts)",
+             f"{novelty.auc:.3f} ({_pct(novelty.novel_share)} beyond 95% of validation)",
+             f"estimate unreliable > {MAX_RELIABLE_NOVELTY}", ""]]
 
 
 def _measures(report: DriftReport) -> tuple[list[str], list[list[str]]]:
@@ -110,6 +125,7 @@ def _measures(report: DriftReport) -> tuple[list[str], list[list[str]]]:
          f"{cur.mean_words:.1f} / {cur.median_words:g}", "explains, does not decide", ""],
         ["out-of-vocabulary words (not in reference)", f"{_pct(test.oov_rate)} (test)",
          _pct(cur.oov_rate), "explains, does not decide", ""],
+        *_novelty_rows(report),
     ]
     return header, rows
 

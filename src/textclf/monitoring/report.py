@@ -7,7 +7,8 @@ runs at ALPHA / 2, so unchanged data is flagged at most ALPHA = 5% of the time.
 Confidence, length and out-of-vocabulary rate explain a verdict; they do not make one.
 Beside it, the window's accuracy and macro-F1 are estimated without labels
 (textclf.monitoring.estimate), with the test split's true scores, and marked unreliable
-where the domain classifier says calibration need not carry over.
+where the domain classifier or the texts' novelty (textclf.monitoring.novelty) says
+calibration need not carry over.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from textclf.errors import UserError
 from textclf.metrics import classification_metrics
 from textclf.monitoring.estimate import ATCThreshold, PerformanceEstimate, estimate_performance
 from textclf.monitoring.inputs import Predictions
+from textclf.monitoring.novelty import NoveltyResult
 from textclf.monitoring.stats import (ConfidenceShift, DomainClassifierResult, LabelShift,
                                       TextProfile, confidence_shift, domain_classifier,
                                       label_shift, text_profile, vocabulary_of)
@@ -95,11 +97,17 @@ class DriftReport:
 
 
 def performance_metrics(estimate: PerformanceEstimate) -> dict:
-    """estimate_reliable (0/1), the window's CBPE and ATC estimates, the test split's
-    scores; a value that cannot be computed (no labels, no validation split) is left out."""
+    """estimate_reliable (0/1) and which signal made it 0, the window's novelty, its CBPE
+    and ATC estimates, the test split's scores; a value that cannot be computed (no
+    labels, no validation split) is left out."""
     cur, test = estimate.current, estimate.test
+    why, novelty = estimate.reliability, estimate.novelty
     found = {"estimate_reliable": int(estimate.reliable),
              "f1_estimate_reliable": int(estimate.reliability.f1_reliable),
+             "unreliable_domain": int(why.domain_fired),
+             "unreliable_novelty": int(why.novelty_fired),
+             "novelty_auc": novelty.auc if novelty else None,
+             "novel_share": novelty.novel_share if novelty else None,
              "estimated_accuracy": cur.accuracy, "estimated_accuracy_low": cur.accuracy_low,
              "estimated_accuracy_high": cur.accuracy_high,
              "estimated_f1_macro": cur.f1_macro, "estimated_f1_macro_low": cur.f1_macro_low,
@@ -138,10 +146,11 @@ def compare(reference: Sequence[str], test: Predictions, current: Predictions,
             labels: Sequence[str], sources: Sources, seed: int = 0,
             max_rows: int = 10_000, notes: Sequence[str] = (),
             test_labels: Optional[Sequence[str]] = None,
-            atc: Optional[ATCThreshold] = None) -> DriftReport:
+            atc: Optional[ATCThreshold] = None,
+            novelty: Optional[NoveltyResult] = None) -> DriftReport:
     """Everything the report shows; `labels` are the model's, in its label order;
     `test_labels` the test split's gold labels where it has them; `atc` the ATC threshold
-    fitted on the validation split."""
+    fitted on the validation split; `novelty` the window's against that split."""
     check_sizes(sources, len(reference), len(current.texts), len(test.texts))
     notes = list(notes)
     for name, texts in (("reference", reference), ("current", current.texts)):
@@ -164,7 +173,7 @@ def compare(reference: Sequence[str], test: Predictions, current: Predictions,
     performance = estimate_performance(
         np.asarray(current.top_probability), current.probabilities,
         np.asarray(test.top_probability), test.probabilities, domain.auc, atc, scores,
-        labels_moved=shift.drifted, seed=seed)
+        labels_moved=shift.drifted, seed=seed, novelty=novelty)
     return DriftReport(
         sources=sources, reference=text_profile(reference, vocabulary),
         test=text_profile(test.texts, vocabulary),
