@@ -4,12 +4,13 @@
     python benchmarks/fault_injection.py --faults 40 --paths predict,serve --minutes 25
     python benchmarks/fault_injection.py --faults 20 --paths queue
     python benchmarks/fault_injection.py --faults 12 --paths queue --kinds sigterm
+    python benchmarks/fault_injection.py --faults 12 --paths kfp
 
 Each fault: the path runs in a process group of its own, one fault comes at a seeded random
 moment (SIGKILL of the group, SIGTERM, a file-size limit on what it writes, a half-written
 params.yaml, a damaged checkpoint, the S3 endpoint lost in a `dvc push`/`dvc pull` to moto
-on 127.0.0.1, SIGKILL or SIGTERM of DVC's queue workers), then the documented recovery
-command runs and every invariant is checked
+on 127.0.0.1, SIGKILL or SIGTERM of DVC's queue workers or of `textclf kfp run --local`),
+then the documented recovery command runs and every invariant is checked
 (tests/fault_harness.py, which tests/test_faults.py samples). Faults are dealt over the
 paths in a seeded order; `--minutes` stops dealing once that much time has passed, and the
 table says how many were injected.
@@ -45,7 +46,8 @@ KINDS = [("predict", "sigkill", 3), ("predict", "sigterm", 2), ("predict", "fsiz
          ("repro", "damaged_checkpoint", 1),
          ("push", "sigkill", 1), ("push", "sigterm", 1), ("push", "endpoint_lost", 1),
          ("pull", "sigkill", 1), ("pull", "sigterm", 1), ("pull", "endpoint_lost", 1),
-         ("queue", "sigkill", 1), ("queue", "sigterm", 1)]
+         ("queue", "sigkill", 1), ("queue", "sigterm", 1),
+         ("kfp", "sigkill", 1), ("kfp", "sigterm", 1)]
 
 
 def schedule(faults: int, paths: set[str], seed: int,
@@ -101,6 +103,12 @@ class Paths:
             elif path == "queue":
                 (self.folder / "queue").mkdir()
                 self.cases[path] = harness.queue_case(self.folder / "queue", self.tiny())
+            elif path == "kfp":
+                # 3 points, 2 at once: faults also land with some points pushed, others
+                # running or not started; 2 epochs: a kill in the second resumes
+                (self.folder / "kfp").mkdir()
+                self.cases[path] = harness.kfp_case(self.folder / "kfp", self.tiny(),
+                                                    sizes=(8, 16, 32), epochs=2)
             else:
                 (self.folder / "repro").mkdir()
                 self.cases[path] = harness.repro_case(self.folder / "repro", self.tiny())
@@ -110,7 +118,8 @@ class Paths:
         if path in ("push", "pull"):
             return harness.transfer_trial(self.case(path), path, fault, rng)
         run = {"predict": harness.predict_trial, "serve": harness.serve_trial,
-               "repro": harness.repro_trial, "queue": harness.queue_trial}[path]
+               "repro": harness.repro_trial, "queue": harness.queue_trial,
+               "kfp": harness.kfp_trial}[path]
         return run(self.case(path), fault, rng)
 
     def close(self) -> list[str]:
@@ -126,7 +135,7 @@ def main() -> None:
     parser.add_argument("--faults", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--paths", default="predict,serve,repro",
-                        help="comma-separated: predict, serve, repro, push, pull, queue")
+                        help="comma-separated: predict, serve, repro, push, pull, queue, kfp")
     parser.add_argument("--kinds", default=None,
                         help="comma-separated faults to deal, e.g. sigterm (default: all "
                              "of each path's)")
@@ -201,6 +210,14 @@ def table(trials: list[harness.Trial], leftover: list[str], seconds: float,
         lines.append(f"queue: {len(twice)} of {len(queued)} injected faults left a run a "
                      f"stopping worker had taken but not started, which needed "
                      f"`dvc queue remove --failed` twice (DVC's: docs/durability.md)")
+    swept = [t for t in trials if t.path == "kfp" and t.landed]
+    if swept:
+        points = collections.Counter(t.done for t in swept)
+        lines.append("\nkfp: points pushed when the fault came: "
+                     + ", ".join(f"{done} in {n}" for done, n in sorted(points.items())))
+        lingered = [t for t in swept if "lingered" in t.said]
+        lines.append(f"kfp: {len(lingered)} of {len(swept)} injected faults left processes "
+                     f"that took more than 0.5 s to end")
     broken = [(t.path, t.fault, b) for t in trials for b in t.broken]
     broken += [("serve", "(last server)", b) for b in leftover]
     lines.append(f"\nbroken invariants: {len(broken)}")

@@ -48,7 +48,8 @@ class Trial:
                                         # into the load); half_params: the byte cut at
     done: str = ""                      # push/pull: how far the transfer had got by then
     said: str = ""                      # push/pull, when something broke: the recovery's end;
-                                        # queue: what DVC left or needed beyond the recovery
+                                        # queue: what DVC left or needed beyond the recovery;
+                                        # kfp: which processes outlived the sweep, how long
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -1344,3 +1345,235 @@ def queue_trial(case: QueueCase, fault: str, rng: random.Random) -> Trial:
     case.dvc("exp", "remove", *finished_runs(case.project))
     case.dvc("queue", "remove", "--all")
     return trial
+
+
+# --- textclf kfp run --local (a grid of `dvc exp run`s through kfp.local) ------------------
+
+TAG = "TEXTCLF_FAULT_TAG"    # in the environment of every process of a sweep: orphans found
+                             # anywhere (a point's steps run in sessions of their own)
+
+
+@dataclass
+class KfpCase:
+    project: Path                         # the user's clone: the sweep runs and pushes here
+    folder: Path
+    sizes: tuple[int, ...]                # train.batch_size of the grid's points, in order
+    metrics: dict[int, dict[str, bytes]]  # batch size -> an uninterrupted sweep's metrics
+    seconds: float = 0.0                  # an uninterrupted `textclf kfp run --local`
+    trials: int = 0
+    tag: str = ""
+
+    @property
+    def scratch(self) -> Path:
+        return self.folder / "tmp"        # the sweep's TMPDIR: empty once it has ended
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.folder / "checkpoints"
+
+    def env(self) -> dict[str, str]:
+        return env(TEXTCLF_CHECKPOINT_DIR=str(self.checkpoints), TMPDIR=str(self.scratch),
+                   TEXTCLF_CHECKPOINT_INTERVAL="0", **{TAG: self.tag})
+
+    def command(self, name: str) -> list:
+        return [TEXTCLF, "kfp", "run", "--local", "-n", name, "--parallelism", "2",
+                "-S", "train.batch_size=" + ",".join(map(str, self.sizes)),
+                "--pipeline-root", self.folder / "roots" / name]
+
+    def names(self, name: str) -> dict[str, int]:
+        return {f"{name}-{i}": size for i, size in enumerate(self.sizes, 1)}
+
+
+def kfp_case(folder: Path, tiny_model: Path, sizes: tuple[int, ...] = (8, 16),
+             epochs: int = 1) -> KfpCase:
+    """A project copy on the tiny model with a folder DVC remote holding prepare's outputs
+    (as after a teammate's `dvc repro prepare && dvc push`), committed; then the grid run
+    once uninterrupted (`-n ref`): each point's metrics, and how long the sweep took."""
+    import uuid
+
+    from harness import copy_project
+
+    project = copy_project(folder / "project", "fault injection", model={"name": str(tiny_model)},
+                           train={"epochs": epochs})
+    case = KfpCase(project, folder, sizes, {}, tag=uuid.uuid4().hex)
+    case.scratch.mkdir()
+    for command in ([DVC, "remote", "modify", "--local", "local", "url", folder / "storage"],
+                    [DVC, "repro", "prepare"], [DVC, "push"], ["git", "add", "-A"],
+                    ["git", "commit", "-q", "--allow-empty", "-m", "prepared"]):
+        code, output, _ = run_job(command, project, case.env())
+        assert code == 0, f"{command} failed:\n{output[-3000:]}"
+    started = time.monotonic()
+    code, output, orphans = run_job(case.command("ref"), project, case.env(), timeout=900)
+    case.seconds = time.monotonic() - started
+    assert code == 0 and not orphans, f"uninterrupted sweep failed:\n{output[-3000:]}"
+    pushed = sweep_refs(case, "ref")
+    for point, size in case.names("ref").items():
+        case.metrics[size] = run_metrics(project, pushed[point][0])
+        assert missing_on_remote(case, pushed[point][0]) == [], point
+    assert not os.listdir(case.scratch), os.listdir(case.scratch)
+    return case
+
+
+def sweep_refs(case: KfpCase, name: str) -> dict[str, list[str]]:
+    """The sweep's experiments in the project: point name -> the commits of its refs."""
+    found: dict[str, list[str]] = {}
+    for ref, rev in exp_refs(case.project).items():
+        point = ref.rsplit("/", 1)[1]
+        if point in case.names(name) and not ref.startswith("refs/exps/temp/"):
+            found.setdefault(point, []).append(rev)
+    return found
+
+
+def tagged(tag: str) -> list[psutil.Process]:
+    """Live (not zombie) processes whose environment carries TAG=tag."""
+    found = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if proc.environ().get(TAG) == tag and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+    return found
+
+
+def process_names(processes: list[psutil.Process]) -> list[str]:
+    """'dvc exp run', 'textclf train', ...: each process's program and first argument."""
+    names = []
+    for proc in processes:
+        with contextlib.suppress(psutil.Error):
+            words = [Path(w).name for w in proc.cmdline()[:4] if not w.startswith("-")]
+            if Path(words[0]).name.startswith("python") and len(words) > 1:
+                words = words[1:]
+            names.append(" ".join(words[:3])[:60])
+    return sorted(set(names))
+
+
+def sweep_orphans(case: KfpCase, grace_s: float = 10.0) -> list[str]:
+    """Processes of the sweep left `grace_s` after it ended, wherever they are (killed here
+    so that they cannot disturb the next run)."""
+    deadline = time.monotonic() + grace_s
+    while tagged(case.tag) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    found = []
+    for proc in tagged(case.tag):
+        with contextlib.suppress(psutil.Error):
+            found.append(f"orphan process {proc.pid}: {' '.join(proc.cmdline())[:120]}")
+            proc.kill()
+    return found
+
+
+def workspace_state(case: KfpCase) -> dict[str, str]:
+    """What the sweep must not touch: params.yaml, dvc.lock and the outputs, by md5, and
+    `git status`."""
+    state = output_hashes(case.project)
+    for name in ("params.yaml", "dvc.lock", "dvc.yaml"):
+        state[name] = md5(case.project / name)
+    _, status, _ = run_job(["git", "status", "--porcelain"], case.project, case.env())
+    state["git status"] = status.strip()
+    return state
+
+
+def stopped_names(output: str) -> list[str] | None:
+    """The points the SIGTERM message says did not finish; None without such a message."""
+    found = re.search(r"^error: stopped by SIGTERM: .*did not finish \(not pushed\): "
+                      r"(.*?)(?:; finished: .*)? \(task outputs in ", output, re.M)
+    if found is None:
+        return None
+    return [] if found[1] == "none" else found[1].split(", ")
+
+
+def kfp_trial(case: KfpCase, fault: str, rng: random.Random) -> Trial:
+    """A 2-point grid through `textclf kfp run --local`; SIGKILL or SIGTERM of its process
+    group at a random moment of an uninterrupted sweep's length; then the same command
+    again and the invariants."""
+    case.trials += 1
+    name = f"t{case.trials}"
+    trial = Trial("kfp", fault, "the same `textclf kfp run --local` again")
+    before = workspace_state(case)
+    job = Job(case.command(name), case.project, case.env())
+    time.sleep(rng.uniform(0, case.seconds))
+    trial.at_s = time.monotonic() - job.started
+    trial.landed = job.signal(signal.SIGTERM if fault == "sigterm" else signal.SIGKILL)
+    code = job.wait(120)
+    if code is None:
+        trial.broken.append("the sweep did not end within 120 s of the fault")
+        job.signal(signal.SIGKILL)
+        job.wait(30)
+    trial.broken += job.leftovers(grace_s=2.0)
+    ended, lingering = time.monotonic(), process_names(tagged(case.tag))
+    trial.broken += sweep_orphans(case)
+    if time.monotonic() - ended > 0.5:
+        trial.said = (f"processes of the sweep lingered {time.monotonic() - ended:.1f} s "
+                      f"after it ended ({', '.join(lingering)})")
+    pushed = sweep_refs(case, name)
+    trial.done = f"{len(pushed)}/{len(case.sizes)} points"
+    trial.landed = trial.landed and set(pushed) != set(case.names(name))
+    root = case.folder / "roots" / name
+    if fault == "sigterm" and code == -signal.SIGTERM and not (root.is_dir()
+                                                               and os.listdir(root)):
+        # Before the command set its handler up (Python starting, kfp imported), SIGTERM
+        # ends it as any program; no task had started, so there is nothing to stop or name.
+        trial.said = "SIGTERM came before the command's handler: it ended by the signal"
+    elif fault == "sigterm" and trial.landed:
+        said = stopped_names(job.text("err"))
+        unfinished = sorted(set(case.names(name)) - set(sweep_refs(case, name)))
+        if code != 128 + signal.SIGTERM or said is None:
+            trial.broken.append(f"SIGTERM: exit {code}, {last_error(job.text())}")
+        elif sorted(said) != unfinished:
+            trial.broken.append(f"SIGTERM named {said} unfinished; not pushed: {unfinished}")
+    code, output, orphans = run_job(case.command(name), case.project, case.env(), timeout=900)
+    trial.broken += orphans + sweep_orphans(case)
+    if code != 0:
+        trial.broken.append(f"recovery exited {code}: {last_error(output)}")
+    elif "Sweep leaderboard: " + f"{len(case.sizes)} finished, 0 failed" not in output:
+        trial.broken.append(f"recovery's leaderboard: {last_error(output)} "
+                            f"{re.findall(r'Sweep leaderboard: .*', output)}")
+    trial.broken += check_sweep(case, name, before)
+    if trial.broken:
+        trial.said += " / ".join(line for line in output.splitlines()[-4:] if line.strip())
+    return trial
+
+
+def missing_on_remote(case: KfpCase, rev: str) -> list[str]:
+    """The cached outputs of an experiment's dvc.lock (a folder's files too) that are not
+    in the sweep's DVC remote."""
+    import yaml
+
+    lock = yaml.safe_load(subprocess.run(["git", "show", f"{rev}:dvc.lock"], cwd=case.project,
+                                         capture_output=True, text=True).stdout)
+    store, missing = case.folder / "storage" / "files" / "md5", []
+    for entry in lock["stages"].values():
+        for out in entry.get("outs", []):
+            if out["path"] in uncached_outputs(case.project):
+                continue
+            listing = store / out["md5"][:2] / out["md5"][2:]
+            hashes = [out["md5"]] if listing.is_file() else []
+            if hashes and out["md5"].endswith(".dir"):
+                hashes += [e["md5"] for e in json.loads(listing.read_text())]
+            if not hashes or not all((store / h[:2] / h[2:]).is_file() for h in hashes):
+                missing.append(out["path"])
+    return missing
+
+
+def check_sweep(case: KfpCase, name: str, before: dict[str, str]) -> list[str]:
+    """Each point an experiment once, with an uninterrupted sweep's metrics; the workspace
+    as before; the sweep's TMPDIR empty; no checkpoint left."""
+    broken = []
+    pushed = sweep_refs(case, name)
+    for point, size in case.names(name).items():
+        revs = pushed.get(point, [])
+        if len(revs) != 1:
+            broken.append(f"{point} is {len(revs)} experiments")
+            continue
+        changed = differing(case.metrics[size], run_metrics(case.project, revs[0]))
+        if changed:
+            broken.append(f"{point}: metrics differ from an uninterrupted run's: {changed[:4]}")
+        missing = missing_on_remote(case, revs[0])
+        if missing:
+            broken.append(f"{point}: outputs not in the DVC remote: {missing}")
+    after = workspace_state(case)
+    changed = differing(before, after)
+    if changed:
+        broken.append(f"the workspace changed: {changed[:4]} {after['git status'][:200]}")
+    left = sorted(os.listdir(case.scratch))
+    if left:
+        broken.append(f"left in the sweep's TMPDIR: {left[:4]}")
+    return broken + left_behind(case.project, case.checkpoints)

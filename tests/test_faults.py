@@ -13,11 +13,13 @@ import signal
 import pytest
 import torch
 
-from fault_harness import (REMOVED_TWICE, Job, ServeCase, clear_failed, env, kill_all, listed_runs,
-                           predict_case, predict_trial, queue_case, queue_entries, queue_trial,
-                           repro_case, repro_trial, run_job, serve_trial, taken_run_case,
-                           transfer_case, transfer_trial)
+from fault_harness import (REMOVED_TWICE, Job, ServeCase, check_sweep, clear_failed, env,
+                           kfp_case, kfp_trial, kill_all, listed_runs, predict_case,
+                           predict_trial, queue_case, queue_entries, queue_trial, repro_case,
+                           repro_trial, run_job, serve_trial, sweep_orphans, sweep_refs,
+                           taken_run_case, transfer_case, transfer_trial, workspace_state)
 from serve_harness import build_model_folder
+from textclf.sweeps.scratch import LOCK, remove_stale, scratch_for_tasks
 from textclf.training.checkpoint import CheckpointStore, fingerprint_run
 
 
@@ -212,6 +214,64 @@ def test_one_queue_remove_failed_removes_a_run_a_stopping_worker_took(tmp_path):
     case.dvc("queue", "kill", "q1")
     case.dvc("queue", "remove", "--failed")
     assert queue_entries(case) == []
+
+
+# --- textclf kfp run --local ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sweep(tiny_model_dir, tmp_path_factory):
+    """A committed project on the tiny model (1 epoch), prepare's outputs in a folder DVC
+    remote, and the grid `-S train.batch_size=8,16` run once uninterrupted (`-n ref`):
+    the metrics every recovery must give back."""
+    return kfp_case(tmp_path_factory.mktemp("faults-kfp"), tiny_model_dir)
+
+
+@pytest.mark.slow
+def test_a_finished_sweep_run_again_runs_nothing_and_lists_every_point(sweep):
+    """The recovery on a sweep whose points had all been pushed: each point is reported
+    from its experiment on origin, none runs or is pushed again."""
+    before, refs = workspace_state(sweep), sweep_refs(sweep, "ref")
+    code, output, orphans = run_job(sweep.command("ref"), sweep.project, sweep.env())
+    assert code == 0 and orphans == [], output[-2000:]
+    assert "Sweep leaderboard: 2 finished, 0 failed" in output, output[-2000:]
+    assert "ran no stage" in output and "Running stage" not in output
+    assert sweep_refs(sweep, "ref") == refs
+    assert check_sweep(sweep, "ref", before) + sweep_orphans(sweep, grace_s=0) == []
+
+
+# Each about 30 s (a sweep cut short, then the recovery's): benchmarks/fault_injection.py
+# --paths kfp runs them by the dozen, on a 3-point grid.
+@pytest.mark.slow
+@pytest.mark.long
+@pytest.mark.parametrize("fault, seed", [("sigkill", 5), ("sigterm", 10)])
+def test_a_sweep_cut_short_then_run_again_gives_each_point_once_with_its_metrics(sweep, fault,
+                                                                                 seed):
+    """Each point one experiment with an uninterrupted run's metrics and its outputs in the
+    DVC remote; params.yaml, dvc.lock and the outputs untouched; the sweep's TMPDIR empty;
+    no process of the sweep left anywhere; SIGTERM: exit 143, naming what did not finish."""
+    trial = kfp_trial(sweep, fault, random.Random(seed))
+    assert trial.landed, trial
+    assert trial.broken == [], trial
+
+
+def test_a_killed_sweeps_scratch_is_removed_by_the_next_run(tmp_path, monkeypatch):
+    """What SIGKILL leaves of `textclf kfp run --local` in TMPDIR (its tasks' scratch
+    folder, lock free) goes when the next run starts; a running sweep's (locked) stays."""
+    import fcntl
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)       # gettempdir() reads TMPDIR again
+    with scratch_for_tasks() as running:
+        (running / "task" / "clone").mkdir(parents=True)
+        killed = tmp_path / "textclf-kfp-tmp-k1ll3d"
+        (killed / "task").mkdir(parents=True)
+        (killed / LOCK).touch()
+        with open(running / LOCK, "rb") as lock:         # its own lock, seen from elsewhere
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert remove_stale(tmp_path) == [killed]
+        assert running.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_a_killed_checkpoint_saves_scratch_is_cleared_by_the_next_run(tmp_path):

@@ -4,6 +4,7 @@ the leaderboard, and (slow) a whole sweep through `kfp.local` pushing to a bare 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -605,7 +606,7 @@ def _echo_project(root: Path) -> tuple[Path, Path]:
 
 
 @pytest.mark.slow
-def test_run_point_pushes_once_and_refuses_a_name_origin_already_has(tmp_path, monkeypatch):
+def test_run_point_pushes_once_and_lists_a_pushed_point_without_running_it(tmp_path, monkeypatch):
     from textclf.sweeps.point import PointJob, run_point
 
     isolate(tmp_path)
@@ -620,8 +621,11 @@ def test_run_point_pushes_once_and_refuses_a_name_origin_already_has(tmp_path, m
     assert refs.split()[0] == first.rev and refs.rstrip().endswith("/echo-1")
     assert any((tmp_path / "storage").rglob("*"))               # out.txt went to the remote
 
-    again = run_point(job)                                      # same name, a new commit
-    assert again.status == "failed", again
-    assert again.error.startswith("dvc exp push: error: origin already has an experiment "
-                                  "named echo-1"), again.error
+    again = run_point(job)                       # the same sweep run again: nothing runs
+    assert again.ok and again.rev == first.rev and again.stages_run == (), again
+    assert again.metrics == first.metrics
+    other = run_point(dataclasses.replace(job, overrides=("msg=hello",)))
+    assert other.status == "failed"
+    assert other.error.startswith("dvc exp push: error: origin already has an experiment "
+                                  "named echo-1 with other params"), other.error
     assert call(["git", "ls-remote", origin, "refs/exps/*"], project).stdout == refs

@@ -9,7 +9,9 @@
 `-S` is `dvc exp run -S`: each sweeps one key, the points are the product (at most
 --max-points). Every point is `dvc exp run -n <name>-<i>` in a clone of the revision, pushed
 back with `dvc exp push`, so `dvc exp pull origin` + `dvc exp show` list the sweep beside
-local runs. Ctrl-C or SIGTERM stops `run --local` and every process it started.
+local runs. Ctrl-C or SIGTERM stops `run --local` and every process it started; the same
+command again (same -n and -S) resumes a stopped or killed sweep: points already pushed
+are listed, not run again (docs/durability.md).
 
 `--tune SPACE` runs a study instead (`textclf tune`, docs/tuning.md): --parallelism workers,
 each in its own clone, take trials NAME-0, NAME-1, ... from one shared Optuna storage and
@@ -20,9 +22,9 @@ Kubernetes secret (--storage-secret), never from the YAML; locally a journal fil
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,6 +36,7 @@ from textclf.errors import UserError, exits_on_user_error
 from textclf.flags import integer, positive_int
 from textclf.sweeps.grid import DEFAULT_MAX_POINTS, check_keys, check_sweep_name, grid_points
 from textclf.sweeps.remote_settings import check_remote_settings, check_url
+from textclf.sweeps.scratch import scratch_for_tasks
 from textclf.sweeps.stop import stopped_cleanly
 
 # kfp.local's SubprocessRunner runs at most this many ParallelFor iterations at once.
@@ -307,7 +310,9 @@ def run_local(args: argparse.Namespace) -> None:
         with scratch_for_tasks() as scratch:
             local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root,
                        workspace_root=str(scratch / "workspace"))
-            with stopped_cleanly(names, Path(root)):
+            # on a stop the command ends at once (os._exit): the scratch goes first
+            with stopped_cleanly(names, Path(root),
+                                 cleanup=lambda: shutil.rmtree(scratch, ignore_errors=True)):
                 task = pipeline()
     except RuntimeError as err:   # kfp.local: a task failed outside a point's own error handling
         raise UserError(f"the local pipeline failed: {err} (task outputs in {root})") from None
@@ -320,24 +325,6 @@ def run_local(args: argparse.Namespace) -> None:
     print(f"\n{page}\nexperiments pushed to {repo_url}; task outputs in {root}")
     if args.tune:
         study_report(args.tune, study.study, os.environ[STORAGE_ENV])
-
-
-@contextlib.contextmanager
-def scratch_for_tasks():
-    """A temporary folder for kfp.local's tasks, removed with what they leave in it: its
-    workspace folder (dsl's workspace, unused here) and the `mktemp -d` folder each task's
-    shell writes the component's code to (KFP's lightweight components do; a cluster's
-    container is thrown away, a local run's /tmp is not). The tasks get it as TMPDIR."""
-    before = os.environ.get("TMPDIR")
-    with tempfile.TemporaryDirectory(prefix="textclf-kfp-tmp-") as scratch:
-        os.environ["TMPDIR"] = scratch
-        try:
-            yield Path(scratch)
-        finally:
-            if before is None:
-                os.environ.pop("TMPDIR", None)
-            else:
-                os.environ["TMPDIR"] = before
 
 
 def study_report(space: str, name: str, storage: str) -> None:

@@ -140,7 +140,11 @@ def grid_points(overrides: list[str],
             for i, combo in enumerate(itertools.product(*axes), start=1)]
 
 
-def _has_key(data: Any, key: str) -> bool:
+_MISSING = object()
+
+
+def _lookup(data: Any, key: str) -> Any:
+    """The value at a dotted key, or _MISSING."""
     node = data
     for part in key.split("."):
         if isinstance(node, dict) and part in node:
@@ -148,6 +152,29 @@ def _has_key(data: Any, key: str) -> bool:
         elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
         else:
+            return _MISSING
+    return node
+
+
+def _has_key(data: Any, key: str) -> bool:
+    return _lookup(data, key) is not _MISSING
+
+
+def overrides_hold(overrides: list[str], read_params: Callable[[str], Any]) -> bool:
+    """Whether params files, as `read_params(path)` gives them, hold what each one-value
+    `-S` override sets (Hydra's typed value; a deleted key absent): an experiment that
+    ran with these overrides. False where a file cannot be read (None)."""
+    for override in overrides:
+        path, parsed = _parse(override)
+        data = read_params(path or DEFAULT_PARAMS_FILE)
+        if data is None:
+            return False
+        found = _lookup(data, parsed.key_or_group)
+        if parsed.is_delete():
+            holds = found is _MISSING
+        else:
+            holds = found is not _MISSING and found == parsed.value()
+        if not holds:
             return False
     return True
 

@@ -4,6 +4,10 @@ Every step is a plain `git` / `dvc` command in a temporary clone, so what the cl
 is what a person would type. Any failure becomes a `PointResult` with status "failed" and
 the step's error text: the point fails alone and the leaderboard says why.
 Credentials come only from the environment (a Kubernetes secret mapped to env vars).
+
+The experiment's git ref is pushed last, after its data, so a ref on origin means a whole
+experiment; a point whose experiment origin has already (the same sweep run again after a
+kill) is not run again but reported from that commit (docs/durability.md).
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import yaml
 
+from textclf.sweeps.grid import overrides_hold
 from textclf.sweeps.results import PointResult, flatten_numbers
 from textclf.sweeps.stages import confusion_plot, labels_files, metrics_files, pull_targets
 from textclf.sweeps.stop import run_in_own_group, stopped_by_signals
@@ -118,17 +124,68 @@ def pull_inputs(job: PointJob, clone: Path, remote: str) -> None:
          clone, _env(job))
 
 
+def experiment_ref(job: PointJob, clone: Path) -> str:
+    """Where DVC keeps the experiment: refs/exps/<baseline[:2]>/<baseline[2:]>/<name>."""
+    baseline = _run("git rev-parse", ["git", "rev-parse", "HEAD"], clone, _env(job)).strip()
+    return f"refs/exps/{baseline[:2]}/{baseline[2:]}/{job.name}"
+
+
+def read_committed(clone: Path, rev: str) -> Callable[[str], Any]:
+    """A reader of params files as commit `rev` has them, the way DVC reads them (YAML 1.2);
+    None for a file not there or not YAML."""
+    from ruamel.yaml import YAML, YAMLError
+
+    def content(path: str) -> Any:
+        shown = subprocess.run(["git", "show", f"{rev}:./{path}"], cwd=clone,
+                               capture_output=True, text=True)
+        try:
+            return YAML(typ="safe").load(shown.stdout) if shown.returncode == 0 else None
+        except YAMLError:
+            return None
+
+    return content
+
+
+def pushed_before(job: PointJob, clone: Path) -> str:
+    """The commit of this point's experiment if origin has it already, pushed by an earlier
+    run of the same sweep (a ref is pushed only after its data); "" if not. An experiment
+    of that name with other params fails the point."""
+    ref = experiment_ref(job, clone)
+    listed = _run("git ls-remote", ["git", "ls-remote", "origin", ref], clone, _env(job))
+    if not listed.strip():
+        return ""
+    _run("git fetch", ["git", "fetch", "-q", "origin", f"+{ref}:{ref}"], clone, _env(job))
+    rev = _run("git rev-parse", ["git", "rev-parse", ref], clone, _env(job)).strip()
+    if not overrides_hold(list(job.overrides), read_committed(clone, rev)):
+        raise StepFailed("dvc exp push", f"error: origin already has an experiment named "
+                                         f"{job.name} with other params; run the sweep "
+                                         "under a new name")
+    return rev
+
+
+def take_pushed(job: PointJob, clone: Path, rev: str, remote: str) -> None:
+    """The clone at the earlier experiment's commit, with the label order its stages
+    wrote (a DVC output: pulled; without it the confusion matrix orders labels by name)."""
+    _run("git checkout", ["git", "checkout", "-q", "--detach", rev], clone, _env(job))
+    dvc_yaml = yaml.safe_load((clone / "dvc.yaml").read_text(encoding="utf-8")) or {}
+    if labels_files(dvc_yaml):
+        run_in_own_group(["dvc", "pull", "-r", remote, *labels_files(dvc_yaml)], clone,
+                         _env(job))
+
+
 def run_experiment(job: PointJob, clone: Path, remote: str) -> tuple[str, tuple[str, ...]]:
-    """`dvc exp run` then `dvc exp push`; the experiment's commit and the stages that ran."""
+    """`dvc exp run`, `dvc push` of its outputs, then `dvc exp push` of its git ref; the
+    experiment's commit and the stages that ran."""
     sets = [arg for override in job.overrides for arg in ("-S", override)]
     printed = _run("dvc exp run", ["dvc", "exp", "run", "-n", job.name, *sets], clone,
                    _env(job, clone))
     ran = tuple(re.findall(r"^Running stage '([^']+)'", printed, re.M))
-    # DVC keeps an experiment at refs/exps/<baseline[:2]>/<baseline[2:]>/<name>
-    baseline = _run("git rev-parse", ["git", "rev-parse", "HEAD"], clone, _env(job)).strip()
-    ref = f"refs/exps/{baseline[:2]}/{baseline[2:]}/{job.name}"
+    ref = experiment_ref(job, clone)
     rev = _run("git rev-parse", ["git", "rev-parse", ref], clone, _env(job)).strip()
-    printed = _run("dvc exp push", ["dvc", "exp", "push", "-r", remote, "origin", job.name],
+    # Data first: `dvc exp push` pushes the ref before the data, and a ref whose data never
+    # arrived (a kill in between) would be taken as finished by the next run.
+    _run("dvc push", ["dvc", "push", "-r", remote], clone, _env(job))
+    printed = _run("dvc exp push", ["dvc", "exp", "push", "--no-cache", "origin", job.name],
                    clone, _env(job))
     # DVC exits 0 without pushing when origin has another experiment of that name.
     remote_ref = _run("git ls-remote", ["git", "ls-remote", "origin", ref], clone, _env(job))
@@ -183,8 +240,12 @@ def run_point(job: PointJob) -> PointResult:
         try:
             check_out(job, clone)
             remote = configure_remote(job, clone)
-            pull_inputs(job, clone, remote)
-            rev, ran = run_experiment(job, clone, remote)
+            rev = pushed_before(job, clone)
+            if rev:
+                take_pushed(job, clone, rev, remote)
+            else:
+                pull_inputs(job, clone, remote)
+                rev, ran = run_experiment(job, clone, remote)
             metrics, labels, matrix = read_scores(clone, job.extra_metrics)
         except StepFailed as err:
             return PointResult(job.name, job.overrides, "failed", error=str(err), rev=rev)

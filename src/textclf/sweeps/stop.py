@@ -8,6 +8,8 @@ the rest running. Now:
 * each step runs in its own session, so it is one process group; a point that gets
   SIGINT or SIGTERM stops its step's whole group (SIGTERM, then SIGKILL after STEP_GRACE_S:
   `textclf train` saves a checkpoint first) and exits without a result (PointStopped);
+  a point killed outright cannot, so the step's group is led by step_guard.py, which does
+  the same when the point dies;
 * the command, on the first SIGINT or SIGTERM (`stopped_cleanly`), marks the sweep stopped in a
   file every point can see (STOP_FILE_VARIABLE), so a point kfp.local starts afterwards does
   nothing; sends SIGTERM to the running points; waits for every process it found under it
@@ -26,7 +28,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import psutil  # a dependency of DVC
 
@@ -118,7 +120,10 @@ def run_in_own_group(cmd: list[str], cwd: Path, env: dict[str, str]
     interrupts the wait (PointStopped, KeyboardInterrupt), the whole group is stopped."""
     if stop_requested():
         raise PointStopped("the sweep was stopped")
-    with subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+    # led by step_guard.py, which stops the group if this process dies without doing so
+    guarded = [sys.executable, "-I", str(Path(__file__).with_name("step_guard.py")),
+               str(os.getpid()), str(STEP_GRACE_S), *cmd]
+    with subprocess.Popen(guarded, cwd=cwd, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True,
                           start_new_session=True) as process:
         try:
@@ -213,10 +218,10 @@ def finished_points(root: Path, since: float) -> set[str]:
 
 
 @contextlib.contextmanager
-def stopped_cleanly(names: list[str], root: Path):
+def stopped_cleanly(names: list[str], root: Path, cleanup: Callable[[], None] = lambda: None):
     """Within it (around kfp.local's run of the sweep), the first SIGINT or SIGTERM stops
-    every point and process of the sweep, says which experiments did not finish and exits
-    with 128 + the signal."""
+    every point and process of the sweep, calls `cleanup` (no `finally` runs after it),
+    says which experiments did not finish and exits with 128 + the signal."""
     started = time.time() - 1   # file times may be rounded down
     stop_file = root / f".stopped-{os.getpid()}-{time.time_ns()}"   # the points inherit it
 
@@ -228,6 +233,7 @@ def stopped_cleanly(names: list[str], root: Path):
         print(f"\n{signal.Signals(signum).name}: stopping the sweep's running points...",
               file=sys.stderr, flush=True)
         stop_children()
+        cleanup()
         done = finished_points(root, started)
         exit_stopped(signum, stopped_message(signum, [n for n in names if n not in done],
                                              [n for n in names if n in done], str(root)))
