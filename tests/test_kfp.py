@@ -98,12 +98,14 @@ def test_a_grid_above_the_cap_is_refused_before_a_point_is_built():
         grid_points(["train.lr=range(0,1,0.01)"], max_points=10)
     with pytest.raises(UserError, match=re.escape("-S 'train.lr=range(0,1,0)': ")):
         grid_points(["train.lr=range(0,1,0)"])
-    assert time.perf_counter() - started < 1.0
+    # Building them would take minutes (a million points compiled in 77 s before the cap):
+    # a bound far from both sides, so a busy machine cannot fail it.
+    assert time.perf_counter() - started < 10.0
     assert len(grid_points(["train.seed=range(0,1000)", "data.seed=1,2"], max_points=2000)) \
         == 2000
 
 
-def test_a_million_point_compile_fails_in_well_under_a_second(tmp_path, capsys):
+def test_a_million_point_compile_fails_at_once(tmp_path, capsys):
     import time
 
     from textclf import kfp_sweep
@@ -113,7 +115,7 @@ def test_a_million_point_compile_fails_in_well_under_a_second(tmp_path, capsys):
         kfp_sweep.main(["compile", "-o", str(tmp_path / "s.yaml"), "--image", "i",
                         "--repo", "r", "--rev", "a" * 40, "-S", "train.seed=range(0,1000)",
                         "-S", "data.seed=range(0,1000)"])
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 10.0       # 77 s before the cap; about 1 s now
     assert stop.value.code == 2 and not (tmp_path / "s.yaml").exists()
     assert "raise --max-points" in capsys.readouterr().err
 
