@@ -38,6 +38,18 @@ def tagged(tag: str) -> list[psutil.Process]:
     return found
 
 
+def tagged_commands(tag: str) -> list[list[str]]:
+    """The command lines of `tagged(tag)`; a process that ends between the listing and the
+    reading is left out (it is no longer there to count)."""
+    commands = []
+    for proc in tagged(tag):
+        try:
+            commands.append(proc.cmdline())
+        except psutil.Error:
+            continue
+    return commands
+
+
 def wait_for(condition, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -65,8 +77,8 @@ def test_a_stopped_step_takes_its_whole_process_group_with_it(tmp_path):
 
     def signal_once_both_sleep():
         try:
-            wait_for(lambda: len([p for p in tagged(tag) if p.name() == "sleep"]) == 2, 20,
-                     "the step's two sleeps")
+            wait_for(lambda: [c[:1] for c in tagged_commands(tag)].count(["sleep"]) == 2,
+                     20, "the step's two sleeps")
         except AssertionError:
             return              # the test fails below; never signal a process not waiting
         os.kill(os.getpid(), signal.SIGTERM)
@@ -177,7 +189,7 @@ def test_stopping_a_local_sweep_leaves_no_process_and_names_what_did_not_finish(
     assert sweep.poll() is None, (tmp_path / "err.txt").read_text()
     # the interpreters running the stage: a shell that DVC starts it with (dash on some
     # machines keeps one) holds "python wait.py" as a single -c argument and is not counted
-    assert len([p for p in tagged(tag) if p.cmdline()[1:2] == ["wait.py"]]) == 2, \
+    assert len([c for c in tagged_commands(tag) if c[1:2] == ["wait.py"]]) == 2, \
         describe(tagged(tag))
     signum = signal.SIGTERM if how.startswith("SIGTERM") else signal.SIGINT
     code = stop_sweep(sweep, signum, group=signum == signal.SIGINT)
@@ -203,7 +215,7 @@ def test_sigterm_stops_points_that_train(tmp_path, tiny_model_dir):
 
     def training():
         return sweep.poll() is not None or any(
-            "textclf train" in " ".join(p.cmdline()) for p in tagged(tag))
+            "textclf train" in " ".join(c) for c in tagged_commands(tag))
 
     wait_for(training, 300, "a point's `textclf train`")
     assert sweep.poll() is None, (tmp_path / "err.txt").read_text()

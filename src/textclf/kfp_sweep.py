@@ -34,7 +34,8 @@ from typing import Any, Callable
 
 from textclf.errors import UserError, exits_on_user_error
 from textclf.flags import integer, positive_int
-from textclf.sweeps.grid import DEFAULT_MAX_POINTS, check_keys, check_sweep_name, grid_points
+from textclf.sweeps.grid import DEFAULT_MAX_POINTS, check_keys, check_sweep_name, \
+    committed_text, grid_points, load_params
 from textclf.sweeps.remote_settings import check_remote_settings, check_url
 from textclf.sweeps.scratch import scratch_for_tasks
 from textclf.sweeps.stop import stopped_cleanly
@@ -91,10 +92,8 @@ def pod_threads(cpu: str) -> int:
 
 
 def params_reader(cwd: Path, revision: str) -> Callable[[str], Any]:
-    """Reads a params file as the swept revision has it (`git show REV:./FILE` here), or
-    else as this folder has it, the way DVC reads it (YAML 1.2); None for a file in a
-    format not checked (TOML, Python)."""
-    from ruamel.yaml import YAML
+    """Reads a params file as the swept revision has it, or else as this folder has it, the
+    way DVC reads it (YAML 1.2); None for a file in a format not checked (TOML, Python)."""
     from ruamel.yaml import YAMLError
 
     read: dict[str, Any] = {}
@@ -104,18 +103,15 @@ def params_reader(cwd: Path, revision: str) -> Callable[[str], Any]:
             return read[path]
         if Path(path).suffix.lower() not in (".yaml", ".yml", ".json"):
             return None
-        shown = subprocess.run(["git", "show", f"{revision}:./{path}"], cwd=cwd,
-                               capture_output=True, text=True)
-        if shown.returncode == 0:
-            text = shown.stdout
-        elif (cwd / path).is_file():
+        text = committed_text(cwd, revision, path)
+        if text is None and (cwd / path).is_file():
             text = (cwd / path).read_text(encoding="utf-8")
-        else:
+        if text is None:
             raise UserError(f"-S: cannot check the swept keys: {path} is neither in commit "
                             f"{revision[:12]} as this clone knows it nor in {cwd}; run "
                             "from the project's clone (`git fetch` the commit first)")
         try:
-            read[path] = YAML(typ="safe").load(text)
+            read[path] = load_params(text)
         except YAMLError as err:
             raise UserError(f"-S: {path} of {revision[:12]} is not valid YAML: {err}") from None
         return read[path]

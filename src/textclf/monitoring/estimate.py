@@ -163,12 +163,16 @@ def fit_atc(top: np.ndarray, correct: np.ndarray, source: str = "") -> ATCThresh
 
 @dataclass(frozen=True)
 class Reliability:
-    reliable: bool           # the estimates as a whole
     reason: str              # one line for the reader, either way
     f1_reliable: bool = True     # macro-F1 also needs the class mix to hold
     f1_reason: str = ""
-    domain_fired: bool = False   # which signal made it unreliable (either or both)
+    domain_fired: bool = False   # the signals that make the estimates unreliable
     novelty_fired: bool = False
+
+    @property
+    def reliable(self) -> bool:
+        """The estimates as a whole: neither signal fired."""
+        return not (self.domain_fired or self.novelty_fired)
 
 
 def reliability(domain_auc: float, labels_moved: bool = False,
@@ -193,17 +197,17 @@ def reliability(domain_auc: float, labels_moved: bool = False,
             f"them beyond 95% of the validation texts, in the model's own representation)")
     if domain_fired or novelty_fired:
         fired = [s for s, on in zip(signals, (domain_fired, novelty_fired)) if on]
-        return Reliability(False, "; ".join(fired) + ": confidences calibrated on the "
-                           "training domain need not hold on other texts, and the estimate "
-                           "can be off by tens of points", False, "", domain_fired,
-                           novelty_fired)
+        return Reliability("; ".join(fired) + ": confidences calibrated on the training "
+                           "domain need not hold on other texts, and the estimate can be off "
+                           "by tens of points", f1_reliable=False, domain_fired=domain_fired,
+                           novelty_fired=novelty_fired)
     f1_reason = ("the predicted labels moved from the test split, and macro-F1 counts a "
                  "class the window lacks as 0, so its estimate can be far off; accuracy's "
                  "holds" if labels_moved else "")
     unmeasured = ("" if novelty is not None else
                   " (novelty not measured: no validation split)")
-    return Reliability(True, "; ".join(signals) + unmeasured + ": calibrated confidences "
-                       "can carry over", not labels_moved, f1_reason)
+    return Reliability("; ".join(signals) + unmeasured + ": calibrated confidences can "
+                       "carry over", f1_reliable=not labels_moved, f1_reason=f1_reason)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from textclf.errors import UserError
@@ -141,6 +143,22 @@ def grid_points(overrides: list[str],
 
 
 _MISSING = object()
+
+
+def committed_text(repo: Path, rev: str, path: str) -> str | None:
+    """The file `path` as commit `rev` has it (`git show REV:./PATH` in `repo`); None where
+    this clone does not know the commit or the commit has no such file."""
+    shown = subprocess.run(["git", "show", f"{rev}:./{path}"], cwd=repo,
+                           capture_output=True, text=True)
+    return shown.stdout if shown.returncode == 0 else None
+
+
+def load_params(text: str) -> Any:
+    """A params file's content as DVC reads it (YAML 1.2, which JSON is a subset of);
+    raises ruamel's YAMLError on bad syntax."""
+    from ruamel.yaml import YAML
+
+    return YAML(typ="safe").load(text)
 
 
 def _lookup(data: Any, key: str) -> Any:

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import yaml
 
-from textclf.sweeps.grid import overrides_hold
+from textclf.sweeps.grid import committed_text, load_params, overrides_hold
 from textclf.sweeps.results import PointResult, flatten_numbers
 from textclf.sweeps.stages import confusion_plot, labels_files, metrics_files, pull_targets
 from textclf.sweeps.stop import run_in_own_group, stopped_by_signals
@@ -133,13 +133,12 @@ def experiment_ref(job: PointJob, clone: Path) -> str:
 def read_committed(clone: Path, rev: str) -> Callable[[str], Any]:
     """A reader of params files as commit `rev` has them, the way DVC reads them (YAML 1.2);
     None for a file not there or not YAML."""
-    from ruamel.yaml import YAML, YAMLError
+    from ruamel.yaml import YAMLError
 
     def content(path: str) -> Any:
-        shown = subprocess.run(["git", "show", f"{rev}:./{path}"], cwd=clone,
-                               capture_output=True, text=True)
+        text = committed_text(clone, rev, path)
         try:
-            return YAML(typ="safe").load(shown.stdout) if shown.returncode == 0 else None
+            return None if text is None else load_params(text)
         except YAMLError:
             return None
 
