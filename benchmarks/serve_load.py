@@ -1,6 +1,8 @@
-"""Load test of `textclf serve`: dynamic batching against batching off, and `predict`.
+"""Load test of `textclf serve`: dynamic batching against batching off, one worker
+process against several, and `predict`.
 
-Four servers run side by side on 127.0.0.1 (only the one under test gets traffic):
+The servers of `--modes` (four by default) run side by side on 127.0.0.1 (only the one
+under test gets traffic):
 batching on (the defaults: up to 64 texts, 5 ms wait, each batch length-sorted into
 passes of 16 texts on a CPU), batching without the wait (`--max-wait-ms 0`: a batch is what
 queued up during the previous forward pass), the same in one pass padded to its longest
@@ -13,12 +15,21 @@ process: `textclf predict`'s core (`predict.label_texts`, batch 64) on the same 
 which sorts the whole input by length first (little padding), and the same engine on the
 texts in arrival order, N at a time (N = the most clients), which is what a server's
 batch holds when N clients each wait for their answer: the most a server can reach.
+`predict`'s ceiling is measured twice: with the one-worker servers' model threads
+(`--threads`, serve's default) and with `predict`'s own default (all the cores: what
+`textclf predict` uses, and what N workers of cores / N threads each use together).
+
+`--workers 1,2` runs each server of `--modes` once per worker count (`serve --workers
+N`, each worker with serve's default share of the threads, cores / N), alternating within
+each round like the modes; ratios are to the first server listed.
 
 The clients run in this process (asyncio, one keep-alive connection each, a bare HTTP/1.1
 client that costs far less CPU than httpx) and share the CPU with the server: on a 2-core
 machine their CPU time is still part of every figure.
 
     python benchmarks/serve_load.py --rounds 3 --requests 400
+    python benchmarks/serve_load.py --rounds 3 --requests 300 --clients 1,32 --workers 1,2 \
+        --modes batching,0ms
     python benchmarks/serve_load.py --model models/classifier
 """
 
@@ -45,9 +56,10 @@ from _common import LABELS, machine, sst5_or_standin, summary
 from textclf.serve import default_threads
 
 TEXTCLF = str(Path(sys.executable).with_name("textclf"))
-MODES = {"batching": [], "batching, 0 ms": ["--max-wait-ms", "0"],
-         "0 ms, one pass": ["--max-wait-ms", "0", "--pass-size", "64"],
-         "no batching": ["--max-batch-size", "1"]}
+# --modes key: (label, serve flags)
+MODES = {"batching": ("batching", []), "0ms": ("batching, 0 ms", ["--max-wait-ms", "0"]),
+         "one-pass": ("0 ms, one pass", ["--max-wait-ms", "0", "--pass-size", "64"]),
+         "none": ("no batching", ["--max-batch-size", "1"])}
 
 
 def untrained_minilm(folder: Path) -> Path:
@@ -162,29 +174,46 @@ def load_for_predict(model_dir: Path):
     return Labeller.load(model_dir)
 
 
-def report(results: dict, ceiling: list[float], arrival: list[float],
+def contenders(modes: list[str], workers: list[int], threads: int) -> dict[str, list[str]]:
+    """name -> serve flags: each mode once per worker count; one worker runs `threads`
+    model threads, N workers serve's default share each."""
+    found = {}
+    for key in modes:
+        label, flags = MODES[key]
+        for count in workers:
+            name = label if workers == [1] else f"{label}, {count} worker{'s' * (count > 1)}"
+            found[name] = flags + (["--threads", str(threads)] if count == 1
+                                   else ["--workers", str(count)])
+    return found
+
+
+def report(results: dict, ceilings: dict[str, list[float]], arrival: list[float],
            concurrency: list[int]) -> None:
+    names = list(dict.fromkeys(name for name, _ in results))
     print("\nrequests/s and latency, median (range) over rounds:")
     for clients in concurrency:
-        for mode in MODES:
-            runs = results[mode, clients]
-            print(f"  {clients:3d} clients, {mode:14s} "
+        for name in names:
+            runs = results[name, clients]
+            print(f"  {clients:3d} clients, {name:26s} "
                   f"{summary([r[0] for r in runs]):22s} req/s   "
                   f"p50 {summary([r[1] * 1000 for r in runs]):22s} ms   "
                   f"p99 {summary([r[2] * 1000 for r in runs])} ms")
-        for mode in list(MODES)[:-1]:
-            ratios = [b[0] / u[0] for b, u in zip(results[mode, clients],
-                                                 results["no batching", clients])]
-            print(f"      {mode} / no batching: {statistics.median(ratios):.2f}x")
-    print(f"  ceiling, predict's core on the same texts: {summary(ceiling)} texts/s")
+        for name in names[1:]:
+            ratios = [b[0] / a[0] for b, a in zip(results[name, clients],
+                                                 results[names[0], clients])]
+            print(f"      {name} / {names[0]}: {statistics.median(ratios):.2f}x "
+                  f"(median of the rounds' ratios)")
+    for label, rates in ceilings.items():
+        print(f"  ceiling, predict's core on the same texts, {label}: {summary(rates)} texts/s")
     most = max(concurrency)
     print(f"  ceiling, the same engine on the texts in arrival order, {most} at a time: "
           f"{summary(arrival)} texts/s")
-    for mode in MODES:
-        rates = [r[0] for r in results[mode, most]]
-        print(f"      {most} clients, {mode}: {statistics.median(rates) / statistics.median(ceiling):.0%}"
-              f" of predict's ceiling, {statistics.median(rates) / statistics.median(arrival):.0%}"
-              f" of the arrival-order one")
+    for name in names:
+        rate = statistics.median(r[0] for r in results[name, most])
+        shares = ", ".join(f"{rate / statistics.median(rates):.0%} of predict's ceiling "
+                           f"({label})" for label, rates in ceilings.items())
+        print(f"      {most} clients, {name}: {shares}, "
+              f"{rate / statistics.median(arrival):.0%} of the arrival-order one")
 
 
 def main() -> None:
@@ -195,50 +224,64 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=400, help="requests per measurement")
     parser.add_argument("--clients", default="1,8,32", help="concurrency levels")
     parser.add_argument("--threads", type=int, default=default_threads(),
-                        help="model threads, servers and predict alike (default: serve's)")
+                        help="model threads of the one-worker servers and of predict's "
+                             "first ceiling (default: serve's)")
+    parser.add_argument("--workers", default="1",
+                        help="worker counts, e.g. 1,2: each mode runs once per count")
+    parser.add_argument("--modes", default=",".join(MODES),
+                        help=f"servers to compare, of {', '.join(MODES)}: "
+                             + "; ".join(f"{k}: {label}" for k, (label, _) in MODES.items()))
     args = parser.parse_args()
     os.environ["HF_HUB_OFFLINE"] = "1"
     import torch
 
+    predict_threads = torch.get_num_threads()      # torch's default: what predict uses
     torch.set_num_threads(args.threads)
     from textclf.model.loading import quiet_transformers
 
     quiet_transformers()
     concurrency = [int(c) for c in args.clients.split(",")]
+    servers_flags = contenders(args.modes.split(","), [int(w) for w in args.workers.split(",")],
+                               args.threads)
     _, dev, source = sst5_or_standin(0)
     texts = dev["text"].tolist()
     scratch = Path(tempfile.mkdtemp(prefix="serve-load-"))
     model_dir = Path(args.model) if args.model else untrained_minilm(scratch / "model")
     name = args.model or "MiniLM-L6 (bundled, untrained head)"
     print(f"machine: {machine()}\ndata: {source}\nmodel: {name}; {args.requests} requests "
-          f"per run, {args.rounds} rounds, "
-          f"{args.threads} model threads\n")
+          f"per run, {args.rounds} rounds, {args.threads} model threads per one-worker "
+          f"server\n")
 
-    threads = ["--threads", str(args.threads)]
-    servers = {mode: start_server(model_dir, extra + threads, scratch / f"logs-{i}")
-               for i, (mode, extra) in enumerate(MODES.items())}
-    results = {(mode, c): [] for mode in MODES for c in concurrency}
-    ceiling, arrival, loaded = [], [], load_for_predict(model_dir)
+    servers = {label: start_server(model_dir, flags, scratch / f"logs-{i}")
+               for i, (label, flags) in enumerate(servers_flags.items())}
+    results = {(label, c): [] for label in servers for c in concurrency}
+    ceilings = {f"{args.threads} threads, as the servers": [],
+                f"{predict_threads} threads, predict's default": []}
+    arrival, loaded = [], load_for_predict(model_dir)
     try:
         for url, _ in servers.values():
             asyncio.run(load(url, texts, 4, 40))  # warm-up
         for round_ in range(args.rounds):
             for clients in concurrency:
-                for mode, (url, _) in servers.items():
-                    results[mode, clients].append(
+                for label, (url, _) in servers.items():
+                    results[label, clients].append(
                         asyncio.run(load(url, texts, clients, args.requests)))
-                    rate, p50, p99 = results[mode, clients][-1]
-                    print(f"round {round_ + 1}, {clients:2d} clients, {mode:14s}: "
+                    rate, p50, p99 = results[label, clients][-1]
+                    print(f"round {round_ + 1}, {clients:2d} clients, {label:26s}: "
                           f"{rate:7.1f} req/s, p50 {p50 * 1000:6.1f} ms, "
                           f"p99 {p99 * 1000:6.1f} ms", flush=True)
-            ceiling.append(predict_ceiling(loaded, texts[:args.requests]))
+            for (label, rates), threads in zip(ceilings.items(),
+                                               (args.threads, predict_threads)):
+                torch.set_num_threads(threads)
+                rates.append(predict_ceiling(loaded, texts[:args.requests]))
+            torch.set_num_threads(args.threads)
             arrival.append(arrival_ceiling(loaded, texts[:args.requests], max(concurrency)))
     finally:
         for _, proc in servers.values():
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
         shutil.rmtree(scratch, ignore_errors=True)
-    report(results, ceiling, arrival, concurrency)
+    report(results, ceilings, arrival, concurrency)
 
 
 if __name__ == "__main__":

@@ -360,7 +360,7 @@ def test_a_missing_model_folder_exits_2_with_one_line(capsys):
 @pytest.mark.parametrize("flag", ["--port", "--max-batch-size", "--max-wait-ms", "--max-texts",
                                   "--max-chars", "--max-body-mb", "--request-timeout",
                                   "--max-connections", "--log-max-mb", "--feedback-window",
-                                  "--threads", "--grace-seconds"])
+                                  "--threads", "--grace-seconds", "--workers"])
 @pytest.mark.parametrize("value", ["nan", "inf", "-1", "1e13", "0x10", ""])
 def test_every_numeric_flag_refuses_what_is_not_a_finite_number_in_range(flag, value, capsys):
     """The review's `--max-wait-ms nan` hung every request, `1e13` killed the batcher and

@@ -71,6 +71,12 @@ model computes, and idle OpenMP threads (which spin before sleeping) do not comp
 it. On 2 cores, batched throughput measured the same with 1 model thread as with 2 and
 held up better with other work on the machine (benchmarks/serve_load.py); a lone client's
 latency is lower with 2 (`--threads 2`).
+
+Worker processes: `--workers N` runs N whole servers (model, batcher, event loop) behind
+the one port, each with `--threads` model threads (default there: the cores divided by
+N, at least 1), as uvicorn's multiprocess supervisor runs them; they share the log folder,
+the metrics and model reloads (textclf.serving.workers). `--max-connections` and
+`--feedback-window` hold per worker.
 """
 
 from __future__ import annotations
@@ -78,6 +84,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Optional
 
@@ -99,16 +106,21 @@ def default_max_connections() -> int:
     return max(1, min(1000, soft - RESERVED_DESCRIPTORS))
 
 
-def default_threads() -> int:
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def default_threads(workers: int = 1) -> int:
     """OMP_NUM_THREADS when set, else one less than the cores this process may use (at
-    least 1): the event loop keeps a core for HTTP, JSON and the log."""
+    least 1): the event loop keeps a core for HTTP, JSON and the log. With several worker
+    processes, each takes its share of the cores (at least 1)."""
     if os.environ.get("OMP_NUM_THREADS", "").isdigit():
         return max(int(os.environ["OMP_NUM_THREADS"]), 1)
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        cores = os.cpu_count() or 1
-    return max(cores - 1, 1)
+    cores = available_cores()
+    return max(cores - 1 if workers == 1 else cores // workers, 1)
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -160,8 +172,12 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     add("--raw-probabilities", action="store_true",
         help="answer with the model's own probabilities, not the calibrated ones (the "
              "temperature `train` fitted on the validation split; labels are the same)")
-    add("--threads", type=integer(1, 1024), default=default_threads(),
-        help="intra-op threads for the model (default: $OMP_NUM_THREADS, else cores - 1)")
+    add("--threads", type=integer(1, 1024),
+        help="intra-op threads for the model, per worker (default: $OMP_NUM_THREADS, else "
+             "cores - 1 with one worker, cores / --workers with several, at least 1)")
+    add("--workers", type=integer(1, 4 * available_cores()), default=1,
+        help="server processes behind the one port, each with its own model and batcher "
+             "(default 1; at most 4 per core)")
     add("--grace-seconds", type=integer(1, 3600), default=30,
         help="on SIGTERM, how long requests in flight may take to finish")
     add("--access-log", action="store_true", help="log every HTTP request to stderr")
@@ -172,7 +188,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     add("--openapi", action="store_true",
         help="serve the OpenAPI schema at /openapi.json (off by default; /docs is never "
              "served: its page loads JavaScript from a CDN)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.threads = args.threads or default_threads(args.workers)
+    return args
 
 
 # On 2 CPU cores, batches labelled in length-sorted passes of 16 served 1.33x the requests
@@ -191,26 +209,36 @@ def pass_size(args: argparse.Namespace) -> int:
     return args.max_batch_size if gpu else min(CPU_PASS_SIZE, args.max_batch_size)
 
 
-def build_app(args: argparse.Namespace):
-    """Load the model and wire the app: (app, ConnectionGuard)."""
+def check_log_dir(args: argparse.Namespace) -> None:
+    """A log folder the server cannot write is found at start-up, not at the first
+    request (UserError)."""
+    from textclf.serving.log import check_writable
+
+    if args.no_log:
+        return
+    try:
+        check_writable(Path(args.log_dir))
+    except OSError as err:
+        raise UserError(f"--log-dir {args.log_dir}: cannot write there ({err.strerror or err}); "
+                        f"expected a folder this user may write, or --no-log") from None
+
+
+def build_app(args: argparse.Namespace, group=None):
+    """Load the model and wire the app: (app, ConnectionGuard). `group`: the
+    WorkerGroup of a worker process (textclf.serving.workers), else None."""
     import torch
 
     from textclf.serving.app import HttpSettings, create_app
     from textclf.serving.batcher import BatchSettings, DynamicBatcher
     from textclf.serving.connections import ConnectionGuard
     from textclf.serving.feedback import FeedbackLog
-    from textclf.serving.log import PredictionLog, check_writable
+    from textclf.serving.log import PredictionLog
     from textclf.serving.metrics import ServeMetrics
     from textclf.serving.protocol import Limits
     from textclf.serving.repository import ModelRepository, ModelSource, load_model
 
     log_dir = Path(args.log_dir)
-    if not args.no_log:
-        try:
-            check_writable(log_dir)
-        except OSError as err:
-            raise UserError(f"--log-dir {log_dir}: cannot write there ({err.strerror or err}); "
-                            f"expected a folder this user may write, or --no-log") from None
+    check_log_dir(args)
     torch.set_num_threads(args.threads)
     folder = Path(args.model)
     source = ModelSource(folder=folder, name=args.model_name or folder.resolve().name,
@@ -218,7 +246,7 @@ def build_app(args: argparse.Namespace):
                          threads=args.threads, calibrated=not args.raw_probabilities,
                          version=args.model_version)
     loaded = load_model(source)
-    metrics = ServeMetrics()
+    metrics = ServeMetrics(group.metrics if group is not None else None)
     batcher = DynamicBatcher(loaded, BatchSettings(args.max_batch_size, args.max_wait_ms),
                              on_batch=metrics.on_batch)
     repository = ModelRepository(source, loaded, batcher, metrics)
@@ -232,25 +260,53 @@ def build_app(args: argparse.Namespace):
     logging = "off" if answered is None else (
         f"{args.log_dir} (labels accepted for {len(answered):,} requests logged before)")
     served = loaded.served
-    print(f"serve: model {served.name!r} ({served.version}), {len(served.labels)} labels, "
-          f"{loaded.precision}, {args.threads} threads; prediction log: {logging}",
-          file=sys.stderr)
+    worker = f"worker {os.getpid()}: " if group is not None else ""
+    print(f"serve: {worker}model {served.name!r} ({served.version}), {len(served.labels)} "
+          f"labels, {loaded.precision}, {args.threads} threads; prediction log: {logging}",
+          file=sys.stderr, flush=True)
     app = create_app(repository, batcher, limits, prediction_log, feedback_log, answered,
-                     metrics, http, guard)
+                     metrics, http, guard, group)
     return app, guard
 
 
 def uvicorn_config(app, guard, args: argparse.Namespace, log_level: str = "info"):
-    """The uvicorn settings: uvicorn's HTTP protocol (`--http`, named as uvicorn names
-    them) inside the connection guard."""
+    """The uvicorn settings: uvicorn's HTTP protocol inside the connection guard."""
     import uvicorn
+
+    return uvicorn.Config(app, host=args.host, port=args.port, access_log=args.access_log,
+                          timeout_graceful_shutdown=args.grace_seconds, log_level=log_level,
+                          http=guarded_protocol(guard, args), loop=args.loop)
+
+
+def guarded_protocol(guard, args: argparse.Namespace) -> type:
+    """uvicorn's HTTP protocol class (`--http`, named as uvicorn names them), guarded."""
     from uvicorn.config import HTTP_PROTOCOLS
     from uvicorn.importer import import_from_string
 
-    protocol = import_from_string(HTTP_PROTOCOLS[args.http])
-    return uvicorn.Config(app, host=args.host, port=args.port, access_log=args.access_log,
-                          timeout_graceful_shutdown=args.grace_seconds, log_level=log_level,
-                          http=guard.protocol_class(protocol), loop=args.loop)
+    return guard.protocol_class(import_from_string(HTTP_PROTOCOLS[args.http]))
+
+
+def worker_app():
+    """The app of one worker process of `serve --workers N` (uvicorn calls this factory
+    in each process it spawns; textclf.serving.workers). A worker that cannot start
+    leaves its reason for the parent and exits with uvicorn's start-up failure status,
+    on which uvicorn stops the server instead of restarting the worker for ever."""
+    from uvicorn.config import STARTUP_FAILURE
+
+    from textclf.serving.workers import WorkerGroup, use_protocol
+
+    group, settings = WorkerGroup.from_env()
+    args = argparse.Namespace(**settings)
+    try:
+        app, guard = build_app(args, group)
+    except Exception as err:  # noqa: BLE001 - a crash would be restarted for ever
+        if not isinstance(err, UserError):
+            traceback.print_exc()
+        print(f"serve: worker {os.getpid()}: error: {err}", file=sys.stderr, flush=True)
+        group.startup_failed(str(err))
+        sys.exit(STARTUP_FAILURE)
+    use_protocol(guarded_protocol(guard, args))
+    return app
 
 
 def answered_requests(log_dir: Path, window: int):
@@ -274,6 +330,15 @@ def main(argv: Optional[list[str]] = None) -> None:
     except ImportError:
         raise UserError("textclf serve needs its optional dependencies: "
                         "pip install -e \".[serve]\" (FastAPI and uvicorn)") from None
+    if args.workers > 1:
+        from textclf.serving.workers import run_parent
+
+        from textclf.model.loading import read_classifier_folder
+
+        check_log_dir(args)     # said once, before N workers load a model to find out
+        read_classifier_folder(args.model)          # a folder that is not one, likewise
+        run_parent(args.workers, vars(args), f"{__name__}:worker_app")
+        return
     app, guard = build_app(args)
     uvicorn.Server(uvicorn_config(app, guard, args)).run()
 

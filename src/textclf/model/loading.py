@@ -115,11 +115,11 @@ def save_classifier(model, tokenizer, folder: Path, info: TrainingInfo) -> None:
     info.save(folder)
 
 
-def load_classifier(folder: str | Path, device: torch.device | None = None):
-    """(model, tokenizer, TrainingInfo) from a folder written by `save_classifier`, or from
-    any Hugging Face classification folder (labels from config.id2label), with the
-    attention kernel suited to `device` when one is given."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+def read_classifier_folder(folder: str | Path):
+    """(config, tokenizer, TrainingInfo) of a model folder, without its weights: what
+    `load_classifier` reads first, and a quick check that a folder is one (ModelError,
+    naming the folder, if not)."""
+    from transformers import AutoConfig, AutoTokenizer
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -138,6 +138,17 @@ def load_classifier(folder: str | Path, device: torch.device | None = None):
         info = TrainingInfo.load(folder)
     else:
         info = TrainingInfo.from_config(config, _tokenizer_max_length(tokenizer), str(folder))
+    return config, tokenizer, info
+
+
+def load_classifier(folder: str | Path, device: torch.device | None = None):
+    """(model, tokenizer, TrainingInfo) from a folder written by `save_classifier`, or from
+    any Hugging Face classification folder (labels from config.id2label), with the
+    attention kernel suited to `device` when one is given."""
+    from transformers import AutoModelForSequenceClassification
+
+    folder = Path(folder)
+    _, tokenizer, info = read_classifier_folder(folder)
     attention = None if device is None else attention_for(device, info.max_length)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(

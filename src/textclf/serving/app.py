@@ -1,7 +1,8 @@
 """The HTTP layer of `textclf serve`: Open Inference Protocol routes (with the model
 repository extension's `load`) plus `/predict`, `/feedback` and `/metrics`, errors as
 `{"error": "..."}`, over a `DynamicBatcher`, a `ModelRepository` and an optional
-`PredictionLog` (with the `FeedbackLog` beside it)."""
+`PredictionLog` (with the `FeedbackLog` beside it); in a worker process of `serve
+--workers N`, also its `WorkerGroup` (textclf.serving.workers)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import os
 import signal
 import uuid
 from dataclasses import dataclass
@@ -30,7 +32,8 @@ from textclf.serving.protocol import (InferenceRequest, Limits, PredictRequest, 
                                       ServeError, checked_texts, infer_response, infer_texts,
                                       model_metadata, predict_response, predictions,
                                       validation_error)
-from textclf.serving.repository import ModelRepository
+from textclf.serving.repository import LoadedModel, ModelRepository
+from textclf.serving.workers import WorkerGroup
 
 log = logging.getLogger("textclf.serve")
 
@@ -49,25 +52,44 @@ def create_app(repository: ModelRepository, batcher: DynamicBatcher, limits: Lim
                answered: Optional[AnsweredRequests] = None,
                metrics: Optional[ServeMetrics] = None,
                http: HttpSettings = HttpSettings(),
-               guard: Optional[ConnectionGuard] = None) -> FastAPI:
+               guard: Optional[ConnectionGuard] = None,
+               group: Optional[WorkerGroup] = None) -> FastAPI:
     """The ASGI app; the batcher's worker runs from startup to shutdown. On shutdown
     (SIGTERM), uvicorn first stops accepting and lets requests in flight finish; then the
     lifespan exit stops the batcher. `/feedback` needs `feedback_log` and `answered` (the
     requests the prediction log holds), else it answers 409. `guard`: the connection guard
-    whose protocol class the server runs with (textclf.serving.connections), if any."""
+    whose protocol class the server runs with (textclf.serving.connections), if any.
+    `group`: the worker group of a worker process: ready means every worker is, and a
+    version loaded here is announced to the others (and theirs followed)."""
     metrics = metrics or ServeMetrics()
     metrics.watch(batcher, guard)
     name = repository.source.name
+
+    async def reload() -> LoadedModel:
+        loaded = await repository.reload()
+        if group is not None:
+            group.announce_load()
+        return loaded
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         loop = asyncio.get_running_loop()
         quiet_accept_errors(loop)
-        _reload_on_sighup(loop, repository)
+        _reload_on_sighup(loop, reload)
         batcher.start()
+        chores = []
+        if group is not None:
+            group.joined()
+            chores = [loop.create_task(_follow_loads(group, repository)),
+                      loop.create_task(_sample_every_second(metrics))]
         try:
             yield
         finally:
+            for chore in chores:
+                chore.cancel()
+            if group is not None:
+                group.left()
+            metrics.leave()
             batcher.stop()
 
     app = FastAPI(title="textclf serve", version=__version__, lifespan=lifespan,
@@ -104,9 +126,12 @@ def create_app(repository: ModelRepository, batcher: DynamicBatcher, limits: Lim
     async def live():
         return {"live": True}
 
+    def serving() -> bool:
+        return batcher.running and (group is None or group.all_ready())
+
     @app.get("/v2/health/ready")
     async def ready():
-        return JSONResponse({"ready": batcher.running}, 200 if batcher.running else 503)
+        return JSONResponse({"ready": serving()}, 200 if serving() else 503)
 
     @app.get("/v2/models/{name}")
     async def metadata(name: str):
@@ -116,8 +141,7 @@ def create_app(repository: ModelRepository, batcher: DynamicBatcher, limits: Lim
     @app.get("/v2/models/{name}/ready")
     async def model_ready(name: str):
         known(name)
-        return JSONResponse({"name": name, "ready": batcher.running},
-                            200 if batcher.running else 503)
+        return JSONResponse({"name": name, "ready": serving()}, 200 if serving() else 503)
 
     @app.post("/v2/models/{name}/infer")
     async def infer(name: str, request: Request):
@@ -133,7 +157,7 @@ def create_app(repository: ModelRepository, batcher: DynamicBatcher, limits: Lim
         """OIP model repository extension: read the model folder again and answer with
         it (textclf.serving.repository)."""
         known(name)
-        loaded = await repository.reload()
+        loaded = await reload()
         log.warning("serve: now answering with %s (%s)", loaded.served.version,
                     loaded.precision)
         return JSONResponse({"name": name, "model_version": loaded.served.version,
@@ -158,8 +182,14 @@ def create_app(repository: ModelRepository, batcher: DynamicBatcher, limits: Lim
             raise ServeError(409, "feedback is off: this server runs with --no-log, so there "
                                   "is no prediction log to join labels with; restart it "
                                   "without --no-log")
-        items = checked_feedback(await request.body(), answered,
-                                 repository.current.served.labels)
+        body, labels = await request.body(), repository.current.served.labels
+        try:
+            items = checked_feedback(body, answered, labels)
+        except ServeError as err:
+            if err.status != 404:
+                raise
+            await answered.catch_up()       # another worker may have answered it
+            items = checked_feedback(body, answered, labels)
         now = dt.datetime.now(dt.timezone.utc)
         try:
             feedback_log.append(now, feedback_lines(now, items, "api"))
@@ -189,21 +219,44 @@ class _Wrap:
         await self._app(scope, receive, send)
 
 
-def _reload_on_sighup(loop, repository: ModelRepository) -> None:
+def _reload_on_sighup(loop, reload) -> None:
     """SIGHUP loads the model folder again, as POST .../load does (main thread only: a
     server on another thread, as in the tests, has only the endpoint)."""
 
-    async def reload() -> None:
+    async def on_sighup() -> None:
         try:
-            loaded = await repository.reload()
+            loaded = await reload()
             log.warning("serve: SIGHUP: now answering with %s", loaded.served.version)
         except ServeError as err:
             log.error("serve: SIGHUP: %s", err.message)
 
     try:
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(on_sighup()))
     except (ValueError, RuntimeError, NotImplementedError):
         pass
+
+
+async def _follow_loads(group: WorkerGroup, repository: ModelRepository,
+                        every_s: float = 0.5) -> None:
+    """Load the model folder again whenever another worker announces that it did."""
+    while True:
+        await asyncio.sleep(every_s)
+        if not group.load_announced():
+            continue
+        try:
+            loaded = await repository.reload()
+            log.warning("serve: worker %d: another worker loaded a new version; now "
+                        "answering with %s", os.getpid(), loaded.served.version)
+        except ServeError as err:
+            log.error("serve: worker %d: %s", os.getpid(), err.message)
+
+
+async def _sample_every_second(metrics: ServeMetrics) -> None:
+    """Keep this worker's queue and connection figures fresh for the other workers'
+    scrapes (textclf.serving.metrics)."""
+    while True:
+        metrics.sample()
+        await asyncio.sleep(1)
 
 
 async def parsed(request: Request, message: type[BaseModel]):

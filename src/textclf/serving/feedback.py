@@ -8,7 +8,9 @@ of them; a list is taken whole or refused whole, and written with one append.
 Refusals, JSON `{"error": "..."}` naming the field: 400 malformed JSON; 422 a wrong or
 missing field, an index out of range, a label the model lacks (the message lists its
 labels); 404 a request id this server has not answered (among the last `--feedback-window`
-requests in its prediction log, read back at start-up so a restart keeps them); 409 when
+requests in its prediction log, read back at start-up so a restart keeps them, and read
+again from where it left off when an id is not known: another worker process of `serve
+--workers N`, which shares the log, may have answered it); 409 when
 the server runs with `--no-log` (no prediction log to join labels with); 413 more than
 MAX_ITEMS labels in one request. A second label for the same text is accepted and wins
 (a correction): the report keeps the last label of each text.
@@ -16,8 +18,12 @@ MAX_ITEMS labels in one request. A second label for the same text is accepted an
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import fcntl
 import json
+import os
+import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Annotated, Optional
@@ -56,12 +62,84 @@ def feedback_lines(time: dt.datetime, items: list[FeedbackItem], source: str) ->
                               ensure_ascii=False) + "\n" for item in items).encode("utf-8")
 
 
+class LogTail:
+    """The requests appended to a prediction log folder since the last look, by any
+    process: (request_id, texts) of whole requests. Reads under a shared `flock`, which
+    the writer's exclusive one excludes (textclf.serving.log), so a request being written
+    is never read half."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self._read: dict[Path, int] = {}        # file -> bytes read, up to a whole line
+        self._lock = threading.Lock()           # one reader at a time: the offsets
+
+    def skip_to_end(self) -> None:
+        """Count everything the log holds now as read."""
+        with self._lock:
+            for path in log_files(self.folder, "predictions"):
+                self._read[path] = self._size(path)
+
+    def new_requests(self) -> list[tuple[str, int]]:
+        with self._lock:
+            found: list[tuple[str, int]] = []
+            for path in log_files(self.folder, "predictions"):
+                start = self._read.get(path, 0)
+                data = self._tail(path, start)
+                self._read[path] = start + len(data)
+                found += _requests(data)
+            return found
+
+    @staticmethod
+    def _size(path: Path) -> int:
+        """Its size while no write is under way: the end of a whole request."""
+        try:
+            with open(path, "rb") as file:
+                fcntl.flock(file, fcntl.LOCK_SH)
+                return os.fstat(file.fileno()).st_size
+        except FileNotFoundError:
+            return 0
+
+    @staticmethod
+    def _tail(path: Path, start: int) -> bytes:
+        """The whole lines of `path` from byte `start` on."""
+        try:
+            with open(path, "rb") as file:
+                fcntl.flock(file, fcntl.LOCK_SH)
+                file.seek(start)
+                data = file.read()
+        except FileNotFoundError:
+            return b""
+        return data[:data.rfind(b"\n") + 1]
+
+
+def _requests(lines: bytes) -> list[tuple[str, int]]:
+    """(request_id, texts) per request of prediction log `lines`: a request's lines are
+    consecutive and share `time` and `request_id`. Damaged lines are skipped (the drift
+    report counts them)."""
+    found: list[tuple[str, int]] = []
+    current = None
+    for line in lines.splitlines():
+        try:
+            record = json.loads(line)
+            key = (record["time"], record["request_id"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if key == current:
+            found[-1] = (key[1], found[-1][1] + 1)
+        else:
+            found.append((key[1], 1))
+            current = key
+    return found
+
+
 class AnsweredRequests:
     """request_id -> number of texts of the last `window` logged requests (a reused id
-    counts as its latest request). Bounded: the oldest are forgotten first."""
+    counts as its latest request). Bounded: the oldest are forgotten first. `catch_up`
+    adds what other processes logged since (`tail`)."""
 
-    def __init__(self, window: int = DEFAULT_WINDOW):
+    def __init__(self, window: int = DEFAULT_WINDOW, tail: Optional[LogTail] = None):
         self.window = window
+        self.tail = tail
         self._sizes: OrderedDict[str, int] = OrderedDict()
 
     def add(self, request_id: str, texts: int) -> None:
@@ -76,10 +154,19 @@ class AnsweredRequests:
     def __len__(self) -> int:
         return len(self._sizes)
 
+    async def catch_up(self) -> None:
+        """Add the requests logged since the last look (read on a thread: the tail may be
+        megabytes when labels come rarely)."""
+        if self.tail is not None:
+            for request_id, texts in await asyncio.to_thread(self.tail.new_requests):
+                self.add(request_id, texts)
+
     @classmethod
     def from_log(cls, log_dir: Path, window: int = DEFAULT_WINDOW) -> "AnsweredRequests":
         """The last `window` requests of the prediction log in `log_dir`, read newest file
         first until enough are found (a restart keeps accepting their labels)."""
+        tail = LogTail(log_dir)
+        tail.skip_to_end()      # before reading: a request logged meanwhile is read again
         files: list[list[list]] = []        # per file, newest file first: [id, texts]
         found = 0
         for path in reversed(log_files(log_dir, "predictions")):
@@ -92,7 +179,7 @@ class AnsweredRequests:
             found += len(requests)
             if found >= window:
                 break
-        index = cls(window)
+        index = cls(window, tail)
         for request_id, texts in (r for requests in reversed(files) for r in requests):
             index.add(request_id, texts)
         return index

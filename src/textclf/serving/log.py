@@ -16,17 +16,21 @@ folder (`textclf serve --log-dir`, default `logs/predictions`), one per UTC day:
     probabilities  {label: probability} for every class, rounded to 6 digits
 
 Each request's lines go to the file in one `os.write` on a descriptor opened with
-O_APPEND, before the client gets its answer: a crash loses at most the request being
-written, and every answer a client received is in the log. A write that fails part-way
-(a full disk) is cut back, so the file never keeps half a line (`DailyLog`); readers
-skip and count a damaged line all the same (`textclf drift --strict` refuses it). `DailyLog` is that writer for
-any JSON Lines log named `PREFIX-YYYY-MM-DD[-N].jsonl`; the feedback log
+O_APPEND, under an exclusive `flock` of the file, before the client gets its answer: a
+crash loses at most the request being written, and every answer a client received is in
+the log. A write that fails part-way (a full disk) is cut back, so the file never keeps
+half a line (`DailyLog`); readers skip and count a damaged line all the same (`textclf
+drift --strict` refuses it). The lock makes the checks, the write and a cut-back one step
+for every process appending to the folder: the worker processes of `serve --workers N`
+share one log, and none can cut back or glue onto another's lines. `DailyLog` is that
+writer for any JSON Lines log named `PREFIX-YYYY-MM-DD[-N].jsonl`; the feedback log
 (textclf.serving.feedback) uses it too.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import os
 import re
@@ -87,6 +91,7 @@ class DailyLog:
             path = self.folder / log_file_name(day, self._part, self.prefix)
             fd = self._open(path)
             try:
+                fcntl.flock(fd, fcntl.LOCK_EX)     # released by the close below
                 size = os.fstat(fd).st_size
                 if size and path != self._checked and not _ends_with_newline(fd, size):
                     self._warn(f"{path} ends with a partial line (a write cut short "
