@@ -344,6 +344,42 @@ def test_ctrl_c_stops_the_running_trial_and_starts_no_other(tmp_path):
     assert len(queued) == len(stopped) and counted(study) == 0
 
 
+def test_ctrl_c_while_the_workers_start_waits_only_for_those_that_run(tmp_path, monkeypatch):
+    """Ctrl-C as the second worker is being started: the first is stopped and waited for,
+    the second never runs, and the study returns (it waited for ever before)."""
+    config, storage, study = new_study(tmp_path, CHOICES)
+    asked_to_stop, raised = threading.Event(), []
+
+    def runner(trial, params):
+        assert asked_to_stop.wait(10)
+        return Outcome("interrupted", message="stopped")
+
+    def study_run():
+        try:
+            run_study(study, storage, config, runner, trials=3, workers=2,
+                      interrupt=asked_to_stop.set, say=lambda line: None)
+        except KeyboardInterrupt:
+            raised.append("KeyboardInterrupt")
+
+    caller = threading.Thread(target=study_run, daemon=True)      # built before the patch
+    real_start, starts = threading.Thread.start, []
+
+    def start(thread):
+        starts.append(thread)
+        if len(starts) == 2:
+            raise KeyboardInterrupt         # as if Ctrl-C came in the middle of the loop
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    real_start(caller)
+    caller.join(30)
+    assert not caller.is_alive(), "run_study waited for a worker that never started"
+    assert raised == ["KeyboardInterrupt"]
+    states = [t.state.name for t in study.trials]
+    assert "RUNNING" not in states and states.count("FAIL") <= 1
+    assert states.count("WAITING") == states.count("FAIL") and counted(study) == 0
+
+
 def test_the_report_shows_best_so_far_importance_and_pruned_trials(tmp_path):
     config, storage, study = new_study(tmp_path, CHOICES.replace(
         "pruner: none", "pruner: {name: median, n_startup_trials: 2}"))

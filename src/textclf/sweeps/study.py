@@ -162,17 +162,21 @@ def run_study(study, storage, config: TuneConfig, run_trial: RunTrial, *, trials
         finally:
             finished.set()
 
+    threads = [threading.Thread(target=worker, args=(finished,), daemon=True)
+               for finished in done]
     try:
-        for finished in done:
-            threading.Thread(target=worker, args=(finished,), daemon=True).start()
+        for thread in threads:
+            thread.start()
         for finished in done:
             while not finished.wait(0.5):
                 pass
     except KeyboardInterrupt:
         stop.set()
         interrupt()
-        for finished in done:
-            while not finished.wait(0.5):
+        # Only the workers that run: Ctrl-C may come while the others are being started,
+        # and one that starts after `stop` takes no trial (next_trial), so none is left.
+        for thread, finished in zip(threads, done):
+            while thread.is_alive() and not finished.wait(0.5):
                 pass
         raise
 
