@@ -5,11 +5,14 @@
     python benchmarks/fault_injection.py --faults 20 --paths queue
     python benchmarks/fault_injection.py --faults 12 --paths queue --kinds sigterm
     python benchmarks/fault_injection.py --faults 12 --paths kfp
+    python benchmarks/fault_injection.py --faults 30 --kinds enospc --minutes 15
 
 Each fault: the path runs in a process group of its own, one fault comes at a seeded random
-moment (SIGKILL of the group, SIGTERM, a file-size limit on what it writes, a half-written
-params.yaml, a damaged checkpoint, the S3 endpoint lost in a `dvc push`/`dvc pull` to moto
-on 127.0.0.1, SIGKILL or SIGTERM of DVC's queue workers or of `textclf kfp run --local`),
+moment (SIGKILL of the group, SIGTERM, a file-size limit on what it writes, a full file
+system (`enospc`: a tmpfs mounted on the folder it writes to, filling up part-way; needs
+the right to mount, else reported as not run), a half-written params.yaml, a damaged
+checkpoint, the S3 endpoint lost in a `dvc push`/`dvc pull` to moto on 127.0.0.1, SIGKILL or
+SIGTERM of DVC's queue workers or of `textclf kfp run --local`),
 then the documented recovery command runs and every invariant is checked
 (tests/fault_harness.py, which tests/test_faults.py samples). Faults are dealt over the
 paths in a seeded order; `--minutes` stops dealing once that much time has passed, and the
@@ -37,13 +40,17 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from _common import machine  # noqa: E402
+import fault_enospc  # noqa: E402
 import fault_harness as harness  # noqa: E402
+from small_disk import mount_refused, mounts_under  # noqa: E402
 
 # (path, fault, weight): how many of each per round; dvc's faults cost 3 to 5 times more.
 KINDS = [("predict", "sigkill", 3), ("predict", "sigterm", 2), ("predict", "fsize", 2),
+         ("predict", "enospc", 2),
          ("serve", "sigkill", 3), ("serve", "sigterm", 3), ("serve", "fsize", 2),
+         ("serve", "enospc", 2),
          ("repro", "sigkill_train", 1), ("repro", "sigkill", 1), ("repro", "half_params", 1),
-         ("repro", "damaged_checkpoint", 1),
+         ("repro", "damaged_checkpoint", 1), ("repro", "enospc", 1),
          ("push", "sigkill", 1), ("push", "sigterm", 1), ("push", "endpoint_lost", 1),
          ("pull", "sigkill", 1), ("pull", "sigterm", 1), ("pull", "endpoint_lost", 1),
          ("queue", "sigkill", 1), ("queue", "sigterm", 1),
@@ -115,6 +122,10 @@ class Paths:
         return self.cases[path]
 
     def trial(self, path: str, fault: str, rng: random.Random) -> harness.Trial:
+        if fault == "enospc":
+            run = {"predict": fault_enospc.predict_trial, "serve": fault_enospc.serve_trial,
+                   "repro": fault_enospc.repro_trial}[path]
+            return run(self.case(path), rng)
         if path in ("push", "pull"):
             return harness.transfer_trial(self.case(path), path, fault, rng)
         run = {"predict": harness.predict_trial, "serve": harness.serve_trial,
@@ -147,6 +158,11 @@ def main() -> None:
     print(machine(), flush=True)
     order = schedule(args.faults, set(args.paths.split(",")), args.seed,
                      set(args.kinds.split(",")) if args.kinds else None)
+    not_run = {}
+    if any(fault == "enospc" for _, fault in order) and mount_refused():
+        not_run = {(path, "enospc"): mount_refused() for path, fault in order
+                   if fault == "enospc"}
+        order = [(path, fault) for path, fault in order if fault != "enospc"]
     started = time.monotonic()
     trials: list[harness.Trial] = []
     with tempfile.TemporaryDirectory(prefix="textclf-faults-") as tmp:
@@ -169,11 +185,12 @@ def main() -> None:
         finally:
             leftover = paths.close()
             harness.kill_all()
-    print(table(trials, leftover, time.monotonic() - started, args))
+            leftover += [f"a mount left behind: {m}" for m in mounts_under(Path(tmp))]
+    print(table(trials, leftover, time.monotonic() - started, args, not_run))
 
 
 def table(trials: list[harness.Trial], leftover: list[str], seconds: float,
-          args: argparse.Namespace) -> str:
+          args: argparse.Namespace, not_run: dict[tuple[str, str], str]) -> str:
     rows = collections.OrderedDict()
     for trial in trials:
         row = rows.setdefault((trial.path, trial.fault), [0, 0, 0, trial.recovery])
@@ -191,6 +208,17 @@ def table(trials: list[harness.Trial], leftover: list[str], seconds: float,
              "| --- | --- | --- | --- | --- | --- |"]
     for (path, fault), (landed, missed, broken, recovery) in sorted(rows.items()):
         lines.append(f"| {path} | {fault} | {landed} | {missed} | {broken} | {recovery} |")
+    for (path, fault), why in sorted(not_run.items()):
+        lines.append(f"| {path} | {fault} | not run | | | {why} |")
+    filled = [t for t in trials if t.fault == "enospc" and t.path == "repro" and t.landed]
+    if filled:
+        where = collections.Counter(t.done.split(":")[0] for t in filled)
+        dvcs = [t for t in filled if any(fault_enospc.dvcs_own(b) for b in t.broken)]
+        lines.append("\nrepro enospc: the full folder was "
+                     + ", ".join(f"{w} in {n}" for w, n in sorted(where.items()))
+                     + f"; {len(dvcs)} of {where['cache']} full caches met DVC's defects "
+                       f"(exit 0 with objects missing from the cache, `.tmp` scratch left: "
+                       f"docs/durability.md)")
     moved = [t for t in trials if t.done and t.landed and t.path in ("push", "pull")]
     if moved:
         # some but not all objects moved when the fault came: it cut a transfer in the middle

@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -118,6 +119,41 @@ def parse_interval(value: str, where: str) -> float:
         raise UserError(f"{where}: expected seconds between checkpoints, a number >= 0 "
                         f"(0 = after every epoch), found {value!r}")
     return seconds
+
+
+class CheckpointNotWritten(UserError):
+    """The checkpoint folder refused the write (full, read-only); nothing half-written
+    is left in it."""
+
+
+class _RefusedWrite(io.RawIOBase):
+    """`file` for torch.save, keeping the OSError of a write the disk refused (ENOSPC,
+    EFBIG), which torch itself reports only as `RuntimeError: ... unexpected pos`."""
+
+    def __init__(self, file) -> None:
+        self.file, self.refused = file, None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as err:
+            self.refused = err
+            raise
+
+
+def _save(path: str, payload: dict) -> None:
+    """torch.save into `path`; a refused write raises its OSError."""
+    with open(path, "wb") as file:
+        writer = _RefusedWrite(file)
+        try:
+            torch.save(payload, writer)
+        except RuntimeError:
+            if writer.refused is None:
+                raise
+            raise writer.refused from None
 
 
 class DamagedCheckpoint(Exception):
@@ -219,21 +255,27 @@ class CheckpointStore:
     def _write(self, state: dict) -> None:
         if not self.writable:
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        remove_stale_scratch(self.path)     # what a save cut short by a kill left behind
-        fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.tmp-", dir=self.folder)
-        os.close(fd)
         try:
-            torch.save({"saved_at": time.time(), "state": state}, name)
-            # On disk before the rename: a power cut must not leave a renamed, empty file.
-            with open(name, "rb") as written:
-                os.fsync(written.fileno())
-            os.replace(name, self.path)
-        except BaseException:
-            Path(name).unlink(missing_ok=True)
-            raise
-        self.path.with_suffix(".json").write_text(
-            json.dumps(dataclasses.asdict(self.run), default=str), encoding="utf-8")
+            self.folder.mkdir(parents=True, exist_ok=True)
+            remove_stale_scratch(self.path)     # what a save cut short by a kill left behind
+            fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.tmp-", dir=self.folder)
+            os.close(fd)
+            try:
+                _save(name, {"saved_at": time.time(), "state": state})
+                # On disk before the rename: a power cut must not leave a renamed, empty file.
+                with open(name, "rb") as written:
+                    os.fsync(written.fileno())
+                os.replace(name, self.path)
+            except BaseException:
+                Path(name).unlink(missing_ok=True)
+                raise
+            self.path.with_suffix(".json").write_text(
+                json.dumps(dataclasses.asdict(self.run), default=str), encoding="utf-8")
+        except OSError as err:              # a full disk, a file-size limit, no permission
+            raise CheckpointNotWritten(
+                f"checkpoint folder {self.folder}: could not write {self.path.name} "
+                f"({err.strerror or err}); make room there or set $TEXTCLF_CHECKPOINT_DIR "
+                f"to another folder") from None
 
     def load(self) -> dict:
         """The saved training state. A file that cannot be read back (truncated by a full
