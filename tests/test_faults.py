@@ -328,10 +328,14 @@ def test_a_killed_sweeps_scratch_is_removed_by_the_next_run(tmp_path, monkeypatc
         killed = tmp_path / "textclf-kfp-tmp-k1ll3d"
         (killed / "task").mkdir(parents=True)
         (killed / LOCK).touch()
+        # what a SIGTERM'd run's removal left: a task still wrote as it ended (lock gone)
+        half_removed = tmp_path / "textclf-kfp-tmp-h4lf"
+        (half_removed / "task").mkdir(parents=True)
+        (half_removed / "task" / "late.txt").write_text("written after the rmtree")
         with open(running / LOCK, "rb") as lock:         # its own lock, seen from elsewhere
             with pytest.raises(BlockingIOError):
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        assert remove_stale(tmp_path) == [killed]
+        assert sorted(remove_stale(tmp_path)) == sorted([killed, half_removed])
         assert running.is_dir()
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 

@@ -5,7 +5,7 @@ task's shell writes the component's code to (KFP's lightweight components do; a 
 container is thrown away, a local run's /tmp is not) and each point's clone go there. It is
 removed when the run ends, by Ctrl-C or SIGTERM too; a run killed outright (SIGKILL, the
 out-of-memory killer) cannot, so the next run removes it: each folder holds a lock
-(`flock`) for as long as its run lives.
+(`flock`) for as long as its run lives, and one whose lock file is gone was being removed.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import fcntl
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -27,6 +28,12 @@ def remove_stale(parent: Path) -> list[Path]:
     the folders removed."""
     removed = []
     for folder in parent.glob(PREFIX + "*"):
+        if not (folder / LOCK).exists():
+            # Its lock was made before it took this name, so its removal began: a task
+            # still writing as its run ended (SIGTERM) kept the rest of it there.
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+            continue
         try:
             with open(folder / LOCK, "rb") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -57,4 +64,14 @@ def scratch_for_tasks() -> Iterator[Path]:
                 os.environ.pop("TMPDIR", None)
             else:
                 os.environ["TMPDIR"] = before
-            shutil.rmtree(scratch, ignore_errors=True)
+            _remove(scratch)
+
+
+def _remove(folder: Path, tries: int = 5) -> None:
+    """rmtree, again while a task being stopped still writes into the folder (what is
+    left after the last try goes with the next run's remove_stale)."""
+    for _ in range(tries):
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            return
+        time.sleep(0.2)
