@@ -145,7 +145,7 @@ def test_worker_results_travel_as_json_and_sum_up_in_order():
             line.startswith("| 2 ")]
     assert rows == ["| 1 | success | s-2, s-0 |  |",
                     "| 2 | failed | s-1 | textclf tune: error: a \\| b |"]
-    assert "2 trials pushed" in page
+    assert "3 trials pushed" in page
 
 
 # --- a study through kfp.local -------------------------------------------------------------
