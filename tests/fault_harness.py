@@ -1451,12 +1451,12 @@ def sweep_refs(case: KfpCase, name: str) -> dict[str, list[str]]:
     return found
 
 
-def tagged(tag: str) -> list[psutil.Process]:
-    """Live (not zombie) processes whose environment carries TAG=tag."""
+def tagged(tag: str, variable: str = TAG) -> list[psutil.Process]:
+    """Live (not zombie) processes whose environment carries `variable`=tag."""
     found = []
     for proc in psutil.process_iter():
         with contextlib.suppress(psutil.Error):
-            if proc.environ().get(TAG) == tag and proc.status() != psutil.STATUS_ZOMBIE:
+            if proc.environ().get(variable) == tag and proc.status() != psutil.STATUS_ZOMBIE:
                 found.append(proc)
     return found
 

@@ -18,6 +18,7 @@ import psutil
 import pytest
 import yaml
 
+import fault_harness
 from harness import copy_project
 from remote_project import base_env, call, isolate
 from textclf.sweeps.stop import STOP_FILE_VARIABLE, PointStopped, run_in_own_group, \
@@ -28,14 +29,7 @@ TAG = "TEXTCLF_STOP_TEST_TAG"
 
 def tagged(tag: str) -> list[psutil.Process]:
     """Live (not zombie) processes whose environment carries TAG=tag."""
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get(TAG) == tag and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
+    return fault_harness.tagged(tag, TAG)
 
 
 def tagged_commands(tag: str) -> list[list[str]]:
