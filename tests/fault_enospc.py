@@ -15,10 +15,10 @@ import re
 import time
 from pathlib import Path
 
-from fault_harness import (DVC, Load, PredictCase, ReproCase, ServeCase, Trial,
-                           check_log, check_project, damaged_cache_objects, env,
-                           last_error, log_write_errors, recover_serve, repair, run_job,
-                           scratch_left)
+from fault_harness import (DVC, DVC_EXITED_0, Load, PredictCase, ReproCase, ServeCase,
+                           Trial, check_log, check_project, damaged_cache_objects,
+                           dvcs_defect, env, last_error, log_write_errors, recover_serve,
+                           repair, run_job, scratch_left)
 from small_disk import PAGE, SmallDisk
 
 
@@ -170,23 +170,12 @@ def repro_trial(case: ReproCase, rng: random.Random) -> Trial:
             trial.broken.append(f"recovery `dvc repro` exited {code}: {last_error(output)}")
         else:
             trial.broken += check_project(case)
-        if [b for b in trial.broken if not dvcs_own(b)]:
+        if [b for b in trial.broken if not dvcs_defect(b)]:
             repair(case)
         for scratch in folder.rglob(".*.tmp") if where == "cache" else []:
             scratch.unlink()                # counted above; not the next trial's to count
     return trial
 
-
-# DVC 3.67 on a full cache (docs/durability.md): `dvc repro` logs "ERROR: failed to
-# transfer ..." for each object the cache refused, yet records the stage in dvc.lock, runs
-# the next ones and exits 0 (`Output.commit` drops the failed objects `transfer` returns);
-# and each refused copy leaves its `.<random>.tmp` in the cache (treeverse/dvc#5355).
-DVC_EXITED_0 = "dvc repro exited 0 with"
-
-
-def dvcs_own(broken: str) -> bool:
-    """A broken invariant that is DVC's defect on a full cache, not textclf's."""
-    return broken.startswith(DVC_EXITED_0) or "scratch in the DVC cache: " in broken
 
 
 def half_written(case: ReproCase) -> list[str]:

@@ -1003,7 +1003,10 @@ def transfer_trial(case: TransferCase, direction: str, fault: str,
     comes back on the same port with the same objects once dvc has ended); or
     `sigkill_downloading`, SIGKILL the moment a pull's download is under way. Then the
     same command again and the invariants."""
-    trial = Trial(direction, fault, f"the same `dvc {direction}` again")
+    trial = Trial(direction, fault, f"the same `dvc {direction}` again, "
+                  + ("and once more while `dvc status -c` is not in sync" if direction == "push"
+                     else "and once more if it fails its checkout (deleting the checkout "
+                          "scratch it names as unsaved)"))
     if direction == "push":
         if len(cached_objects(case.project)) < len(case.keys):
             # An earlier trial's recovery failed: the stage's seeded files again.
@@ -1047,16 +1050,78 @@ def transfer_trial(case: TransferCase, direction: str, fault: str,
     trial.broken += [f"after the fault: {b}" for b in damaged_remote_objects(case)]
     trial.broken += [f"after the fault: {b}" for b in damaged_cache_objects(case.project)
                      if b.startswith("damaged")]
-    code, output, orphans = run_job(case.command(direction), case.project, case.env())
+    code, output, orphans, again = recover_transfer(case, direction)
     trial.broken += orphans
     if code != 0:
         trial.broken.append(f"recovery `dvc {direction}` exited {code}: {last_error(output)}")
     trial.broken += check_transfer(case)
     if trial.broken:
         trial.said = " / ".join(line for line in output.splitlines()[-3:] if line.strip())
+    if again:
+        trial.said = f"{RUN_AGAIN}: {again}" + (f" / {trial.said}" if trial.said else "")
     for scratch in cached_objects(case.project, ".*.tmp"):
         scratch.unlink()                  # counted above; not the next trial's to count
     return trial
+
+
+# DVC 3.67's partial view after a kill (docs/durability.md, "`dvc push` / `dvc pull`",
+# "Not yet"): the first push after a killed one may move part of the objects and exit 0
+# with `dvc status -c` out of sync; the first pull may fail "Checkout failed", or refuse
+# the checkout scratch a killed pull left in an output folder as "unsaved files". The
+# documented recovery runs the command once more (after deleting that scratch): tolerated
+# and counted, as the queue's second `remove` is.
+RUN_AGAIN = "the documented recovery ran dvc again"
+UNSAVED = "Can't remove the following unsaved files"
+
+
+def recover_transfer(case: TransferCase, direction: str,
+                     most: int = 3) -> tuple[int | None, str, list[str], str]:
+    """The documented recovery: the same command, and once more while DVC's partial view
+    shows (a push at exit 0 out of sync with the remote, a pull that failed its checkout);
+    (exit code, last output, orphans, what was run again and why, or "")."""
+    orphans: list[str] = []
+    again: list[str] = []
+    for _ in range(most):
+        code, output, left = run_job(case.command(direction), case.project, case.env())
+        orphans += left
+        if direction == "push" and code == 0:
+            status, said, left = run_job([DVC, "status", "-c", "--json"], case.project,
+                                         case.env())
+            orphans += left
+            if status == 0 and said.strip().splitlines()[-1:] == ["{}"]:
+                break
+            again.append("a push exited 0 out of sync with the remote")
+        elif direction == "pull" and code != 0 and UNSAVED in output:
+            scratch = [p for p in case.project.rglob(".*.tmp")
+                       if not p.relative_to(case.project).as_posix().startswith(".dvc/")]
+            for path in scratch:
+                path.unlink()
+            again.append(f"a pull refused its own checkout scratch as unsaved: "
+                         f"{[str(p.relative_to(case.project)) for p in scratch]}, deleted")
+        elif direction == "pull" and code != 0 and "Checkout failed" in output:
+            again.append("a pull failed its checkout")
+        else:
+            break
+    return code, output, orphans, "; ".join(again)
+
+
+# DVC 3.67 on a full cache (docs/durability.md): `dvc repro` logs "ERROR: failed to
+# transfer ..." for each object the cache refused, yet records the stage in dvc.lock, runs
+# the next ones and exits 0 (`Output.commit` drops the failed objects `transfer` returns);
+# and each refused copy leaves its `.<random>.tmp` in the cache (treeverse/dvc#5355).
+DVC_EXITED_0 = "dvc repro exited 0 with"
+# Broken invariants that are DVC 3.67's documented defects (docs/durability.md), by the
+# words the checks use: counted apart from textclf's in the benchmark's table. Only DVC
+# writes `.tmp` scratch into its cache, so any found there is DVC's.
+DVC_DEFECTS = {
+    "scratch in the DVC cache: ": "scratch left in the DVC cache (treeverse/dvc#5355)",
+    DVC_EXITED_0: "a full cache: exit 0 with objects missing (treeverse/dvc#10413)",
+}
+
+
+def dvcs_defect(broken: str) -> str | None:
+    """The documented DVC defect a broken invariant is, or None (then it is textclf's)."""
+    return next((defect for words, defect in DVC_DEFECTS.items() if words in broken), None)
 
 
 def transfer_unfinished(case: TransferCase, direction: str) -> bool:

@@ -14,11 +14,12 @@ import pytest
 import torch
 
 import fault_enospc
-from fault_harness import (REMOVED_TWICE, Job, ServeCase, check_sweep, clear_failed, env,
-                           kfp_case, kfp_trial, kill_all, listed_runs, predict_case,
-                           predict_trial, queue_case, queue_entries, queue_trial, repro_case,
-                           repro_trial, run_job, serve_trial, sweep_orphans, sweep_refs,
-                           taken_run_case, transfer_case, transfer_trial, workspace_state)
+from fault_harness import (REMOVED_TWICE, Job, ServeCase, check_sweep, clear_failed,
+                           dvcs_defect, env, kfp_case, kfp_trial, kill_all, listed_runs,
+                           predict_case, predict_trial, queue_case, queue_entries, queue_trial,
+                           repro_case, repro_trial, run_job, serve_trial, sweep_orphans,
+                           sweep_refs, taken_run_case, transfer_case, transfer_trial,
+                           workspace_state)
 from serve_harness import build_model_folder
 from small_disk import mount_refused, mounts_under
 from textclf.sweeps.scratch import LOCK, remove_stale, scratch_for_tasks
@@ -160,7 +161,7 @@ def test_a_full_dvc_cache_fails_repro_and_repro_after_making_room_completes_it(p
                                                                               small_disk):
     trial = fault_enospc.repro_trial(pipeline, random.Random(5))   # seed 5: the cache
     assert trial.done.startswith("cache") and trial.landed, trial
-    ours = [b for b in trial.broken if not fault_enospc.dvcs_own(b)]
+    ours = [b for b in trial.broken if not dvcs_defect(b)]
     assert ours == [], trial               # anything else is a failure, not DVC's defect
     if trial.broken:
         raise DvcIgnoresAFullCache(trial.broken)
@@ -177,29 +178,28 @@ def transfer(tmp_path_factory):
     case.stop()
 
 
-# A kill of dvc itself breaks an invariant about 1 time in 10, by DVC's defects
-# (docs/durability.md, "dvc push / dvc pull": a recovery push that exits 0 with objects
-# missing, treeverse/dvc#10977; download and checkout scratch left, #1675, #5355), at a
-# moment a seed cannot pin across machines. So kills run where asked, not in every
-# suite run, where they would fail CI at random; benchmarks/fault_injection.py runs them
-# by the dozen.
-KILLS_OF_DVC = pytest.mark.skipif(
-    os.environ.get("TEXTCLF_DVC_KILL_FAULTS") != "1",
-    reason="kills of dvc push/pull hit DVC's own defects about 1 time in 10 "
-           "(docs/durability.md); TEXTCLF_DVC_KILL_FAULTS=1 runs them")
-
-
+# A kill of dvc itself meets DVC's defects about 1 time in 10 (docs/durability.md, "dvc
+# push / dvc pull"): the next push may exit 0 with objects missing (treeverse/dvc#10977)
+# or the next pull fail its checkout, which the documented recovery's second run mends
+# (`recover_transfer`); a download's scratch left in the cache (#1675, #5355) is counted
+# as DVC's, not as a failure here. Anything else is ours and fails the test.
 @pytest.mark.slow
 @pytest.mark.parametrize("direction, fault, seed", [
-    pytest.param("push", "sigkill", 31, marks=KILLS_OF_DVC), ("push", "endpoint_lost", 32),
-    pytest.param("push", "sigterm", 33, marks=KILLS_OF_DVC),
-    pytest.param("pull", "sigkill", 34, marks=KILLS_OF_DVC), ("pull", "endpoint_lost", 35)])
+    ("push", "sigkill", 31), ("push", "endpoint_lost", 32), ("push", "sigterm", 33),
+    ("pull", "sigkill", 34), ("pull", "endpoint_lost", 35)])
 def test_push_and_pull_after_a_fault_leave_remote_and_workspace_whole(transfer, direction,
                                                                       fault, seed):
     """No damaged object on the remote (each hashes to its name), `dvc status -c` in
-    sync, outputs as dvc.lock records them, no orphan process, no scratch."""
+    sync, outputs as dvc.lock records them, no orphan process, no scratch of ours."""
     trial = transfer_trial(transfer, direction, fault, random.Random(seed))
-    assert trial.broken == [], trial
+    assert [b for b in trial.broken if not dvcs_defect(b)] == [], trial
+
+
+# A kill that catches a pull's download under way depends on timing a seed cannot pin.
+KILLS_OF_DVC = pytest.mark.skipif(
+    os.environ.get("TEXTCLF_DVC_KILL_FAULTS") != "1",
+    reason="whether a kill catches a download under way is a matter of milliseconds "
+           "(docs/durability.md); TEXTCLF_DVC_KILL_FAULTS=1 runs it")
 
 
 class DownloadScratchLeft(Exception):
