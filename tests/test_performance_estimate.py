@@ -57,6 +57,18 @@ def test_expected_accuracy_and_its_interval_by_hand():
     assert expected_accuracy(np.array([1.0, 1.0])) == (1.0, 1.0, 1.0)
 
 
+def test_the_texts_a_window_needs_for_an_interval_by_hand():
+    # every text right with probability 0.8: one text's sd 0.4; +-3 points at 95% needs
+    # (1.96 x 0.4 / 0.03)^2 = 682.9 texts, +-5 points 245.9
+    estimate = cbpe(np.full(100, 0.8))
+    assert estimate.text_sd == pytest.approx(0.4)
+    assert (estimate.texts_for(3), estimate.texts_for(5)) == (683, 246)
+    # and a window of that size has the interval it promised
+    _, low, high = expected_accuracy(np.full(683, 0.8))
+    assert (high - low) / 2 == pytest.approx(0.03, abs=0.0001)
+    assert cbpe(np.ones(10)).texts_for(3) == 1          # certain predictions: any window
+
+
 def test_expected_macro_f1_on_a_hand_computed_case():
     probs = np.array([[0.8, 0.2], [0.6, 0.4], [0.3, 0.7]])
     # [true, predicted]: rows 1-2 predict class 0, row 3 class 1
@@ -206,6 +218,10 @@ def test_drift_reports_the_estimate_beside_the_test_scores(tiny_model_dir, tmp_p
     assert "## Performance without labels" in summary and "Performance without labels" in page
     assert f"{found['estimated_accuracy']:.3f}" in summary and "ATC" in page
     assert "UNRELIABLE" not in summary
+    # 40 texts cannot pin accuracy to 3 points: the page says how many would
+    assert found["texts_for_3_points"] > 40
+    assert f"about {found['texts_for_5_points']:,} texts like these narrow that to ±5" \
+        in summary
     assert "not calibrated" in summary        # the tiny model's folder has no temperature
     # Every current and validation text is a training text: all at distance 0, all tied.
     assert (found["novelty_auc"], found["novel_share"]) == (0.5, 0.0)

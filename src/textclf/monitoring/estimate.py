@@ -63,6 +63,12 @@ class ConfidenceEstimate:
     f1_macro: Optional[float] = None         # None without full (N, C) probabilities
     f1_macro_low: Optional[float] = None
     f1_macro_high: Optional[float] = None
+    text_sd: float = 0.0                     # one text's right-or-wrong sd: sqrt(mean p(1-p))
+
+    def texts_for(self, points: float) -> int:
+        """About how many texts like these make the accuracy interval ±`points` (it
+        narrows as 1 / sqrt(texts)): how big a window must be to tell that much."""
+        return max(1, int(np.ceil((Z95 * self.text_sd * 100 / points) ** 2)))
 
 
 def expected_accuracy(top: np.ndarray) -> tuple[float, float, float]:
@@ -127,11 +133,13 @@ def cbpe(top: np.ndarray, probs: Optional[np.ndarray] = None, seed: int = 0
     """CBPE of a window from its top-class probabilities (N,) and, where known, all its
     probabilities (N, C) for macro-F1."""
     accuracy, low, high = expected_accuracy(top)
+    top = np.asarray(top, dtype=np.float64)
+    text_sd = float(np.sqrt(np.mean(top * (1 - top))))
     if probs is None:
-        return ConfidenceEstimate(len(top), accuracy, low, high)
+        return ConfidenceEstimate(len(top), accuracy, low, high, text_sd=text_sd)
     f1_low, f1_high = f1_macro_interval(probs, seed=seed)
     return ConfidenceEstimate(len(top), accuracy, low, high, expected_f1_macro(probs),
-                              f1_low, f1_high)
+                              f1_low, f1_high, text_sd)
 
 
 @dataclass(frozen=True)

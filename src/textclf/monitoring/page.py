@@ -9,7 +9,8 @@ from __future__ import annotations
 from itertools import zip_longest
 from typing import Callable
 
-from textclf.monitoring.estimate import MAX_RELIABLE_NOVELTY, PerformanceEstimate
+from textclf.monitoring.estimate import (MAX_RELIABLE_NOVELTY, ConfidenceEstimate,
+                                        PerformanceEstimate)
 from textclf.reporting.pages import md_table, md_text
 from textclf.monitoring.report import DriftReport, format_p
 from textclf.monitoring.stats import MIN_AUC, MIN_PSI
@@ -52,7 +53,20 @@ def _estimate_line(estimate: PerformanceEstimate) -> str:
         f1 = (f"; macro-F1 {cur.f1_macro:.3f}" if estimate.reliability.f1_reliable
               else "; macro-F1 unreliable here (the predicted labels moved)")
     return (f"Estimated accuracy without labels: {cur.accuracy:.3f} (95% interval "
-            f"{cur.accuracy_low:.3f}-{cur.accuracy_high:.3f}, CBPE{atc}){f1}.{test}")
+            f"{cur.accuracy_low:.3f}-{cur.accuracy_high:.3f}, CBPE{atc}){f1}.{test}"
+            + _window_size_note(cur))
+
+
+def _window_size_note(cur: ConfidenceEstimate) -> str:
+    """Where chance alone moves a window this small by more than 3 points: how many
+    texts would tell 3 and 5 points apart."""
+    half = (cur.accuracy_high - cur.accuracy_low) / 2 * 100
+    if cur.texts_for(3) <= cur.rows:
+        return ""
+    return (f" With {cur.rows:,} texts, chance alone moves this window's accuracy as much "
+            f"as ±{half:.1f} points from the estimate (95% of windows); about "
+            f"{cur.texts_for(5):,} texts like these narrow that to ±5 points, "
+            f"{cur.texts_for(3):,} to ±3.")
 
 
 def _performance(estimate: PerformanceEstimate) -> tuple[list[str], list[list[str]]]:

@@ -113,6 +113,7 @@ def performance_metrics(estimate: PerformanceEstimate) -> dict:
              "estimated_f1_macro": cur.f1_macro, "estimated_f1_macro_low": cur.f1_macro_low,
              "estimated_f1_macro_high": cur.f1_macro_high, "atc_accuracy": estimate.current_atc,
              "atc_threshold": estimate.atc.threshold if estimate.atc else None,
+             "texts_for_3_points": cur.texts_for(3), "texts_for_5_points": cur.texts_for(5),
              "test_accuracy": estimate.test_accuracy, "test_f1_macro": estimate.test_f1_macro,
              "test_estimated_accuracy": test.accuracy, "test_atc_accuracy": estimate.test_atc}
     return {key: round(value, 4) if isinstance(value, float) else value
