@@ -13,6 +13,10 @@ emulation say nothing about speed and are not printed. The fp32 reference is com
 natively by PyTorch, as `textclf predict --precision fp32` computes it. Variants that keep
 some matrix products in fp32 name them by node-name patterns (`nodes_to_exclude`).
 INT8_BATCH=1 in the environment labels one text per batch (activation scales per text).
+The `nbits8` variants are ONNX Runtime's weight-only 8-bit MatMulNBits (blocks of 32 to
+128 weights share a scale; `accuracy_level` 4 computes in int8 with each block of an
+activation row quantized on its own, 0 in fp32): activation scales per token block rather
+than per tensor, which dynamic quantization cannot do.
 """
 
 from __future__ import annotations
@@ -41,6 +45,13 @@ VARIANTS = {  # name: (weight type, reduce_range, node patterns kept in fp32)
     "s7, attention scores fp32": ("QInt8", True, (ATTENTION_SCORES,)),
     "s8, scores + head fp32": ("QInt8", False, (ATTENTION_SCORES, HEAD)),
     "s8, scores + FFN out fp32": ("QInt8", False, (ATTENTION_SCORES, FFN_OUT)),
+}
+# name: (bits, block size, accuracy_level, symmetric): onnxruntime's MatMulNBitsQuantizer
+NBITS = {
+    "nbits8 b32 int8": (8, 32, 4, True),
+    "nbits8 b64 int8 asym": (8, 64, 4, False),
+    "nbits8 b128 int8": (8, 128, 4, True),
+    "nbits8 b32 fp32": (8, 32, 0, True),
 }
 BATCH = int(os.environ.get("INT8_BATCH", "64"))
 
@@ -72,11 +83,14 @@ def label(paths: dict[str, str], ids_file: str, pad_id: int) -> dict:
     return found
 
 
-def build(model_dir: str, texts: list[str], folder: Path) -> tuple[dict, str, int, np.ndarray]:
-    """Export and quantize every variant; the fp32 reference from PyTorch."""
+def build(model_dir: str, texts: list[str], folder: Path,
+          only: str = "") -> tuple[dict, str, int, np.ndarray]:
+    """Export and quantize every variant whose name `only` finds; the fp32 reference from
+    PyTorch."""
     import onnx
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     from textclf.model.batching import encode
     from textclf.model.engines import onnx_int8
@@ -92,12 +106,23 @@ def build(model_dir: str, texts: list[str], folder: Path) -> tuple[dict, str, in
     paths = {"fp32 (ONNX Runtime)": str(folder / "fp32.onnx")}
     nodes = [node.name for node in onnx.load(folder / "fp32.onnx").graph.node]
     for i, (name, (weights, reduce_range, kept)) in enumerate(VARIANTS.items()):
+        if not re.search(only, name):
+            continue
         paths[name] = str(folder / f"{i}.onnx")
         quantize_dynamic(str(folder / "fp32.onnx"), paths[name], per_channel=True,
                          weight_type=getattr(QuantType, weights), reduce_range=reduce_range,
                          nodes_to_exclude=[n for n in nodes
                                            if any(re.search(p, n) for p in kept)],
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    for name, (bits, block, accuracy_level, symmetric) in NBITS.items():
+        if not re.search(only, name):
+            continue
+        quantizer = MatMulNBitsQuantizer(onnx.load(folder / "fp32.onnx"), bits=bits,
+                                         block_size=block, is_symmetric=symmetric,
+                                         accuracy_level=accuracy_level)
+        quantizer.process()
+        paths[name] = str(folder / f"{name.replace(' ', '-')}.onnx")
+        quantizer.model.save_model_to_file(paths[name], use_external_data_format=False)
     return paths, str(ids_file), tokenizer.pad_token_id, fp32
 
 
@@ -108,6 +133,9 @@ def main() -> None:
     parser.add_argument("--texts", required=True, help="CSV or Parquet with a text column")
     parser.add_argument("--limit", type=int, default=None, help="first N texts only")
     parser.add_argument("--emulate", metavar="CPU", help="QEMU CPU model, e.g. Haswell")
+    parser.add_argument("--only", metavar="REGEX", default="",
+                        help="only the variants whose name this finds (ONNX Runtime fp32, "
+                             "the speed reference, always runs), e.g. nbits")
     parser.add_argument("--_label", nargs=3, help=argparse.SUPPRESS)  # the emulated half
     args = parser.parse_args()
     if args._label:
@@ -123,7 +151,7 @@ def main() -> None:
     read = pd.read_parquet if args.texts.endswith(".parquet") else pd.read_csv
     texts = read(args.texts)["text"].astype(str).tolist()[:args.limit]
     with tempfile.TemporaryDirectory(prefix="int8-agreement-") as scratch:
-        paths, ids_file, pad_id, fp32 = build(args.model, texts, Path(scratch))
+        paths, ids_file, pad_id, fp32 = build(args.model, texts, Path(scratch), args.only)
         if args.emulate:
             run = subprocess.run(["qemu-x86_64", "-cpu", args.emulate, sys.executable, __file__,
                                   "--model", args.model, "--texts", args.texts,
@@ -135,13 +163,13 @@ def main() -> None:
     where = f"emulated {args.emulate}" if args.emulate else "this CPU"
     print(f"{len(texts)} texts of {args.texts}, model {args.model}, ONNX Runtime on {where}; "
           f"reference: PyTorch fp32")
-    print(f"{'variant':24s} {'labels = fp32':>13s} {'max |dp|':>9s} {'seconds':>8s}")
+    print(f"{'variant':26s} {'labels = fp32':>13s} {'max |dp|':>9s} {'seconds':>8s}")
     base = found["fp32 (ONNX Runtime)"][1]
     for name, (probs, seconds) in found.items():
         probs = np.array(probs)
         agree = (probs.argmax(1) == fp32.argmax(1)).mean()
         speed = "" if args.emulate else f"{seconds:8.2f}  ({base / seconds:.2f}x ORT fp32)"
-        print(f"{name:24s} {agree:13.2%} {np.abs(probs - fp32).max():9.4f} {speed}")
+        print(f"{name:26s} {agree:13.2%} {np.abs(probs - fp32).max():9.4f} {speed}")
 
 
 if __name__ == "__main__":
