@@ -14,9 +14,11 @@ demo params), and the suspects are compared with the rows flipped, once per `--s
 `--rates` may include 0: the given labels as they are (what the audit flags there is the
 demo data's own ambiguity, no flipped row to find).
 
-Per method: the suspects (flagged), their precision and recall against the flipped rows,
-and precision at k = the number flipped (the top k of the ranking: suspects first, least
-self-confident first, then everyone else; at that k precision equals recall). The issue's
+Per method and ranking: the suspects (flagged), their precision and recall against the
+flipped rows, and precision at k = the number flipped (the top k of the ranking: suspects
+first, in the ranking's order, then everyone else in the same order; at that k precision
+equals recall). Rankings: `self-confidence` (least sure first) and `combined` (the mean
+rank by self-confidence and by the training margin, AUM, `textclf audit`'s default). The issue's
 goal: precision@k at least 0.6 at 5% noise. The plain self-confidence ranking (every row,
 least sure first) is the baseline. Last, a summary: the mean over the seeds, and the range
 of precision@k.
@@ -38,10 +40,12 @@ from textclf.audit import read_examples
 from textclf.model.loading import quiet_transformers
 from textclf.params import load_params
 from textclf.training.cross_fit import assign_folds, cross_fit
-from textclf.training.label_issues import find_label_issues
+from textclf.training.label_issues import combined_rank, find_label_issues
 
 SCHEMES = ("uniform", "adjacent")
-METHODS = ("noise-rate", "both", "self-confidence")
+# (method, ranking): the suspects' order; `combined` adds the training margin (AUM)
+METHODS = (("noise-rate", "combined"), ("noise-rate", "self-confidence"),
+           ("both", "self-confidence"), ("self-confidence", "self-confidence"))
 
 
 def flip_labels(label_ids: np.ndarray, classes: int, rate: float, scheme: str,
@@ -63,19 +67,21 @@ def flip_labels(label_ids: np.ndarray, classes: int, rate: float, scheme: str,
     return noisy, flipped
 
 
-def scores(probs: np.ndarray, noisy: np.ndarray, flipped: np.ndarray) -> list[dict]:
-    """Per method: flagged, precision, recall, precision@k (k = flipped rows)."""
+def scores(probs: np.ndarray, training_margin: np.ndarray, noisy: np.ndarray,
+           flipped: np.ndarray) -> list[dict]:
+    """Per method and ranking: flagged, precision, recall, precision@k (k = flipped rows)."""
     k, truth = len(flipped), set(flipped.tolist())
     rows = []
-    for method in METHODS:
-        issues = find_label_issues(probs, noisy, method)
-        rest = np.setdiff1d(np.argsort(issues.self_confidence, kind="stable"), issues.ranked,
+    for method, rank_by in METHODS:
+        issues = find_label_issues(probs, noisy, method, rank_by, training_margin)
+        score = (combined_rank(issues.self_confidence, training_margin)
+                 if rank_by == "combined" else issues.self_confidence)
+        rest = np.setdiff1d(np.argsort(score, kind="stable"), issues.ranked,
                             assume_unique=True)
-        ranking = np.concatenate([issues.ranked, rest[np.argsort(
-            issues.self_confidence[rest], kind="stable")]])
+        ranking = np.concatenate([issues.ranked, rest[np.argsort(score[rest], kind="stable")]])
         hits = len(truth & set(issues.ranked.tolist()))
         flagged = len(issues.ranked)
-        rows.append({"method": method, "flagged": flagged,
+        rows.append({"method": f"{method}, by {rank_by}", "flagged": flagged,
                      "precision": hits / flagged if flagged and k else float("nan"),
                      "recall": hits / k if k else float("nan"),
                      "at_k": len(truth & set(ranking[:k].tolist())) / k if k else float("nan"),
@@ -89,20 +95,22 @@ def audit_noisy_copy(examples, label_ids, labels, params, args, scheme: str, rat
     noisy, flipped = flip_labels(label_ids, len(labels), rate, scheme, seed)
     started = time.monotonic()
     fold_of = assign_folds(noisy, args.folds, params.train.seed, groups=examples["key"].tolist())
-    probs = cross_fit(examples["text"].tolist(), noisy, labels, params.model,
-                      dataclasses.replace(params.train, epochs=args.epochs), fold_of,
-                      on_fold=lambda done: print(f"{scheme} {rate:.0%} seed {seed}: fold "
-                                                 f"{done.fold}/{done.folds} {done.seconds:.0f} s",
-                                                 file=sys.stderr, flush=True))
+    fitted = cross_fit(examples["text"].tolist(), noisy, labels, params.model,
+                       dataclasses.replace(params.train, epochs=args.epochs), fold_of,
+                       on_fold=lambda done: print(f"{scheme} {rate:.0%} seed {seed}: fold "
+                                                  f"{done.fold}/{done.folds} "
+                                                  f"{done.seconds:.0f} s",
+                                                  file=sys.stderr, flush=True))
+    probs = fitted.probs
     minutes = (time.monotonic() - started) / 60
     if args.save:               # to score other rankings later without training again
         args.save.mkdir(parents=True, exist_ok=True)
         np.savez(args.save / f"{scheme}-{rate:g}-seed{seed}.npz", probs=probs, noisy=noisy,
-                 flipped=flipped, given=label_ids)
+                 flipped=flipped, given=label_ids, training_margin=fitted.training_margin)
     accuracy = float((probs.argmax(axis=1) == noisy).mean())
     return [{"rate": rate, "scheme": scheme if rate else "none", "seed": seed, "k": len(flipped),
              "accuracy": accuracy, "minutes": minutes, **row}
-            for row in scores(probs, noisy, flipped)]
+            for row in scores(probs, fitted.training_margin, noisy, flipped)]
 
 
 def shown(value: float) -> str:

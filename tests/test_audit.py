@@ -17,9 +17,9 @@ from textclf import audit as command
 from textclf.params import load_params
 from textclf.training import cross_fit as cross_fit_module
 from textclf.training.cross_fit import FoldError, assign_folds, cross_fit
-from textclf.training.label_issues import (calibrate_joint, class_thresholds, confident_joint,
-                                           find_label_issues, prune_by_class,
-                                           prune_by_noise_rate)
+from textclf.training.label_issues import (calibrate_joint, class_thresholds, combined_rank,
+                                           confident_joint, find_label_issues,
+                                           prune_by_class, prune_by_noise_rate)
 
 # Ten examples, three classes. Row 2 is labelled 0 but looks like 1; row 9 is labelled 2
 # but looks like 0. By hand: thresholds t = (2.5/4, 2.42/3, 1.82/3) = (0.625, 0.807, 0.607);
@@ -49,6 +49,19 @@ def test_every_method_finds_the_two_planted_errors(method):
     # self-confidences 0.1 (row 2) and 0.12 (row 9); margins -0.75 and -0.76
     assert find_label_issues(PROBS, GIVEN, method).ranked.tolist() == [2, 9]
     assert find_label_issues(PROBS, GIVEN, method, rank_by="margin").ranked.tolist() == [9, 2]
+
+
+def test_combined_ranks_by_the_mean_of_the_two_ranks():
+    # rows 2 and 9 flagged; by self-confidence 2 (0.10) before 9 (0.12); their training
+    # margins say the opposite more strongly: ranks by self-confidence (1-10) 2 -> 1, 9 -> 2;
+    # by training margin 2 -> 5, 9 -> 1; means 3 and 1.5
+    margin = np.array([0.9, 0.8, 0.65, 0.5, 0.7, 0.6, 0.4, 0.85, 0.95, -0.3])
+    issues = find_label_issues(PROBS, GIVEN, rank_by="combined", training_margin=margin)
+    assert issues.ranked.tolist() == [9, 2]
+    assert combined_rank(np.array([0.1, 0.3, 0.2]), np.array([3.0, 1.0, 2.0])).tolist() == \
+        [2.0, 2.0, 2.0]
+    with pytest.raises(ValueError, match="training margin per example"):
+        find_label_issues(PROBS, GIVEN, rank_by="combined")
 
 
 # Where the methods part: class 0's one estimated error (row 2's p1 = 0.88 reaches t1)
@@ -150,15 +163,22 @@ def test_each_example_is_scored_once_by_a_model_that_never_saw_it(tiny_model_dir
     monkeypatch.setattr(cross_fit_module, "fit", spy_fit)
     monkeypatch.setattr(cross_fit_module, "split_probabilities", spy_score)
     done = []
-    probs = cross_fit(data["text"].tolist(), label_ids, LABELS, params.model,
-                      dataclasses.replace(params.train, epochs=1), fold_of, on_fold=done.append)
+    fitted = cross_fit(data["text"].tolist(), label_ids, LABELS, params.model,
+                       dataclasses.replace(params.train, epochs=2), fold_of, on_fold=done.append)
+    probs = fitted.probs
     assert probs.shape == (30, 5) and not np.isnan(probs).any()
     np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-5)
-    assert len(trained) == len(scored) == 3
-    for train_set, scored_set in zip(trained, scored):
-        assert not train_set & scored_set
-    assert sum(len(s) for s in scored) == 30
+    # per fold: its training part scored at each epoch's end (the margins), then the fold
+    assert len(trained) == 3 and len(scored) == 3 * (2 + 1)
+    for fold, train_set in enumerate(trained):
+        margins, held_out = scored[3 * fold:3 * fold + 2], scored[3 * fold + 2]
+        assert margins == [train_set, train_set]
+        assert not train_set & held_out
+    assert sum(len(s) for s in scored[2::3]) == 30
     assert [(d.trained_on + d.scored) for d in done] == [30] * 3
+    # every example is trained on by 2 of the 3 folds: its margin is theirs, in [-1, 1]
+    assert fitted.training_margin.shape == (30,)
+    assert np.all(np.abs(fitted.training_margin) <= 1) and np.ptp(fitted.training_margin) > 0
 
 
 # the command ----------------------------------------------------------------------------
@@ -206,7 +226,12 @@ def test_audit_finds_flipped_labels_and_conflicting_duplicates(tiny_model_dir, t
     assert list(suspects.columns) == command.COLUMNS
     assert suspects["rank"].tolist() == list(range(1, len(suspects) + 1))
     assert (suspects["suggested_label"] != suspects["given_label"]).all()
-    assert suspects["self_confidence"].is_monotonic_increasing
+    # ranked by the mean of two ranks (combined, the default): no suspect is below one
+    # that is less sure by both the out-of-fold probability and the training margin
+    scores = suspects[["self_confidence", "training_margin"]].to_numpy()
+    assert not any((scores[later] < scores[earlier]).all()
+                   for earlier in range(len(scores)) for later in range(earlier + 1,
+                                                                        len(scores)))
     file_rows = pd.read_csv(path)
     for r in suspects.itertuples():      # rows are the file's, from 1 after the header
         assert file_rows.at[r.row - 1, "text"] == r.text
@@ -221,6 +246,7 @@ def test_audit_finds_flipped_labels_and_conflicting_duplicates(tiny_model_dir, t
     assert set(metrics["noise_rate_per_class"]) == set(CUES)
     page = (tmp_path / "reports" / "audit.md").read_text()
     assert "suspects, not verdicts" in page and "Confident Learning" in page
+    assert "area under the margin" in page and "| AUM |" in page
     assert "good (row 61); okay (row 62)" in page
     assert "<b>" not in page and "&lt;b&gt;" in page and "\\|" in page
     assert "3 folds of 10 epoch(s)" in stdout

@@ -7,17 +7,20 @@ Every example gets class probabilities from a model that never saw it: k-fold
 cross-validation, each fold trained with `train`'s own loop and params (all but the epochs)
 from `model.name` (textclf.training.cross_fit). Confident learning (Northcutt, Jiang and
 Chuang, JAIR 2021; textclf.training.label_issues) then estimates how many labels of each
-class are wrong and picks the suspects; texts that are the same once normalised but carry
-different labels are listed apart. The suspects are candidates for a person to look at,
-not verdicts: a model trained for a few epochs on the same data is wrong too, most of all
-on hard or ambiguous texts.
+class are wrong and picks the suspects, ranked (`--rank-by combined`, the default) by the
+mean of two ranks: the out-of-fold probability of the given label, and the area under the
+margin while the folds' models trained on the example (AUM, Pleiss et al., NeurIPS 2020).
+Texts that are the same once normalised but carry different labels are listed apart. The
+suspects are candidates for a person to look at, not verdicts: a model trained for a few
+epochs on the same data is wrong too, most of all on hard or ambiguous texts.
 
 By default the whole data.path file is audited (train, validation and test rows alike) and
 rows are numbered as in that file (from 1, after the header), the file one edits to fix a
 label. The audit trains its own models and writes no model: models/classifier is untouched.
 
 Writes --out (a CSV of suspects, most suspect first: rank, row, text, given_label,
-suggested_label, self_confidence, suggested_probability, margin, method), --markdown (a
+suggested_label, self_confidence, suggested_probability, margin, training_margin, method),
+--markdown (a
 report section: counts, estimated noise per class, the top suspects, conflicting
 duplicates) and --metrics (JSON for `dvc metrics show`).
 """
@@ -44,11 +47,17 @@ from textclf.training.cross_fit import FoldDone, assign_folds, cross_fit
 from textclf.training.label_issues import METHODS, RANKINGS, LabelIssues, find_label_issues
 
 COLUMNS = ["rank", "row", "text", "given_label", "suggested_label", "self_confidence",
-           "suggested_probability", "margin", "method"]
+           "suggested_probability", "margin", "training_margin", "method"]
 METHOD_NAMES = {"noise-rate": "confident learning, prune by noise rate",
                 "both": "confident learning, prune by class and by noise rate",
                 "self-confidence": "lowest self-confidence, as many as confident learning "
                                    "estimates"}
+RANKING_NAMES = {"self-confidence": "by the out-of-fold probability of the given label",
+                 "margin": "by the out-of-fold margin (the given label's probability minus "
+                           "the largest other)",
+                 "combined": "by the mean of two ranks: the out-of-fold probability of the "
+                             "given label, and the area under the margin while the folds' "
+                             "models trained on it (AUM, Pleiss et al., NeurIPS 2020)"}
 # On the demo data, at the same cost, 3 folds of 4 epochs found more flipped labels than 5
 # folds of 2 (precision@k 0.48 vs 0.35 at 5% noise; docs/audit.md): the folds' models must
 # be good enough to disagree.
@@ -63,8 +72,10 @@ class Audit:
     examples: pd.DataFrame          # text, label, key, row (from 1, in the file)
     labels: list[str]
     probs: np.ndarray               # (N, C) out-of-fold
+    training_margin: np.ndarray     # (N,) AUM while the folds' models trained on it
     issues: LabelIssues
     method: str
+    rank_by: str
     conflicts: list[dict]           # {"text", "labels": {label: [rows]}}
 
     def label_ids(self) -> np.ndarray:
@@ -115,11 +126,12 @@ def audit(examples: pd.DataFrame, labels: list[str], params: Params, folds: int,
     label_ids = examples["label"].map({l: i for i, l in enumerate(labels)}).to_numpy()
     fold_of = assign_folds(label_ids, folds, params.train.seed, groups=examples["key"].tolist(),
                            labels=labels)
-    probs = cross_fit(examples["text"].tolist(), label_ids, labels, params.model,
-                      dataclasses.replace(params.train, epochs=epochs), fold_of,
-                      on_fold=on_fold, progress=progress)
-    return Audit(examples, labels, probs, find_label_issues(probs, label_ids, method, rank_by),
-                 method, conflicting_duplicates(examples))
+    fitted = cross_fit(examples["text"].tolist(), label_ids, labels, params.model,
+                       dataclasses.replace(params.train, epochs=epochs), fold_of,
+                       on_fold=on_fold, progress=progress)
+    issues = find_label_issues(fitted.probs, label_ids, method, rank_by, fitted.training_margin)
+    return Audit(examples, labels, fitted.probs, fitted.training_margin, issues, method,
+                 rank_by, conflicting_duplicates(examples))
 
 
 def suspects_table(result: Audit) -> pd.DataFrame:
@@ -132,7 +144,9 @@ def suspects_table(result: Audit) -> pd.DataFrame:
         "suggested_label": [result.labels[j] for j in suggested],
         "self_confidence": issues.self_confidence[rows].round(4),
         "suggested_probability": result.probs[rows, suggested].astype(float).round(4),
-        "margin": issues.margin[rows].round(4), "method": result.method}, columns=COLUMNS)
+        "margin": issues.margin[rows].round(4),
+        "training_margin": result.training_margin[rows].round(4), "method": result.method},
+        columns=COLUMNS)
 
 
 def summary(result: Audit) -> dict:
@@ -165,13 +179,16 @@ def render_markdown(result: Audit, source: str, folds: int, epochs: int, model: 
         f"{md_text(METHOD_NAMES[result.method])} ({md_text(CITATION)}). Confident learning "
         f"estimates that {facts['estimated_label_errors']:g} labels "
         f"({facts['estimated_noise_rate']:.1%}) are wrong. A suspect is a row whose label a "
-        f"model confidently disagrees with: check each one by reading it; the model is wrong "
+        f"model confidently disagrees with, ranked {md_text(RANKING_NAMES[result.rank_by])}, "
+        f"most suspect first: check each one by reading it; the model is wrong "
         f"too, most often on hard or ambiguous texts.",
         "### Estimated label noise per class", noise_table(result),
         f"### Top {len(table)} suspects (all of them in the CSV)",
-        md_table(["rank", "row", "text", "given", "suggested", "p(given)", "p(suggested)"],
+        md_table(["rank", "row", "text", "given", "suggested", "p(given)", "p(suggested)",
+                  "AUM"],
                  [[r.rank, r.row, clip(r.text, 120), r.given_label, r.suggested_label,
-                   f"{r.self_confidence:.3f}", f"{r.suggested_probability:.3f}"]
+                   f"{r.self_confidence:.3f}", f"{r.suggested_probability:.3f}",
+                   f"{r.training_margin:.3f}"]
                   for r in table.itertuples()]) if len(table) else "None.",
         "### Conflicting duplicates (the same text, once normalised, with different labels)",
         md_table(["text", "labels (rows)"],
@@ -211,9 +228,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              f"{MAX_DEFAULT_EPOCHS}); every other setting from train.*")
     parser.add_argument("--method", choices=METHODS, default="noise-rate",
                         help="which rows are suspects (default noise-rate; docs/audit.md)")
-    parser.add_argument("--rank-by", choices=RANKINGS, default="self-confidence",
-                        help="order of the suspects, least sure first (default "
-                             "self-confidence)")
+    parser.add_argument("--rank-by", choices=RANKINGS, default="combined",
+                        help="order of the suspects, most suspect first (default combined: "
+                             "the mean rank by self-confidence and by the training margin, "
+                             "AUM)")
     parser.add_argument("--top", type=integer(0, 100_000), default=20,
                         help="suspects shown in the Markdown section (default 20)")
     parser.add_argument("--out", type=Path, default=Path("reports/audit.csv"),
