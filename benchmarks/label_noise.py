@@ -40,7 +40,7 @@ from textclf.audit import read_examples
 from textclf.model.loading import quiet_transformers
 from textclf.params import load_params
 from textclf.training.cross_fit import assign_folds, cross_fit
-from textclf.training.label_issues import combined_rank, find_label_issues
+from textclf.training.label_issues import find_label_issues
 
 SCHEMES = ("uniform", "adjacent")
 # (method, ranking): the suspects' order; `combined` adds the training margin (AUM)
@@ -74,8 +74,7 @@ def scores(probs: np.ndarray, training_margin: np.ndarray, noisy: np.ndarray,
     rows = []
     for method, rank_by in METHODS:
         issues = find_label_issues(probs, noisy, method, rank_by, training_margin)
-        score = (combined_rank(issues.self_confidence, training_margin)
-                 if rank_by == "combined" else issues.self_confidence)
+        score = issues.rank_score
         rest = np.setdiff1d(np.argsort(score, kind="stable"), issues.ranked,
                             assume_unique=True)
         ranking = np.concatenate([issues.ranked, rest[np.argsort(score[rest], kind="stable")]])

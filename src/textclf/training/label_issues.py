@@ -49,6 +49,7 @@ class LabelIssues:
     ranked: np.ndarray             # (K,) example indices, most suspect first
     suggested: np.ndarray          # (N,) per example: its most probable class other than the given
     self_confidence: np.ndarray    # (N,) probability of the given label
+    rank_score: np.ndarray         # (N,) what `ranked` orders by, lowest most suspect
     margin: np.ndarray             # (N,) that minus the largest other probability, in [-1, 1]
     thresholds: np.ndarray         # (C,) t_j
     confident_joint: np.ndarray    # (C, C) counts; rows: given label, columns: confident class
@@ -183,14 +184,15 @@ def find_label_issues(probs: np.ndarray, labels: np.ndarray, method: str = "nois
         if method == "both":
             flagged &= prune_by_class(probs, labels, calibrated)
         flagged &= probs.argmax(axis=1) != labels
-    score = {"self-confidence": confidence, "margin": margin}.get(rank_by)
-    if rank_by == "combined":
-        score = combined_rank(confidence, np.asarray(training_margin, dtype=np.float64))
+    score = (combined_rank(confidence, np.asarray(training_margin, dtype=np.float64))
+             if rank_by == "combined" else
+             {"self-confidence": confidence, "margin": margin}[rank_by])
     suspects = np.flatnonzero(flagged)
     return LabelIssues(ranked=suspects[np.argsort(score[suspects], kind="stable")],
                        suggested=most_probable_other(probs, labels),
-                       self_confidence=confidence, margin=margin, thresholds=thresholds,
-                       confident_joint=joint, calibrated_joint=calibrated)
+                       self_confidence=confidence, rank_score=score, margin=margin,
+                       thresholds=thresholds, confident_joint=joint,
+                       calibrated_joint=calibrated)
 
 
 def _checked(probs, labels) -> tuple[np.ndarray, np.ndarray]:
