@@ -22,7 +22,7 @@ import fault_harness
 from harness import copy_project
 from remote_project import base_env, call, isolate
 from textclf.sweeps.stop import STOP_FILE_VARIABLE, PointStopped, run_in_own_group, \
-    stopped_by_signals
+    stop_group, stopped_by_signals
 
 TAG = "TEXTCLF_STOP_TEST_TAG"
 
@@ -89,6 +89,25 @@ def test_a_stopped_step_takes_its_whole_process_group_with_it(tmp_path):
     assert tagged(tag) == [], describe(tagged(tag))
     assert time.monotonic() - started < 20
     assert signal.getsignal(signal.SIGTERM) is before          # handlers restored
+
+
+def test_stopping_a_group_restores_the_signal_handlers_it_set_aside():
+    """stop_group ignores SIGINT and SIGTERM while it waits for the group (a second Ctrl-C
+    must not cut the clean-up short), then puts the handlers back: a process that goes on
+    after it (a test worker, an interactive session) still stops on Ctrl-C."""
+    def handler(signum, frame):
+        pass
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        child = subprocess.Popen(["sleep", "30"], start_new_session=True)
+        stop_group(child, grace=5)
+        assert child.wait(5) == -signal.SIGTERM
+        assert signal.getsignal(signal.SIGINT) is handler
+        assert signal.getsignal(signal.SIGTERM) is handler
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def test_a_point_of_a_stopped_sweep_runs_nothing(tmp_path, monkeypatch):

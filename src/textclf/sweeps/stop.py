@@ -100,18 +100,18 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 def stop_group(process: subprocess.Popen, grace: float = STEP_GRACE_S) -> None:
     """SIGTERM to the process group `process` leads, SIGKILL once `grace` seconds have
-    passed; returns when the group is empty (or 5 s after the SIGKILL)."""
-    if _in_main_thread():   # a second Ctrl-C must not cut the clean-up short
-        for sig in SIGNALS:
-            signal.signal(sig, signal.SIG_IGN)
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        _signal_group(process.pid, sig)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            process.poll()   # reap the leader: as a zombie it would keep the group alive
-            if not _group_alive(process.pid):
-                return
-            time.sleep(0.1)
+    passed; returns when the group is empty (or 5 s after the SIGKILL). In the main
+    thread SIGINT and SIGTERM are ignored meanwhile (a second Ctrl-C must not cut the
+    clean-up short) and their handlers restored after: the caller decides what comes next."""
+    with _handling(signal.SIG_IGN) if _in_main_thread() else contextlib.nullcontext():
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+            _signal_group(process.pid, sig)
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                process.poll()   # reap the leader: as a zombie it would keep the group alive
+                if not _group_alive(process.pid):
+                    return
+                time.sleep(0.1)
 
 
 def run_in_own_group(cmd: list[str], cwd: Path, env: dict[str, str]
