@@ -1572,8 +1572,9 @@ def process_names(processes: list[psutil.Process]) -> list[str]:
     names = []
     for proc in processes:
         with contextlib.suppress(psutil.Error):
-            words = [Path(w).name for w in proc.cmdline()[:4] if not w.startswith("-")]
-            if Path(words[0]).name.startswith("python") and len(words) > 1:
+            words = [Path(w).name for w in proc.cmdline()[:4] if not w.startswith("-")] \
+                or [proc.name()]    # exiting, or between fork and exec: no command line
+            if words[0].startswith("python") and len(words) > 1:
                 words = words[1:]
             names.append(" ".join(words[:3])[:60])
     return sorted(set(names))
