@@ -14,7 +14,8 @@ the right to mount, else reported as not run), a half-written params.yaml, a dam
 checkpoint, the S3 endpoint lost in a `dvc push`/`dvc pull` to moto on 127.0.0.1, SIGKILL or
 SIGTERM of DVC's queue workers or of `textclf kfp run --local`),
 then the documented recovery command runs and every invariant is checked
-(tests/fault_harness.py, which tests/test_faults.py samples). Faults are dealt over the
+(tests/fault_harness.py, fault_sweeps.py for the queue and kfp, fault_enospc.py for
+full disks; tests/test_faults.py samples them). Faults are dealt over the
 paths in a seeded order; `--minutes` stops dealing once that much time has passed, and the
 table says how many were injected.
 
@@ -42,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _common import machine  # noqa: E402
 import fault_enospc  # noqa: E402
 import fault_harness as harness  # noqa: E402
+import fault_sweeps as sweeps  # noqa: E402
 from small_disk import mount_refused, mounts_under  # noqa: E402
 
 # (path, fault, weight): how many of each per round; dvc's faults cost 3 to 5 times more.
@@ -109,12 +111,12 @@ class Paths:
                 self.cases[path] = harness.ServeCase(self.model(), self.folder / "serve")
             elif path == "queue":
                 (self.folder / "queue").mkdir()
-                self.cases[path] = harness.queue_case(self.folder / "queue", self.tiny())
+                self.cases[path] = sweeps.queue_case(self.folder / "queue", self.tiny())
             elif path == "kfp":
                 # 3 points, 2 at once: faults also land with some points pushed, others
                 # running or not started; 2 epochs: a kill in the second resumes
                 (self.folder / "kfp").mkdir()
-                self.cases[path] = harness.kfp_case(self.folder / "kfp", self.tiny(),
+                self.cases[path] = sweeps.kfp_case(self.folder / "kfp", self.tiny(),
                                                     sizes=(8, 16, 32), epochs=2)
             else:
                 (self.folder / "repro").mkdir()
@@ -129,8 +131,8 @@ class Paths:
         if path in ("push", "pull"):
             return harness.transfer_trial(self.case(path), path, fault, rng)
         run = {"predict": harness.predict_trial, "serve": harness.serve_trial,
-               "repro": harness.repro_trial, "queue": harness.queue_trial,
-               "kfp": harness.kfp_trial}[path]
+               "repro": harness.repro_trial, "queue": sweeps.queue_trial,
+               "kfp": sweeps.kfp_trial}[path]
         return run(self.case(path), fault, rng)
 
     def close(self) -> list[str]:
@@ -243,7 +245,7 @@ def table(trials: list[harness.Trial], leftover: list[str], seconds: float,
         tolerated = [t for t in queued if "refs/exps/temp" in t.said]
         lines.append(f"queue: {len(tolerated)} of {len(queued)} injected faults left refs "
                      f"under refs/exps/temp (DVC's, tolerated: docs/durability.md)")
-        twice = [t for t in queued if harness.REMOVED_TWICE in t.said]
+        twice = [t for t in queued if sweeps.REMOVED_TWICE in t.said]
         lines.append(f"queue: {len(twice)} of {len(queued)} injected faults left a run a "
                      f"stopping worker had taken but not started, which needed "
                      f"`dvc queue remove --failed` twice (DVC's: docs/durability.md)")

@@ -14,12 +14,12 @@ import pytest
 import torch
 
 import fault_enospc
-from fault_harness import (REMOVED_TWICE, Job, ServeCase, check_sweep, clear_failed,
-                           dvcs_defect, env, kfp_case, kfp_trial, kill_all, listed_runs,
-                           predict_case, predict_trial, queue_case, queue_entries, queue_trial,
-                           repro_case, repro_trial, run_job, serve_trial, sweep_orphans,
-                           sweep_refs, taken_run_case, transfer_case, transfer_trial,
-                           workspace_state)
+from fault_harness import (Job, ServeCase, dvcs_defect, env, kill_all, predict_case,
+                           predict_trial, repro_case, repro_trial, run_job, serve_trial,
+                           transfer_case, transfer_trial)
+from fault_sweeps import (REMOVED_TWICE, check_sweep, clear_failed, kfp_case, kfp_trial,
+                          listed_runs, queue_case, queue_entries, queue_trial, sweep_orphans,
+                          sweep_refs, taken_run_case, workspace_state)
 from serve_harness import build_model_folder
 from small_disk import mount_refused, mounts_under
 from textclf.sweeps.scratch import LOCK, remove_stale, scratch_for_tasks

@@ -18,7 +18,7 @@ import psutil
 import pytest
 import yaml
 
-import fault_harness
+import fault_sweeps
 from harness import copy_project
 from remote_project import base_env, call, isolate
 from textclf.sweeps.stop import STOP_FILE_VARIABLE, PointStopped, run_in_own_group, \
@@ -29,7 +29,7 @@ TAG = "TEXTCLF_STOP_TEST_TAG"
 
 def tagged(tag: str) -> list[psutil.Process]:
     """Live (not zombie) processes whose environment carries TAG=tag."""
-    return fault_harness.tagged(tag, TAG)
+    return fault_sweeps.tagged(tag, TAG)
 
 
 def tagged_commands(tag: str) -> list[list[str]]:
