@@ -740,6 +740,8 @@ def repro_trial(case: ReproCase, fault: str, rng: random.Random) -> Trial:
     """One fault in `dvc repro`, then the documented recovery, then the invariants."""
     if fault == "half_params":
         return half_params_trial(case, rng)
+    if fault == "damaged_cache":
+        return damaged_cache_trial(case, rng)
     trial = Trial("repro", fault, "`dvc repro`")
     # `-f -s train` re-runs training only (as a changed train param would); `-f` all stages.
     command = [DVC, "repro", "-f", "-s", "train"] if fault != "sigkill" else [DVC, "repro", "-f"]
@@ -832,6 +834,41 @@ def half_params_trial(case: ReproCase, rng: random.Random) -> Trial:
     if changed:
         trial.broken.append(f"outputs changed by the refused run: {changed}")
     path.write_bytes(whole)                 # what `git checkout params.yaml` does here
+    code, output, orphans = run_job([DVC, "repro"], case.project, case.env())
+    trial.broken += orphans
+    if code != 0:
+        trial.broken.append(f"recovery `dvc repro` exited {code}: {last_error(output)}")
+    trial.broken += check_project(case)
+    if trial.broken:
+        repair(case)
+    return trial
+
+
+def damaged_cache_trial(case: ReproCase, rng: random.Random) -> Trial:
+    """An object of the DVC cache damaged after DVC wrote it (a file's object or a folder's
+    `.dir` listing; one byte changed, or the file cut short, as a faulty disk or a stray
+    process would): `dvc status` does not call the outputs up to date (DVC hashes again an
+    object whose file changed, and drops one that no longer matches its name), and `dvc
+    repro` runs the stage that made it again: the cache whole, every output and metric
+    an uninterrupted run's."""
+    trial = Trial("repro", "damaged_cache", "`dvc repro` (or `dvc pull` where the remote has it)")
+    root = case.project / ".dvc" / "cache" / "files" / "md5"
+    path = rng.choice(sorted(p for p in root.rglob("*") if p.is_file() and p.stat().st_size))
+    whole = path.read_bytes()
+    at = rng.randrange(len(whole))
+    if rng.random() < 0.5:
+        damaged = whole[:at] + bytes([whole[at] ^ 0xFF]) + whole[at + 1:]
+    else:
+        damaged = whole[:at]
+    path.chmod(0o644)                       # DVC leaves its objects read-only
+    path.write_bytes(damaged)
+    trial.at_s = at
+    trial.done = f"{path.relative_to(root)}, {len(whole)} -> {len(damaged)} bytes"
+    code, output, orphans = run_job([DVC, "status", "--json"], case.project, case.env())
+    trial.broken += orphans
+    if code != 0 or json.loads(output.strip() or "{}") == {}:
+        trial.broken.append(f"dvc status calls the outputs up to date with {trial.done} "
+                            f"damaged: {output.strip()[:200]}")
     code, output, orphans = run_job([DVC, "repro"], case.project, case.env())
     trial.broken += orphans
     if code != 0:

@@ -107,6 +107,15 @@ def test_a_damaged_checkpoint_is_set_aside_and_repro_trains_afresh(pipeline):
     assert trial.broken == [], trial
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [26, 27])
+def test_a_damaged_cache_object_is_dropped_and_repro_makes_it_again(pipeline, seed):
+    """A byte of a DVC cache object changed, or the object cut short: `dvc status` no longer
+    calls the outputs up to date, and `dvc repro` gives back an uninterrupted run's."""
+    trial = repro_trial(pipeline, "damaged_cache", random.Random(seed))
+    assert trial.broken == [], trial
+
+
 # --- a full file system (ENOSPC): a tmpfs mounted on the folder written to -----------------
 
 @pytest.fixture
