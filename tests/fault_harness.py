@@ -763,13 +763,18 @@ def repro_trial(case: ReproCase, fault: str, rng: random.Random) -> Trial:
         for checkpoint in case.checkpoints.glob("*.pt"):
             with open(checkpoint, "r+b") as damaged:
                 damaged.truncate(int(checkpoint.stat().st_size * rng.uniform(0.05, 0.95)))
+    return recovered_by_repro(case, trial)
+
+
+def recovered_by_repro(case: ReproCase, trial: Trial) -> Trial:
+    """The repro path's recovery, `dvc repro`, and then the invariants (`check_project`);
+    a clean start for the next trial where anything broke."""
     code, output, orphans = run_job([DVC, "repro"], case.project, case.env())
     trial.broken += orphans
     if code != 0:
         trial.broken.append(f"recovery `dvc repro` exited {code}: {last_error(output)}")
-        repair(case)
-        return trial
-    trial.broken += check_project(case)
+    else:
+        trial.broken += check_project(case)
     if trial.broken:
         repair(case)
     return trial
@@ -834,14 +839,7 @@ def half_params_trial(case: ReproCase, rng: random.Random) -> Trial:
     if changed:
         trial.broken.append(f"outputs changed by the refused run: {changed}")
     path.write_bytes(whole)                 # what `git checkout params.yaml` does here
-    code, output, orphans = run_job([DVC, "repro"], case.project, case.env())
-    trial.broken += orphans
-    if code != 0:
-        trial.broken.append(f"recovery `dvc repro` exited {code}: {last_error(output)}")
-    trial.broken += check_project(case)
-    if trial.broken:
-        repair(case)
-    return trial
+    return recovered_by_repro(case, trial)
 
 
 def damaged_cache_trial(case: ReproCase, rng: random.Random) -> Trial:
@@ -869,14 +867,7 @@ def damaged_cache_trial(case: ReproCase, rng: random.Random) -> Trial:
     if code != 0 or json.loads(output.strip() or "{}") == {}:
         trial.broken.append(f"dvc status calls the outputs up to date with {trial.done} "
                             f"damaged: {output.strip()[:200]}")
-    code, output, orphans = run_job([DVC, "repro"], case.project, case.env())
-    trial.broken += orphans
-    if code != 0:
-        trial.broken.append(f"recovery `dvc repro` exited {code}: {last_error(output)}")
-    trial.broken += check_project(case)
-    if trial.broken:
-        repair(case)
-    return trial
+    return recovered_by_repro(case, trial)
 
 
 def half_params_named(cut: bytes) -> list[str]:
