@@ -167,6 +167,35 @@ def test_layer_embeddings_are_unit_vectors_whatever_the_batch(tiny_model_dir):
     assert layer_embeddings(model, tokenizer, [], info.max_length, [1]).shape == (1, 0, 32)
 
 
+def test_layer_embeddings_stop_at_the_deepest_layer_asked_for_and_match_the_whole_pass(
+        tiny_model_dir):
+    import torch
+
+    from textclf.model.embeddings import encoder_layers, mean_pooled
+    from textclf.model.loading import load_classifier
+
+    model, tokenizer, info = load_classifier(tiny_model_dir)
+    texts = ["short", "a much longer text, with many more words than the other two"]
+    blocks = encoder_layers(model)
+    assert blocks is not None and len(blocks) == model.config.num_hidden_layers == 2
+    calls = []
+    handle = blocks[1].register_forward_hook(lambda *_: calls.append(1))
+    try:
+        early = layer_embeddings(model, tokenizer, texts, info.max_length, [1])
+    finally:
+        handle.remove()
+    assert calls == []                                  # layer 2 never ran
+    batch = tokenizer(texts, return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        whole = model(**batch, output_hidden_states=True)
+    expected = mean_pooled(whole.hidden_states[1].float(), batch["attention_mask"]).numpy()
+    assert early[0] == pytest.approx(expected, abs=1e-5)
+    assert len(whole.hidden_states) == 3 and whole.logits.shape == (2, model.config.num_labels)
+    both = layer_embeddings(model, tokenizer, texts, info.max_length, [2, 0])
+    assert both[1] == pytest.approx(mean_pooled(whole.hidden_states[0].float(),
+                                                batch["attention_mask"]).numpy(), abs=1e-5)
+
+
 def _novelty(auc: float) -> NoveltyResult:
     return NoveltyResult(auc=auc, novel_share=0.3, layer=3, reference_rows=800,
                          validation_rows=188, current_rows=100)

@@ -10,6 +10,7 @@ grows with the number of texts, not with their length.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import numpy as np
@@ -62,8 +63,11 @@ def sentence_embeddings(model, tokenizer, texts: Sequence[str], max_length: int,
 
 def layer_embeddings(model, tokenizer, texts: Sequence[str], max_length: int,
                      layers: Sequence[int], batch_size: int = 64) -> np.ndarray:
-    """(L, N, H) unit-length mean-pooled hidden states of `texts` at each of `layers`, in
-    PyTorch fp32 on the model's device whatever engine labels the texts."""
+    """(L, N, H) unit-length mean-pooled hidden states of `texts` at each of `layers` (as
+    indices into `hidden_states`: 0 is the token embeddings, i the output of encoder layer
+    i), in PyTorch fp32 on the model's device whatever engine labels the texts. The
+    layers above the deepest one asked for are not run (`stop_after`): the drift report's
+    novelty needs the middle layer only, half the encoder."""
     hidden_size = model.config.hidden_size
     out = np.zeros((len(layers), len(texts), hidden_size), dtype=np.float32)
     if not texts:
@@ -75,8 +79,65 @@ def layer_embeddings(model, tokenizer, texts: Sequence[str], max_length: int,
         for rows in sorted_batches([len(seq) for seq in ids], batch_size):
             batch = {k: v.to(device) for k, v in
                      pad_batch([ids[i] for i in rows], tokenizer.pad_token_id).items()}
-            hidden = model(**batch, output_hidden_states=True).hidden_states
+            hidden = hidden_states(model, batch, layers)
             for at, layer in enumerate(layers):
                 out[at, rows] = mean_pooled(hidden[layer].float(),
                                             batch["attention_mask"]).cpu().numpy()
     return out
+
+
+def hidden_states(model, batch: dict, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+    """{layer: (B, T, H) hidden state} for each of `layers`, running the encoder only as
+    deep as the deepest of them where its layers can be found (`encoder_layers`), else
+    the whole model."""
+    blocks = encoder_layers(model)
+    if blocks is None or min(layers) < 1:
+        found = model(**batch, output_hidden_states=True).hidden_states
+        return {layer: found[layer] for layer in layers}
+    with stop_after(blocks, sorted(set(layers))) as captured:
+        model(**batch)
+    return captured
+
+
+class _Reached(Exception):
+    """Raised by a forward hook once the deepest layer asked for has run."""
+
+
+@contextlib.contextmanager
+def stop_after(blocks: torch.nn.ModuleList, layers: Sequence[int]):
+    """Within the block, a forward pass records the output of encoder layer i (1-based, as
+    `hidden_states` counts) for each i in `layers` into the yielded dict and is cut short,
+    by an exception the block swallows, after the last of them: the hooks transformers
+    itself records `hidden_states` with, plus a stop."""
+    captured: dict[int, torch.Tensor] = {}
+    deepest = max(layers)
+
+    def record(layer: int):
+        def hook(module, args, output):
+            captured[layer] = output[0] if isinstance(output, tuple) else output
+            if layer == deepest:
+                raise _Reached
+        return hook
+
+    handles = [blocks[layer - 1].register_forward_hook(record(layer)) for layer in layers]
+    try:
+        yield captured
+    except _Reached:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    if len(captured) != len(layers):
+        raise RuntimeError(f"stop_after: layers {sorted(captured)} ran, {list(layers)} "
+                           f"were asked for")
+
+
+def encoder_layers(model) -> torch.nn.ModuleList | None:
+    """The model's encoder layers, in order: the ModuleList named `layer` or `layers` (as
+    BERT-like models name it, and textclf.training.state's layer-wise lr finds it) holding
+    `num_hidden_layers` modules; None when there is no single such list."""
+    found = [module for name, module in model.named_modules()
+             if isinstance(module, torch.nn.ModuleList)
+             and name.rsplit(".", 1)[-1] in ("layer", "layers")
+             and len(module) == model.config.num_hidden_layers]
+    return found[0] if len(found) == 1 else None
