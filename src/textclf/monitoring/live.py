@@ -34,7 +34,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -124,20 +124,40 @@ def _head(line: bytes, where: LogLine, damaged: DamagedLines) -> Optional[tuple[
 def scan_predictions(files: Sequence[Path], damaged: Optional[DamagedLines] = None
                      ) -> Iterator[tuple[str, int, LogLine, bytes]]:
     """(request_id, index of the text in its request, where, line) for every line of the
-    prediction log `files`. A request's lines are consecutive and share `time` and
+    prediction log `files` (`request_lines` of each). Damaged lines are counted in
+    `damaged`."""
+    damaged = DamagedLines() if damaged is None else damaged
+    for path in files:
+        yield from request_lines(log_lines(path, damaged, newest=path == files[-1]), damaged)
+
+
+def request_lines(lines: Iterable[tuple[LogLine, bytes]], damaged: DamagedLines
+                  ) -> Iterator[tuple[str, int, LogLine, bytes]]:
+    """(request_id, index of the text in its request, where, line) for prediction log
+    `lines` of one file. A request's lines are consecutive and share `time` and
     `request_id` (one write); index 0 starts a request. Damaged lines are counted in
     `damaged` and still yielded where they have a request, so that its texts keep their
     index; `logged_text` makes them placeholders."""
-    damaged = DamagedLines() if damaged is None else damaged
-    for path in files:
-        current, index = None, 0
-        for where, line in log_lines(path, damaged, newest=path == files[-1]):
-            key = _head(line, where, damaged)
-            if key is None:
-                continue
-            index = index + 1 if key == current else 0
-            current = key
-            yield key[1], index, where, line
+    current, index = None, 0
+    for where, line in lines:
+        key = _head(line, where, damaged)
+        if key is None:
+            continue
+        index = index + 1 if key == current else 0
+        current = key
+        yield key[1], index, where, line
+
+
+def request_sizes(scanned: Iterable[tuple[str, int, LogLine, bytes]]
+                  ) -> list[tuple[str, int]]:
+    """(request_id, texts) per request of `scan_predictions` or `request_lines`, in log
+    order."""
+    found: list[tuple[str, int]] = []
+    for request_id, index, _, _ in scanned:
+        if index == 0:
+            found.append((request_id, 0))
+        found[-1] = (request_id, found[-1][1] + 1)
+    return found
 
 
 def logged_text(line: bytes, where: LogLine, request_id: str, index: int,

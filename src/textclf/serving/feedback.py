@@ -26,16 +26,20 @@ import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Iterator, Optional, TypeVar
 
 from pydantic import (BaseModel, ConfigDict, StrictInt, StrictStr, StringConstraints,
                       ValidationError)
 
 from textclf.canonical import canonical_text
-from textclf.monitoring.live import FEEDBACK_FOLDER, log_files, scan_predictions
+from textclf.errors import UserError
+from textclf.monitoring.live import (FEEDBACK_FOLDER, log_files, request_lines,
+                                       request_sizes, scan_predictions)
+from textclf.monitoring.log_reading import DamagedLines, LogLine
 from textclf.serving.log import DailyLog
 from textclf.serving.protocol import MAX_ID_CHARS, ServeError, validation_error
 
+T = TypeVar("T")
 MAX_ITEMS = 1000            # labels per POST
 DEFAULT_WINDOW = 100_000    # answered requests the server remembers (about 20 MB)
 
@@ -86,7 +90,7 @@ class LogTail:
                 start = self._read.get(path, 0)
                 data = self._tail(path, start)
                 self._read[path] = start + len(data)
-                found += _requests(data)
+                found += _requests(data, path)
             return found
 
     @staticmethod
@@ -112,24 +116,24 @@ class LogTail:
         return data[:data.rfind(b"\n") + 1]
 
 
-def _requests(lines: bytes) -> list[tuple[str, int]]:
-    """(request_id, texts) per request of prediction log `lines`: a request's lines are
-    consecutive and share `time` and `request_id`. Damaged lines are skipped (the drift
-    report counts them)."""
-    found: list[tuple[str, int]] = []
-    current = None
-    for line in lines.splitlines():
-        try:
-            record = json.loads(line)
-            key = (record["time"], record["request_id"])
-        except (ValueError, KeyError, TypeError):
-            continue
-        if key == current:
-            found[-1] = (key[1], found[-1][1] + 1)
-        else:
-            found.append((key[1], 1))
-            current = key
-    return found
+def _requests(lines: bytes, path: Path) -> list[tuple[str, int]]:
+    """(request_id, texts) per request of whole prediction log `lines` read from `path`,
+    grouped as the drift report groups them (textclf.monitoring.live.request_lines).
+    Damaged lines are skipped (the drift report counts them)."""
+    numbered = ((LogLine(path, number), line)
+                for number, line in enumerate(lines.splitlines(), start=1) if line.strip())
+    return request_sizes(_until_refused(request_lines(numbered, DamagedLines())))
+
+
+def _until_refused(scanned: Iterator[T]) -> Iterator[T]:
+    """`scanned` up to a line the readers refuse (another program's record, which
+    `textclf serve` never writes): at start-up such a log stops the server with its line
+    named (`AnsweredRequests.from_log`); later, it ends the tail instead of failing the
+    label being posted."""
+    try:
+        yield from scanned
+    except UserError:
+        return
 
 
 class AnsweredRequests:
@@ -167,14 +171,10 @@ class AnsweredRequests:
         first until enough are found (a restart keeps accepting their labels)."""
         tail = LogTail(log_dir)
         tail.skip_to_end()      # before reading: a request logged meanwhile is read again
-        files: list[list[list]] = []        # per file, newest file first: [id, texts]
+        files: list[list[tuple[str, int]]] = []     # per file, newest first: (id, texts)
         found = 0
         for path in reversed(log_files(log_dir, "predictions")):
-            requests: list[list] = []
-            for request_id, index, _, _ in scan_predictions([path]):
-                if index == 0:
-                    requests.append([request_id, 0])
-                requests[-1][1] += 1
+            requests = request_sizes(scan_predictions([path]))
             files.append(requests)
             found += len(requests)
             if found >= window:
