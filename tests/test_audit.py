@@ -268,6 +268,8 @@ def test_folds_train_for_train_epochs_by_default_when_fewer_than_four(tiny_model
     ("folds", "label 'negative' has 2 example(s); 3 folds need at least 3"),
     ("blank", "column 'label', row 3: expected a label"),
     ("folder", "a folder of split files"),
+    ("out is the data", "is the --data file; expected another path"),
+    ("two outputs at one path", "--metrics"),
 ])
 def test_bad_inputs_give_one_line_errors(tiny_model_dir, tmp_path, capsys, case, message):
     data = toy_reviews(per_class=3).drop(index=3).reset_index(drop=True)   # 2 negatives
@@ -281,10 +283,13 @@ def test_bad_inputs_give_one_line_errors(tiny_model_dir, tmp_path, capsys, case,
     argv += {"missing": ["--data", tmp_path / "missing.csv"],
              "column": ["--data", path, "--label-column", "sentiment"],
              "folds": ["--data", path], "blank": ["--data", path],
-             "folder": ["--data", tmp_path]}[case]
+             "folder": ["--data", tmp_path],
+             "out is the data": ["--data", path, "--out", path],
+             "two outputs at one path": ["--data", path, "--metrics", tmp_path / "a.csv"]}[case]
+    before = path.read_bytes()
     code, _, err = run_audit(argv, capsys)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
-    assert not (tmp_path / "a.csv").exists()
+    assert not (tmp_path / "a.csv").exists() and path.read_bytes() == before
 
 
 @pytest.mark.parametrize("flag, value", [("--folds", "1"), ("--folds", "nan"),

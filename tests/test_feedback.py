@@ -302,6 +302,29 @@ def test_report_command_writes_markdown_and_metrics_and_fails_on_worse(tmp_path)
         command.read_test_accuracy(tmp_path / "test.json")
 
 
+@pytest.mark.parametrize("case, message", [
+    ("no logs in the folder", "no prediction logs (predictions-YYYY-MM-DD[-N].jsonl) in it"),
+    ("metrics over the test metrics", "--metrics"),
+    ("a file where the report's folder goes", "is a file, not a folder"),
+])
+def test_report_command_refuses_before_writing_anything(tmp_path, capsys, case, message):
+    labelled_log(tmp_path / "logs", 20, 20)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "test.json").write_text('{"accuracy": 0.9}')
+    argv = {"no logs in the folder": ["--log-dir", tmp_path / "empty"],
+            "metrics over the test metrics": ["--metrics", tmp_path / "test.json"],
+            "a file where the report's folder goes": ["--out", tmp_path / "test.json" / "a.md"]
+            }[case]
+    defaults = ["--log-dir", tmp_path / "logs", "--test-metrics", tmp_path / "test.json",
+                "--out", tmp_path / "live.md", "--metrics", tmp_path / "live.json"]
+    with pytest.raises(SystemExit) as exited:
+        command.main(["report", *map(str, defaults + argv)])    # the last flag wins
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "live.md").exists() and not (tmp_path / "live.json").exists()
+    assert (tmp_path / "test.json").read_text() == '{"accuracy": 0.9}'
+
+
 def test_report_command_skips_damaged_lines_and_names_them_or_refuses_with_strict(
         tmp_path, capsys):
     logs = tmp_path / "logs"

@@ -4,14 +4,17 @@ says how to get its previous outputs back."""
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from conftest import REPO
 from textclf.errors import UserError, exits_on_user_error
-from textclf.outputs import atomic_dir, atomic_file, scratch_prefix, write_json
+from textclf.outputs import (atomic_dir, atomic_file, check_outputs, scratch_prefix,
+                             write_json)
 
 
 @pytest.fixture
@@ -79,3 +82,28 @@ def test_a_failed_stage_prints_how_to_restore_its_outputs(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         stage()
     assert "hint" not in capsys.readouterr().err, "outside DVC there is nothing to restore"
+
+
+@pytest.mark.parametrize("case, message", [
+    ("output is an input", "--out data.csv: is the --data file"),
+    ("output is an input by a link", "is the --data file"),
+    ("two outputs share a path", "--metrics a.csv: is also the path of --out"),
+    ("output is a folder", "--out sub: is a folder"),
+    ("a file where a folder must be made", "data.csv is a file, not a folder"),
+])
+def test_outputs_that_would_destroy_an_input_or_fail_late_are_refused(tmp_path, monkeypatch,
+                                                                       case, message):
+    monkeypatch.chdir(tmp_path)
+    Path("data.csv").write_text("text,label\n")
+    Path("sub").mkdir()
+    Path("link.csv").symlink_to("data.csv")
+    outputs = {"output is an input": [("--out", "data.csv")],
+               "output is an input by a link": [("--out", "link.csv")],
+               "two outputs share a path": [("--out", "a.csv"), ("--metrics", "./a.csv")],
+               "output is a folder": [("--out", "sub")],
+               "a file where a folder must be made": [("--out", "data.csv/x/a.csv")]}[case]
+    with pytest.raises(UserError, match=re.escape(message)):
+        check_outputs(outputs, [("--data", "data.csv")])
+    check_outputs([("--out", "new/a.csv"), ("--metrics", "new/a.json")],
+                  [("--data", "data.csv")])            # new folders are fine
+    assert not Path("new").exists()                     # and nothing was made yet

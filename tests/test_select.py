@@ -296,6 +296,8 @@ def test_a_malformed_export_is_refused_naming_the_task(tmp_path, export, message
     ("unknown column", "no column 'review'"),
     ("malformed export", "task 1, field 'data'"),
     ("all excluded", "no text left to choose"),
+    ("out is a labelled file", "--out " ),
+    ("tasks are an export given back", "--label-studio "),
 ])
 def test_bad_inputs_give_one_line_errors(model_folder, tmp_path, capsys, case, message):
     logs = tmp_path / "logs"
@@ -306,15 +308,29 @@ def test_bad_inputs_give_one_line_errors(model_folder, tmp_path, capsys, case, m
                      "empty log": (tmp_path / "empty", []),
                      "unknown column": (texts, ["--text-column", "review"]),
                      "malformed export": (logs, ["--labelled", tmp_path / "bad.json"]),
-                     "all excluded": (logs, ["--exclude", texts])}[case]
+                     "all excluded": (logs, ["--exclude", texts]),
+                     "out is a labelled file": (logs, ["--labelled", tmp_path / "out.csv"]),
+                     "tasks are an export given back": (
+                         logs, ["--labelled", tmp_path / "tasks.json", "--label-studio",
+                                tmp_path / "tasks.json"])}[case]
+    if case == "out is a labelled file":
+        pd.DataFrame({"text": ["labelled"], "label": ["positive"]}).to_csv(
+            tmp_path / "out.csv", index=False)
+    if case == "tasks are an export given back":
+        (tmp_path / "tasks.json").write_text("[]")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "predictions-2026-11-28.jsonl").write_text("")
     (tmp_path / "bad.json").write_text(json.dumps([{"annotations": []}]))
+    before = {path: path.read_bytes() for path in tmp_path.glob("*.*")}
     code, err = run_select([source, "-n", 1, "--model", model_folder, "--out",
                             tmp_path / "out.csv", *extra], capsys)
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
-    assert not (tmp_path / "out.csv").exists()
+    if case in ("out is a labelled file", "tasks are an export given back"):
+        assert "is the --labelled file" in err
+        assert {path: path.read_bytes() for path in tmp_path.glob("*.*")} == before
+    else:
+        assert not (tmp_path / "out.csv").exists()
 
 
 @pytest.mark.parametrize("argv, message", [

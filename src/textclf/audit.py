@@ -37,10 +37,10 @@ import pandas as pd
 
 from textclf.canonical import canonical_text, normalize_label
 from textclf.data.dataset import DataError, clip, describe_rows, label_order, read_table
-from textclf.errors import UserError, exits_on_user_error
+from textclf.errors import exits_on_user_error
 from textclf.flags import integer
 from textclf.model.loading import quiet_transformers
-from textclf.outputs import atomic_file, write_json
+from textclf.outputs import atomic_file, check_outputs, write_json
 from textclf.params import Params, load_params
 from textclf.reporting.pages import md_table, md_text
 from textclf.training.cross_fit import FoldDone, assign_folds, cross_fit
@@ -247,13 +247,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     params = load_params(args.params)
-    for path in (args.out, args.markdown, args.metrics):
-        if path.is_dir():
-            raise UserError(f"{path}: a folder; expected a file path to write")
     epochs = args.epochs or min(MAX_DEFAULT_EPOCHS, params.train.epochs)
     source = args.data or Path(params.data.path)
     if source.is_dir():
         raise DataError(f"{source}: a folder of split files; audit one of them with --data FILE")
+    check_outputs([("--out", args.out), ("--markdown", args.markdown),
+                   ("--metrics", args.metrics)],
+                  [("--data" if args.data else "data.path", source), ("--params", args.params)])
     examples, labels = read_examples(
         source, args.text_column or params.data.text_column,
         args.label_column or params.data.label_column,

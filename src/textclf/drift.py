@@ -35,7 +35,7 @@ from textclf.monitoring.log_reading import DamagedLines
 from textclf.monitoring.novelty import REFERENCE_ROWS, NoveltyResult, window_novelty
 from textclf.monitoring.page import render
 from textclf.monitoring.report import DriftReport, Sources, check_sizes, compare, sample
-from textclf.outputs import atomic_file, write_json
+from textclf.outputs import atomic_file, check_outputs, write_json
 from textclf.params import PRECISIONS
 
 
@@ -234,12 +234,18 @@ def served_notes(served: tuple[str, ...], version: str, model: str) -> list[str]
 @exits_on_user_error
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    html_path, md_path = Path(args.out_dir, "drift.html"), Path(args.out_dir, "drift.md")
+    check_outputs([("--out-dir", html_path), ("--out-dir", md_path),
+                   ("--metrics", args.metrics)],
+                  [(flag, path) for flag, path in (
+                      ("--current", args.current), ("--reference", args.reference),
+                      ("--test", args.test), ("--validation", args.validation))
+                   if path and Path(path).is_file()])
     damaged = DamagedLines(strict=args.strict)
     report = build(args, damaged)
     if damaged.count:
         print(f"drift: {damaged.message()}", file=sys.stderr)
     page, summary = render(report)
-    html_path, md_path = Path(args.out_dir, "drift.html"), Path(args.out_dir, "drift.md")
     for path, text in ((html_path, page), (md_path, summary)):
         with atomic_file(path) as scratch:
             scratch.write_text(text, encoding="utf-8")

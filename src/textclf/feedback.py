@@ -30,9 +30,11 @@ from pathlib import Path
 
 from textclf.errors import UserError, exits_on_user_error
 from textclf.flags import integer
-from textclf.monitoring.live import MIN_LABELS, live_summary, read_test_accuracy
-from textclf.monitoring.log_reading import DamagedLines
-from textclf.outputs import atomic_file, write_json
+from textclf.monitoring.inputs import LOG_PATTERN
+from textclf.monitoring.live import (FEEDBACK_FOLDER, MIN_LABELS, live_summary,
+                                     read_test_accuracy)
+from textclf.monitoring.log_reading import DamagedLines, log_files
+from textclf.outputs import atomic_file, check_outputs, write_json
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -69,9 +71,11 @@ def import_labels(file: str, log_dir: str) -> str:
     from textclf.serving.feedback import FeedbackLog, feedback_lines
     from textclf.serving.label_files import matched_feedback, read_label_file, report_errors
 
-    if not Path(log_dir).is_dir():
-        raise UserError(f"--log-dir {log_dir}: no such folder; expected the --log-dir of "
-                        f"`textclf serve`")
+    check_log_dir(log_dir)
+    feedback = Path(log_dir, FEEDBACK_FOLDER)
+    if feedback.exists() and not feedback.is_dir():
+        raise UserError(f"--log-dir {log_dir}: {feedback} is a file; expected the folder "
+                        f"the feedback log is appended to")
     now = dt.datetime.now(dt.timezone.utc)
     rows, errors, skipped = read_label_file(file)
     items, unmatched = matched_feedback(rows, log_dir, now) if not errors else ([], [])
@@ -86,12 +90,25 @@ def import_labels(file: str, log_dir: str) -> str:
             f"{unlabelled}\n  -> {written}")
 
 
+def check_log_dir(log_dir: str) -> None:
+    """A folder holding the prediction logs of `textclf serve`, or UserError."""
+    if not Path(log_dir).is_dir():
+        raise UserError(f"--log-dir {log_dir}: no such folder; expected the --log-dir of "
+                        f"`textclf serve`")
+    if not log_files(log_dir, "predictions"):
+        raise UserError(f"--log-dir {log_dir}: no prediction logs ({LOG_PATTERN}) in it; "
+                        f"expected the --log-dir of `textclf serve`, after it answered")
+
+
 @exits_on_user_error
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.action == "import":
         print(import_labels(args.file, args.log_dir), file=sys.stderr)
         return
+    check_log_dir(args.log_dir)
+    check_outputs([("--out", args.out), ("--metrics", args.metrics)],
+                  [("--test-metrics", args.test_metrics)])
     damaged = DamagedLines(strict=args.strict)
     summary = live_summary(args.log_dir, read_test_accuracy(args.test_metrics),
                            args.test_metrics, args.min_labels, args.seed, damaged)

@@ -8,7 +8,54 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
+
+from textclf.errors import UserError
+
+
+def check_outputs(outputs: Sequence[tuple[str, str | Path]],
+                  inputs: Sequence[tuple[str, str | Path]] = ()) -> None:
+    """Refuse, before any work is done, outputs that would destroy an input or fail only
+    once the work is done: an output that is one of `inputs` (the same file, by any path),
+    two outputs at one path, an output that is a folder, or one whose folder cannot be
+    made (a file in the way) or written. (flag, path) pairs; a flag names the path in the
+    one-line error."""
+    claimed: dict[Path, str] = {}
+    for flag, path in outputs:
+        path = Path(path)
+        if path.is_dir():
+            raise UserError(f"{flag} {path}: is a folder; expected a file path to write")
+        for input_flag, source in inputs:
+            if same_file(path, Path(source)):
+                raise UserError(f"{flag} {path}: is the {input_flag} file; expected another "
+                                f"path, so that the input is never overwritten")
+        key = path.resolve()
+        if key in claimed:
+            raise UserError(f"{flag} {path}: is also the path of {claimed[key]}; expected a "
+                            f"path of its own for each output")
+        claimed[key] = flag
+        folder = existing_ancestor(path.parent)
+        if not folder.is_dir():
+            raise UserError(f"{flag} {path}: {folder} is a file, not a folder; expected a "
+                            f"path whose folders exist or can be made")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise UserError(f"{flag} {path}: cannot write in {folder} (permission denied)")
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether `a` and `b` are one file (a link or another spelling of the path included)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:                 # one of them does not exist (yet)
+        return a.resolve() == b.resolve()
+
+
+def existing_ancestor(folder: Path) -> Path:
+    """`folder`, or the nearest of its parents that exists."""
+    folder = folder.absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
 
 
 def _umask() -> int:

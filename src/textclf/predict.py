@@ -30,7 +30,7 @@ from textclf.errors import UserError, exits_on_user_error
 from textclf.flags import integer
 from textclf.model.labeller import Labeller
 from textclf.model.loading import weights_version
-from textclf.outputs import atomic_file
+from textclf.outputs import atomic_file, check_outputs
 from textclf.params import PRECISIONS
 
 
@@ -69,12 +69,7 @@ def check_texts(texts: list, where) -> None:
 
 
 def check_output(output: Path, input_path: str | None) -> None:
-    if output.is_dir():
-        raise UserError(f"--output {output}: is a folder; expected a file path "
-                        f"(.csv or .jsonl)")
-    if input_path and output.exists() and output.resolve() == Path(input_path).resolve():
-        raise UserError(f"--output {output}: is the --input file; expected another path, "
-                        f"so the input is never overwritten")
+    check_outputs([("--output", output)], [("--input", input_path)] if input_path else [])
     if output.suffix.lower() not in (".csv", ".jsonl"):
         raise UserError(f"--output {output}: unsupported type {output.suffix!r}; "
                         f"expected .csv or .jsonl")

@@ -48,7 +48,7 @@ from textclf.monitoring.live import read_feedback, scan_predictions
 from textclf.monitoring.log_reading import DamagedLines, json_record, log_files
 from textclf.monitoring.selection import (DEFAULT_STRATEGY, MAX_SIMILARITY, POOL_FACTOR,
                                           STRATEGIES, select, unseen_rows)
-from textclf.outputs import atomic_file, write_json
+from textclf.outputs import atomic_file, check_outputs, write_json
 from textclf.params import PRECISIONS
 
 COLUMNS = ["request_id", "index", "text", "predicted_label", "probability", "score", "label"]
@@ -111,7 +111,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @exits_on_user_error
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    check_outputs(args)
+    check_paths(args)
     seen = excluded_texts(args.exclude, args.labelled)
     damaged = DamagedLines(strict=args.strict)
     if args.source.is_dir():
@@ -148,22 +148,24 @@ def main(argv: list[str] | None = None) -> None:
           file=sys.stderr)
 
 
-def check_outputs(args: argparse.Namespace) -> None:
-    for flag, path, suffix in (("--out", args.out, ".csv"),
-                               ("--label-studio", args.label_studio, ".json")):
-        if path is None:
-            continue
-        if path.is_dir():
-            raise UserError(f"{flag} {path}: is a folder; expected a {suffix} file path")
-        if path.suffix.lower() != suffix:
+def check_paths(args: argparse.Namespace) -> None:
+    """Refuse, before the model loads, outputs of the wrong type or that would overwrite
+    an input (a filled-in labels file given back with --labelled, say) or each other."""
+    outputs = [("--out", args.out, ".csv"), ("--label-studio", args.label_studio, ".json")]
+    for flag, path, suffix in outputs:
+        if path is not None and path.suffix.lower() != suffix and not path.is_dir():
             raise UserError(f"{flag} {path}: expected a {suffix} file, found "
                             f"{path.suffix or 'no extension'!r}")
     if not args.source.exists():
         raise UserError(f"{args.source}: no such file or folder; expected a prediction log "
                         f"folder (`textclf serve --log-dir`) or a file of texts")
-    if args.out.exists() and args.out.resolve() == args.source.resolve():
-        raise UserError(f"--out {args.out}: is the SOURCE file; expected another path, so "
-                        f"the input is never overwritten")
+    written = [(flag, path) for flag, path, _ in outputs if path is not None]
+    if args.label_studio is not None:
+        written.append(("--label-studio's labelling config", config_path(args.label_studio)))
+    read = ([("SOURCE", args.source)] if args.source.is_file() else []) + [
+        (flag, path) for flag, paths in (("--exclude", args.exclude),
+                                         ("--labelled", args.labelled)) for path in paths]
+    check_outputs(written, read)
 
 
 def load_model(folder: str):
