@@ -92,6 +92,29 @@ def test_near_duplicates_are_skipped_by_every_strategy():
                   max_similarity=1.0).rows.tolist() == [0, 1]
 
 
+def test_the_shortlist_grows_when_near_duplicates_leave_fewer_than_n():
+    # 40 near-copies of one text, the least sure, then 6 distinct texts
+    probs = np.array([[0.34, 0.33, 0.33]] * 40 + [[0.6, 0.3, 0.1]] * 6)
+    vectors = np.zeros((46, 8), dtype=np.float32)
+    vectors[:40, :2] = unit(*np.linspace(0, 2, 40))     # within 2 degrees: cosine > 0.999
+    vectors[40:, 2:] = spread(6)
+    asked: list[list[int]] = []
+
+    def embed(rows):
+        asked.append(rows.tolist())
+        return vectors[rows]
+
+    for strategy in ("margin", "entropy", "diverse-margin", "random"):
+        asked.clear()
+        chosen = select(probs, 5, strategy, embed, pool_factor=2, seed=1)
+        assert len(chosen.rows) == 5, strategy                  # not 1: the list grew
+        assert len(set(chosen.rows.tolist()) & set(range(40))) <= 1, strategy
+        embedded = [row for rows in asked for row in rows]
+        assert len(embedded) == len(set(embedded)), strategy    # each row embedded once
+    # and where the candidates run out, fewer come back
+    assert len(select(probs[:40], 5, "margin", lambda r: vectors[r]).rows) == 1
+
+
 def test_excluded_and_repeated_texts_are_not_candidates():
     texts = ["Great movie", "bad", "Great\u00a0 movie ", "fine", "dull", "bad"]
     rows = unseen_rows(texts, {"dull"})

@@ -86,23 +86,30 @@ def select(probs: np.ndarray, n: int, strategy: str, embed: Embed, *,
     """Up to `n` rows of the pool whose class probabilities are `probs` (N, C), chosen by
     `strategy` among `candidates` (default: every row). `embed` gives the unit-length
     sentence embeddings of the rows it is asked for: only the shortlist (`pool_factor` x n
-    rows) is embedded. Fewer than `n` come back only when the candidates run out."""
+    rows, more where near-duplicates leave too few) is embedded. Fewer than `n` come back
+    only when the candidates run out."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
     candidates = np.arange(len(probs)) if candidates is None else np.asarray(candidates)
     scores = uncertainty(probs[candidates], strategy)
-    size = min(len(candidates), pool_factor * n)
     if strategy == "random":
-        order = np.random.default_rng(seed).permutation(len(candidates))[:size]
+        order = np.random.default_rng(seed).permutation(len(candidates))
     else:   # the least sure first; ties in pool order
-        order = np.argsort(-scores, kind="stable")[:size]
-    shortlist = candidates[order]
-    vectors = np.asarray(embed(shortlist), dtype=np.float32)
-    if strategy == "diverse-margin":
-        picked = k_center_greedy(vectors, n, max_similarity)
-    else:
-        picked = in_order(vectors, n, max_similarity)
-    return Selection(shortlist[picked], scores[order][picked], len(shortlist),
+        order = np.argsort(-scores, kind="stable")
+    choose = k_center_greedy if strategy == "diverse-margin" else in_order
+    size = min(len(candidates), pool_factor * n)
+    vectors = np.asarray(embed(candidates[order[:size]]), dtype=np.float32)
+    picked = choose(vectors, n, max_similarity)
+    while len(picked) < n and size < len(candidates):
+        # Near-duplicates left fewer than n in the shortlist: it grows, twice as long each
+        # time (only the rows it did not hold are embedded), until n are chosen or it
+        # holds every candidate.
+        grown = min(len(candidates), 2 * size)
+        more = np.asarray(embed(candidates[order[size:grown]]), dtype=np.float32)
+        vectors, size = np.concatenate([vectors, more]), grown
+        picked = choose(vectors, n, max_similarity)
+    shortlist = order[:size]
+    return Selection(candidates[shortlist][picked], scores[shortlist][picked], size,
                      near_duplicates_left(vectors, picked, max_similarity))
 
 
@@ -133,20 +140,27 @@ def in_order(vectors: np.ndarray, n: int, max_similarity: float = MAX_SIMILARITY
     """The first `n` rows of `vectors` (M, H), in order, that are not near-duplicates of a
     row taken before them."""
     chosen: list[int] = []
+    taken = np.empty((min(n, len(vectors)), vectors.shape[-1]), dtype=vectors.dtype)
     for row in range(len(vectors)):
         if len(chosen) == n:
             break
-        if chosen and float((vectors[chosen] @ vectors[row]).max()) >= max_similarity:
+        if chosen and float((taken[:len(chosen)] @ vectors[row]).max()) >= max_similarity:
             continue
+        taken[len(chosen)] = vectors[row]
         chosen.append(row)
     return np.array(chosen, dtype=np.int64)
 
 
 def near_duplicates_left(vectors: np.ndarray, picked: np.ndarray,
-                         max_similarity: float) -> int:
-    """Rows not picked that are near-duplicates of a picked one."""
+                         max_similarity: float, block: int = 4096) -> int:
+    """Rows not picked that are near-duplicates of a picked one (`block` rows at a time:
+    memory grows with the picks, not with picks x rows)."""
     if not len(picked):
         return 0
-    close = (vectors @ vectors[picked].T).max(axis=1) >= max_similarity
+    close = np.zeros(len(vectors), dtype=bool)
+    chosen = vectors[picked]
+    for start in range(0, len(vectors), block):
+        close[start:start + block] = ((vectors[start:start + block] @ chosen.T).max(axis=1)
+                                      >= max_similarity)
     close[picked] = False
     return int(close.sum())
