@@ -251,6 +251,10 @@ def test_import_by_id_by_text_and_from_label_studio(tmp_path, capsys):
 
 @pytest.mark.parametrize("name, content, names", [
     ("rows.csv", "request_id,index,label\na,x,pos\n", "rows.csv, row 1, field 'index'"),
+    ("rows.csv", "request_id,index,label\na,\u00b2,pos\n", "rows.csv, row 1, field 'index'"),
+    ("ls.json", json.dumps([{"data": {"text": "a text 0", "request_id": "a", "index": "\u00b2"},
+                             "annotations": [{"result": [{"type": "choices", "value": {
+                                 "choices": ["pos"]}}]}]}]), "ls.json, task 1, field 'data.index'"),
     ("rows.csv", "request_id,index,label\nzz,0,pos\n", "rows.csv, row 1, field 'request_id'"),
     ("rows.csv", "request_id,index,label\na,0,pos\na,5,pos\n", "rows.csv, row 2, field 'index'"),
     ("rows.csv", "request_id,index,label\na,0,meh\n",

@@ -171,7 +171,7 @@ def _origin(where: str, data: dict) -> tuple[Optional[str], Optional[int]]:
     if request_id is not None and (not isinstance(request_id, str) or not request_id):
         raise TaskError(f"{where}, field 'data.request_id': expected the `id` of an answer, "
                         f"found {request_id!r:.60}")
-    if isinstance(index, str) and index.strip().isdigit():
+    if isinstance(index, str) and index.strip().isascii() and index.strip().isdigit():
         index = int(index)
     if index is not None and (not isinstance(index, int) or isinstance(index, bool)
                               or index < 0):

@@ -88,7 +88,7 @@ def _row(where: str, record: dict) -> LabelRow:
     if not isinstance(request_id, str) or not request_id:
         raise RowError(f"{where}, field 'request_id': expected the `id` of an answer, "
                        f"found {request_id!r:.60}")
-    if isinstance(index, str) and index.strip().isdigit():
+    if isinstance(index, str) and index.strip().isascii() and index.strip().isdigit():
         index = int(index)
     if not isinstance(index, int) or isinstance(index, bool) or index < 0:
         raise RowError(f"{where}, field 'index': expected a whole number >= 0, found "

@@ -167,7 +167,7 @@ def run_parent(workers: int, settings: dict, app: str) -> None:
 
 
 def _number(text: str) -> int:
-    return int(text) if text.strip().isdigit() else 0
+    return int(text) if text.strip().isascii() and text.strip().isdigit() else 0
 
 
 def process_alive(pid: int) -> bool:

@@ -291,7 +291,8 @@ def existing_names(repo: Path, study: str) -> list[str]:
     listed = subprocess.run(["dvc", "exp", "ls", "--name-only"], cwd=repo, capture_output=True,
                             text=True)
     return [name for name in listed.stdout.split()
-            if name.startswith(f"{study}-") and name.removeprefix(f"{study}-").isdigit()]
+            if name.startswith(f"{study}-")
+            and (number := name.removeprefix(f"{study}-")).isascii() and number.isdigit()]
 
 
 @contextlib.contextmanager

@@ -81,7 +81,8 @@ def study_experiments(clone: Path, study: str, job: PointJob) -> list[str]:
     """This clone's experiments named like the study's trials (STUDY-N)."""
     listed = _run("dvc exp ls", ["dvc", "exp", "ls", "--name-only"], clone, _env(job))
     return [name for name in listed.split()
-            if name.startswith(f"{study}-") and name.removeprefix(f"{study}-").isdigit()]
+            if name.startswith(f"{study}-")
+            and (number := name.removeprefix(f"{study}-")).isascii() and number.isdigit()]
 
 
 def run_worker(job: WorkerJob) -> WorkerResult:

@@ -95,7 +95,7 @@ class TrialReport:
         storage_spec, study_name = env.get(STORAGE_ENV), env.get(STUDY_ENV)
         experiment = env.get("DVC_EXP_NAME", "")
         number = experiment.removeprefix(f"{study_name}-")
-        if not storage_spec or not study_name or number == experiment or not number.isdigit():
+        if not storage_spec or not study_name or number == experiment or not (number.isascii() and number.isdigit()):
             return None
         if "://" not in storage_spec and not Path(storage_spec).is_file():
             raise UserError(f"train: {STORAGE_ENV}={storage_spec}: no such file (textclf tune "
