@@ -265,7 +265,9 @@ def test_folds_train_for_train_epochs_by_default_when_fewer_than_four(tiny_model
 @pytest.mark.parametrize("case, message", [
     ("missing", "missing.csv: file not found"),
     ("column", "no column 'sentiment'; found columns: text, label"),
-    ("folds", "label 'negative' has 2 example(s); 3 folds need at least 3"),
+    ("folds", "data.csv: column 'label', rows 4, 5: label 'negative' has 2 example(s); 3 "
+              "folds need at least 3 of each label (fix or remove the rows, or use --folds 2)"),
+    ("typo", "data.csv: column 'label', row 2: label 'goood' has 1 example(s)"),
     ("blank", "column 'label', row 3: expected a label"),
     ("folder", "a folder of split files"),
     ("out is the data", "is the --data file; expected another path"),
@@ -275,6 +277,8 @@ def test_bad_inputs_give_one_line_errors(tiny_model_dir, tmp_path, capsys, case,
     data = toy_reviews(per_class=3).drop(index=3).reset_index(drop=True)   # 2 negatives
     if case == "blank":
         data.loc[2, "label"] = ""
+    if case == "typo":
+        data.loc[1, "label"] = "goood"
     path = tmp_path / "data.csv"
     data.to_csv(path, index=False)
     argv = ["--params", tiny_params(tiny_model_dir, tmp_path), "--folds", 3,
@@ -282,7 +286,7 @@ def test_bad_inputs_give_one_line_errors(tiny_model_dir, tmp_path, capsys, case,
             "--metrics", tmp_path / "a.json"]
     argv += {"missing": ["--data", tmp_path / "missing.csv"],
              "column": ["--data", path, "--label-column", "sentiment"],
-             "folds": ["--data", path], "blank": ["--data", path],
+             "folds": ["--data", path], "blank": ["--data", path], "typo": ["--data", path],
              "folder": ["--data", tmp_path],
              "out is the data": ["--data", path, "--out", path],
              "two outputs at one path": ["--data", path, "--metrics", tmp_path / "a.csv"]}[case]

@@ -218,7 +218,8 @@ def test_select_from_a_prediction_log(model_folder, tmp_path, capsys):
     assert prediction["result"][0]["value"] == {"choices": [LABELS[0]]}
     config = tasks.with_suffix(".config.xml").read_text()
     assert all(f'<Choice value="{label}"/>' in config for label in LABELS)
-    assert "2 of 3 candidate texts" in err
+    assert "2 of 3 candidate texts" in err and "(3 of 6 repeated, excluded or labelled" in err
+    assert "warning" not in err
     # once labelled, the CSV goes back as feedback for the logged predictions
     from textclf.serving.label_files import matched_feedback, read_label_file
 
@@ -229,6 +230,19 @@ def test_select_from_a_prediction_log(model_folder, tmp_path, capsys):
     assert not errors and not unmatched
     assert [(i.request_id, i.index, i.label) for i in items] == [("r3", 0, "neutral"),
                                                                 ("r3", 1, "positive")]
+
+
+def test_fewer_candidates_than_asked_and_formula_like_texts_are_said(model_folder, tmp_path,
+                                                                     capsys):
+    source, out = tmp_path / "new.csv", tmp_path / "selected.csv"
+    texts = ['=HYPERLINK("http://example.invalid","click")', "a plain review"]
+    pd.DataFrame({"text": texts}).to_csv(source, index=False)
+    code, err = run_select([source, "-n", 5, "--model", model_folder, "--out", out], capsys)
+    assert code == 0, err
+    assert "2 of 2 candidate texts by random; only 2 candidates (0 of 2" in err
+    assert "warning: 1 chosen text begins with =, +, -, @ or a tab" in err
+    # the text stays as written: it is data, and comes back as the same text
+    assert sorted(pd.read_csv(out)["text"]) == sorted(texts)
 
 
 def test_select_from_a_file_uses_the_models_calibrated_probabilities(model_folder, tmp_path,
@@ -321,6 +335,9 @@ def test_a_malformed_export_is_refused_naming_the_task(tmp_path, export, message
     ("all excluded", "no text left to choose"),
     ("out is a labelled file", "--out " ),
     ("tasks are an export given back", "--label-studio "),
+    ("precision with a log", "--precision applies to a SOURCE file of texts"),
+    ("strict with a file", "--strict applies to a prediction log folder"),
+    ("a number for a text", "column 'text', row 1: expected text, found 7 (int)"),
 ])
 def test_bad_inputs_give_one_line_errors(model_folder, tmp_path, capsys, case, message):
     logs = tmp_path / "logs"
@@ -335,7 +352,11 @@ def test_bad_inputs_give_one_line_errors(model_folder, tmp_path, capsys, case, m
                      "out is a labelled file": (logs, ["--labelled", tmp_path / "out.csv"]),
                      "tasks are an export given back": (
                          logs, ["--labelled", tmp_path / "tasks.json", "--label-studio",
-                                tmp_path / "tasks.json"])}[case]
+                                tmp_path / "tasks.json"]),
+                     "precision with a log": (logs, ["--precision", "fp32"]),
+                     "strict with a file": (texts, ["--strict"]),
+                     "a number for a text": (tmp_path / "numbers.jsonl", [])}[case]
+    (tmp_path / "numbers.jsonl").write_text('{"text": 7}\n')
     if case == "out is a labelled file":
         pd.DataFrame({"text": ["labelled"], "label": ["positive"]}).to_csv(
             tmp_path / "out.csv", index=False)

@@ -110,6 +110,26 @@ def _refuse(path: Path, column: str, bad: pd.Series, expected: str) -> None:
         raise DataError(f"{path}: column {column!r}, {describe_rows(rows)}: expected {expected}")
 
 
+def check_folds(examples: pd.DataFrame, folds: int, path: Path, label_column: str) -> None:
+    """Refuse, before any training and naming the rows, data that `folds` folds cannot
+    split: a label with fewer examples than folds (a typo, often), or fewer distinct
+    texts than folds."""
+    counts = examples["label"].value_counts(sort=False)
+    rare = counts[counts < folds]
+    if len(rare):
+        label = rare.idxmin()
+        rows = examples.loc[examples["label"] == label, "row"].tolist()
+        more = f" (and {len(rare) - 1} more such label(s))" if len(rare) > 1 else ""
+        fewer = (f"--folds {int(counts.min())}" if counts.min() >= 2 else "fewer folds")
+        raise DataError(f"{path}: column {label_column!r}, {describe_rows(rows)}: label "
+                        f"{label!r} has {len(rows)} example(s){more}; {folds} folds need at "
+                        f"least {folds} of each label (fix or remove the rows, or use "
+                        f"{fewer})")
+    if examples["key"].nunique() < folds:
+        raise DataError(f"{path}: {examples['key'].nunique()} distinct text(s) cannot fill "
+                        f"{folds} folds; expected at least {folds} (use fewer folds)")
+
+
 def conflicting_duplicates(examples: pd.DataFrame) -> list[dict]:
     """Texts (the same once normalised) with more than one label: each label's rows."""
     labels_per_key = examples.groupby("key", sort=False)["label"].nunique()
@@ -254,10 +274,11 @@ def main(argv: list[str] | None = None) -> None:
     check_outputs([("--out", args.out), ("--markdown", args.markdown),
                    ("--metrics", args.metrics)],
                   [("--data" if args.data else "data.path", source), ("--params", args.params)])
-    examples, labels = read_examples(
-        source, args.text_column or params.data.text_column,
-        args.label_column or params.data.label_column,
-        params.data.labels if args.data is None else None)
+    label_column = args.label_column or params.data.label_column
+    examples, labels = read_examples(source, args.text_column or params.data.text_column,
+                                     label_column,
+                                     params.data.labels if args.data is None else None)
+    check_folds(examples, args.folds, source, label_column)
     print(f"audit: {len(examples)} examples of {source}, {len(labels)} labels; {args.folds} "
           f"folds of {epochs} epoch(s) from {params.model.name}")
 

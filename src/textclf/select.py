@@ -51,6 +51,9 @@ from textclf.monitoring.selection import (DEFAULT_STRATEGY, MAX_SIMILARITY, POOL
 from textclf.outputs import atomic_file, check_outputs, write_json
 from textclf.params import PRECISIONS
 
+# A spreadsheet takes a cell beginning with one of these for a formula (OWASP, "CSV
+# Injection"): served texts come from anyone who can reach /predict.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 COLUMNS = ["request_id", "index", "text", "predicted_label", "probability", "score", "label"]
 
 
@@ -65,6 +68,7 @@ class Pool:
     indices: list[int]                  # index in the request, or row in the file (from 1)
     model_versions: list[str]
     labelled: set[str]                  # normalised texts the log's feedback labels
+    labelled_rows: int = 0              # logged texts left out as labelled by feedback
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -89,7 +93,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--labelled", type=Path, action="append", default=[], metavar="FILE",
                         help="skip texts already labelled: a file with a `text` column or a "
                              "Label Studio JSON export (repeatable)")
-    parser.add_argument("--text-column", default="text", help="SOURCE file's text column")
+    parser.add_argument("--text-column", default=None,
+                        help="SOURCE file's text column (default: text)")
     parser.add_argument("--pool-factor", type=integer(1, 1000), default=POOL_FACTOR,
                         help=f"texts shortlisted and embedded, as a multiple of N (default "
                              f"{POOL_FACTOR})")
@@ -101,10 +106,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="seed of --strategy random")
     parser.add_argument("--batch-size", type=integer(1, 100_000), default=64,
                         help="texts per forward pass (default 64)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="how a file's texts are labelled (as `textclf predict`)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="how a file's texts are labelled (as `textclf predict`; "
+                             "default: auto)")
     parser.add_argument("--strict", action="store_true",
-                        help="refuse a log with a damaged line instead of skipping it")
+                        help="refuse a log with a damaged line instead of skipping it "
+                             "(a log SOURCE only)")
     return parser.parse_args(argv)
 
 
@@ -118,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         model, tokenizer, info, device = load_model(args.model)
         pool = read_log(args.source, list(info.labels), damaged)
     else:
-        texts = read_texts(args.source, args.text_column)     # a bad file fails before loading
+        texts = read_texts(args.source, args.text_column or "text")  # fails before loading
         labeller = load_labeller(args)
         model, tokenizer, info, device = (labeller.model, labeller.tokenizer, labeller.info,
                                           labeller.device)
@@ -126,9 +133,10 @@ def main(argv: list[str] | None = None) -> None:
     if damaged.count:
         print(f"select: {damaged.message()}", file=sys.stderr)
     candidates = unseen_rows(pool.texts, seen | pool.labelled)
+    total = len(pool.texts) + pool.labelled_rows
     if not len(candidates):
-        raise UserError(f"{args.source}: no text left to choose: all {len(pool.texts)} are "
-                        f"in --exclude or --labelled files or already labelled")
+        raise UserError(f"{args.source}: no text left to choose: all {total} are in "
+                        f"--exclude or --labelled files or already labelled")
 
     def embed(rows: np.ndarray) -> np.ndarray:
         return sentence_embeddings(model, tokenizer, [pool.texts[i] for i in rows],
@@ -139,18 +147,29 @@ def main(argv: list[str] | None = None) -> None:
                     max_similarity=args.max_similarity, seed=args.seed)
     frame = chosen_frame(pool, chosen.rows, chosen.scores)
     write_outputs(args, frame, list(info.labels))
-    short = (f"; only {len(frame)} left after near-duplicates" if len(frame) < args.count
-             else "")
+    if len(frame) == args.count:
+        short = ""
+    elif len(candidates) < args.count:
+        short = f"; only {len(candidates)} candidate{'s' * (len(candidates) != 1)}"
+    else:
+        short = f"; only {len(frame)} left after near-duplicates"
     print(f"select: {len(frame)} of {len(candidates)} candidate texts by {args.strategy}"
-          f"{short} ({len(pool.texts) - len(candidates)} repeated, excluded or labelled; "
+          f"{short} ({total - len(candidates)} of {total} repeated, excluded or labelled; "
           f"{chosen.near_duplicates} near-duplicates of a chosen text left out)\n  -> "
           f"{args.out}{f', {args.label_studio}' if args.label_studio else ''}",
           file=sys.stderr)
+    if formulas := sum(text.startswith(FORMULA_STARTS) for text in frame["text"]):
+        print(f"select: warning: {formulas} chosen text{'s' * (formulas != 1)} "
+              f"begin{'s' * (formulas == 1)} with "
+              f"=, +, -, @ or a tab: a spreadsheet opening {args.out} may run them as "
+              f"formulas (they stay as written, since they are data); import the file as "
+              f"text, or label in Label Studio", file=sys.stderr)
 
 
 def check_paths(args: argparse.Namespace) -> None:
-    """Refuse, before the model loads, outputs of the wrong type or that would overwrite
-    an input (a filled-in labels file given back with --labelled, say) or each other."""
+    """Refuse, before the model loads, flags that do not apply to SOURCE, and outputs of
+    the wrong type or that would overwrite an input (a filled-in labels file given back
+    with --labelled, say) or each other."""
     outputs = [("--out", args.out, ".csv"), ("--label-studio", args.label_studio, ".json")]
     for flag, path, suffix in outputs:
         if path is not None and path.suffix.lower() != suffix and not path.is_dir():
@@ -159,6 +178,16 @@ def check_paths(args: argparse.Namespace) -> None:
     if not args.source.exists():
         raise UserError(f"{args.source}: no such file or folder; expected a prediction log "
                         f"folder (`textclf serve --log-dir`) or a file of texts")
+    if args.source.is_dir():
+        for flag, value in (("--text-column", args.text_column),
+                            ("--precision", args.precision)):
+            if value is not None:
+                raise UserError(f"{flag} applies to a SOURCE file of texts; {args.source} is "
+                                f"a prediction log folder, whose texts and probabilities "
+                                f"are as served")
+    elif args.strict:
+        raise UserError(f"--strict applies to a prediction log folder; {args.source} is a "
+                        f"file")
     written = [(flag, path) for flag, path, _ in outputs if path is not None]
     if args.label_studio is not None:
         written.append(("--label-studio's labelling config", config_path(args.label_studio)))
@@ -186,7 +215,7 @@ def load_labeller(args: argparse.Namespace):
     from textclf.model.loading import quiet_transformers
 
     quiet_transformers()
-    return Labeller.load(args.model, args.precision, batch_size=args.batch_size)
+    return Labeller.load(args.model, args.precision or "auto", batch_size=args.batch_size)
 
 
 def read_log(folder: Path, labels: list[str], damaged: DamagedLines) -> Pool:
@@ -199,7 +228,7 @@ def read_log(folder: Path, labels: list[str], damaged: DamagedLines) -> Pool:
     answered = {(f.request_id, f.index) for f in read_feedback(folder, damaged)}
     texts, probs, predicted, top, ids, indices, versions = [], [], [], [], [], [], []
     labelled: set[str] = set()
-    other = 0
+    other = labelled_rows = 0
     for request_id, index, where, line in scan_predictions(files, damaged):
         found = json_record(line, where, damaged)
         if found is None:
@@ -207,6 +236,7 @@ def read_log(folder: Path, labels: list[str], damaged: DamagedLines) -> Pool:
         record = log_record(found, where)
         if (request_id, index) in answered:
             labelled.add(canonical_text(record.text))
+            labelled_rows += 1
         elif record.probabilities is None or set(record.probabilities) != set(labels):
             other += 1
         else:
@@ -227,13 +257,16 @@ def read_log(folder: Path, labels: list[str], damaged: DamagedLines) -> Pool:
         print(f"select: skipped {other} logged texts answered by a model with other labels "
               f"(or without per-class probabilities)", file=sys.stderr)
     return Pool(texts, np.array(probs, dtype=np.float64), predicted, top, ids, indices,
-                versions, labelled)
+                versions, labelled, labelled_rows)
 
 
 def read_texts(path: Path, column: str) -> list[str]:
     texts = read_table(path, [column])[column].tolist()
     for row, text in enumerate(texts, start=1):
-        if not isinstance(text, str) or not canonical_text(text):
+        if not isinstance(text, str):
+            raise DataError(f"{path}: column {column!r}, row {row}: expected text, found "
+                            f"{text!r:.40} ({type(text).__name__})")
+        if not canonical_text(text):
             raise DataError(f"{path}: column {column!r}, row {row}: expected text, found "
                             f"{text!r:.40} (empty, whitespace-only or invisible-only)")
     return texts
