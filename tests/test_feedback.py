@@ -249,6 +249,17 @@ def test_import_by_id_by_text_and_from_label_studio(tmp_path, capsys):
         ("a", 1, "neg", "import:export.json")]
 
 
+def test_import_refuses_a_file_where_the_feedback_folder_goes(tmp_path, capsys):
+    log_request(tmp_path, "a", ["pos"])
+    (tmp_path / "feedback").write_text("not a folder")
+    (tmp_path / "ids.csv").write_text("request_id,index,label\na,0,pos\n")
+    with pytest.raises(SystemExit) as exited:
+        command.main(["import", str(tmp_path / "ids.csv"), "--log-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "feedback is a file; expected the folder" in err, err
+    assert (tmp_path / "feedback").read_text() == "not a folder"
+
+
 @pytest.mark.parametrize("name, content, names", [
     ("rows.csv", "request_id,index,label\na,x,pos\n", "rows.csv, row 1, field 'index'"),
     ("rows.csv", "request_id,index,label\na,\u00b2,pos\n", "rows.csv, row 1, field 'index'"),
