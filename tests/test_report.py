@@ -247,6 +247,9 @@ def test_runs_on_different_test_sets_get_separate_leaderboards_and_a_warning():
     assert "scored on 2 different test sets" in summary and 'class="warn"' in page
     # the best of the baseline's test set is compared, not the 0.95 on other data
     assert "Compared below: **dusky-pins** against **main (baseline)**." in summary
+    # "Top" names the test set it tops, not the 0.95 on other data either
+    assert "Top on the test set of data.path=data/reviews.csv (e1901601): **dusky-pins**" \
+        in summary
     c = compare(exps)
     assert [[r["name"] for r in g["ranked"]] for g in to_json(c)["groups"]] == [
         ["dusky-pins", "small-lr", "bally-kent", "main"], ["sst5-run", "sst5-bs16"]]

@@ -112,7 +112,8 @@ def _summary(c: Comparison, count: int, esc: Callable[[str], str]) -> list[str]:
     """The lines above the tables; `esc` makes a user's words safe where they go (`str`
     for the HTML, which `paragraph` escapes)."""
     top = c.groups[0][0]
-    lines = [f"Top: **{esc(label(top))}** ({esc(c.sort_by)} "
+    where = f" on the {esc(data_title(c.groups[0]))}" if len(c.groups) > 1 else ""
+    lines = [f"Top{where}: **{esc(label(top))}** ({esc(c.sort_by)} "
              f"{esc(fmt(top.metrics.get(c.sort_by, '-')))}).",
              f"Compared below: **{esc(label(c.best))}**"
              + (f" against **{esc(label(c.pair[1]))}**." if len(c.pair) > 1 else ".")]
