@@ -439,6 +439,10 @@ def workspace_state(case: KfpCase) -> dict[str, str]:
     return state
 
 
+# What every command says when SIGTERM comes before its own handler (textclf.errors).
+EARLY_STOP = "stopped by SIGTERM: outputs are written whole or not at all"
+
+
 def stopped_names(output: str) -> list[str] | None:
     """The points the SIGTERM message says did not finish; None without such a message."""
     found = re.search(r"^error: stopped by SIGTERM: .*did not finish \(not pushed\): "
@@ -475,10 +479,12 @@ def kfp_trial(case: KfpCase, fault: str, rng: random.Random) -> Trial:
     trial.done = f"{len(pushed)}/{len(case.sizes)} points"
     trial.landed = trial.landed and set(pushed) != set(case.names(name))
     root = case.folder / "roots" / name
-    if fault == "sigterm" and code == -signal.SIGTERM and not (root.is_dir()
-                                                               and os.listdir(root)):
+    early = code == -signal.SIGTERM or (code == 128 + signal.SIGTERM
+                                        and EARLY_STOP in job.text("err"))
+    if fault == "sigterm" and early and not (root.is_dir() and os.listdir(root)):
         # Before the command set its handler up (Python starting, kfp imported), SIGTERM
-        # ends it as any program; no task had started, so there is nothing to stop or name.
+        # ends it as any program (or as textclf.errors does for every command); no task
+        # had started, so there is nothing to stop or name.
         trial.said = "SIGTERM came before the command's handler: it ended by the signal"
     elif fault == "sigterm" and trial.landed:
         said = stopped_names(job.text("err"))

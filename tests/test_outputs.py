@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import stat
 import subprocess
 from pathlib import Path
@@ -82,6 +83,31 @@ def test_a_failed_stage_prints_how_to_restore_its_outputs(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         stage()
     assert "hint" not in capsys.readouterr().err, "outside DVC there is nothing to restore"
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stopped_command_removes_the_output_it_was_writing_and_says_so(tmp_path, capsys,
+                                                                         signum, code):
+    target = tmp_path / "out.csv"
+    target.write_text("the previous output\n")
+
+    @exits_on_user_error
+    def command():
+        with atomic_file(target) as scratch:
+            scratch.write_text("half of it")
+            os.kill(os.getpid(), signum)        # SIGINT raises KeyboardInterrupt as it is
+            raise AssertionError("the signal did not stop the command")
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as exit_info:
+        command()
+    assert exit_info.value.code == code
+    err = capsys.readouterr().err
+    assert err.startswith(f"stopped by {signal.Signals(signum).name}: outputs are written "
+                          f"whole or not at all") and err.count("\n") == 1, err
+    assert target.read_text() == "the previous output\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]        # no scratch left
+    assert signal.getsignal(signal.SIGTERM) is before                  # handler restored
 
 
 @pytest.mark.parametrize("case, message", [

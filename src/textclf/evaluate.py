@@ -15,17 +15,19 @@ adds as a column); the reliability diagram's bins under plots/reliability/.
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 import pandas as pd
 
-from textclf.data.dataset import read_split
+from textclf.canonical import canonical_text, normalize_label
+from textclf.data.dataset import DataError, clip, describe_rows, read_table
 from textclf.errors import exits_on_user_error
 from textclf.metrics import (ECE_BINS, calibration_metrics, classification_metrics,
                              reliability_table)
 from textclf.model.calibration import Calibration
 from textclf.model.labeller import Labeller
-from textclf.outputs import atomic_dir, write_json
+from textclf.outputs import atomic_dir, check_output_dir, write_json
 from textclf.params import load_params
 
 
@@ -64,23 +66,52 @@ def headline(scores: dict) -> dict[str, float]:
     return {name: scores[name] for name in ("accuracy", "f1_macro", "f1_weighted")}
 
 
+def read_test(path: str, labels: list[str]) -> pd.DataFrame:
+    """The labelled test file (`text`, `label`; CSV, TSV, JSON Lines or Parquet), labels
+    spelt as the model spells them (textclf.canonical.normalize_label: `3.0` is `3`); a
+    row without text, or with a label the model lacks, is refused naming its rows."""
+    frame = read_table(path, ["text", "label"])
+    empty = ~frame["text"].map(lambda v: isinstance(v, str) and bool(canonical_text(v)))
+    if empty.any():
+        rows = (np.flatnonzero(empty) + 1).tolist()
+        raise DataError(f"{path}: column 'text', {describe_rows(rows)}: expected text to "
+                        f"label, found {clip(frame['text'][empty].iloc[0])!r} (not text, "
+                        f"or empty, whitespace-only or invisible-only)")
+    spelt = {normalize_label(label): label for label in labels}
+    found = frame["label"].map(
+        lambda v: None if isinstance(v, (list, dict)) else spelt.get(normalize_label(v)))
+    unknown = found.isna()
+    if unknown.any():
+        rows = (np.flatnonzero(unknown) + 1).tolist()
+        raise DataError(f"{path}: column 'label', {describe_rows(rows)}: expected one of the "
+                        f"model's labels ({', '.join(labels)}), found "
+                        f"{clip(frame['label'][unknown].iloc[0])!r}")
+    return pd.DataFrame({"text": frame["text"].astype(str).tolist(),
+                         "label": found.astype(str).tolist()})
+
+
 @exits_on_user_error
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="textclf evaluate", description=__doc__)
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--model-dir", required=True, help="model folder written by train")
-    parser.add_argument("--test", required=True, help="test split (Parquet)")
+    parser.add_argument("--test", required=True,
+                        help="labelled test file: text and label columns (CSV, TSV, JSON "
+                             "Lines or Parquet), such as the test split prepare writes")
     parser.add_argument("--live-dir", required=True, help="dvclive folder for metrics/plots")
     args = parser.parse_args(argv)
 
     from dvclive import Live
 
     params = load_params(args.params).evaluate
+    check_output_dir("--live-dir", args.live_dir, "metrics.json",
+                     [("--model-dir", args.model_dir), ("--test", args.test),
+                      ("--params", args.params)])
     # int8: the model predict and serve answer with on CPUs without AMX
     labeller = Labeller.load(args.model_dir, params.precision, batch_size=params.batch_size,
                              auto_int8=False, calibrated=False)
     labels = labeller.labels
-    test = read_split(args.test)
+    test = read_test(args.test, labels)
     raw = labeller.probabilities(test["text"].tolist())  # the model's own probabilities
     calibration = labeller.info.calibrator()
     probs = calibration.apply(raw) if calibration else raw
@@ -89,6 +120,11 @@ def main(argv: list[str] | None = None) -> None:
     actual_ids = np.array([label_ids[label] for label in actual], dtype=np.int64)
     predicted = [labels[i] for i in probs.argmax(axis=1)]
     scores = classification_metrics(actual, predicted, labels)
+    absent = [label for label in labels if label not in set(actual)]
+    if absent:
+        print(f"evaluate: warning: {len(absent)} of the model's labels have no example in "
+              f"{args.test} ({', '.join(absent)}): macro-F1 averages over every label, "
+              f"and counts each of them as 0", file=sys.stderr)
     report = calibration_scores(actual_ids, raw, probs, calibration)
 
     with atomic_dir(args.live_dir) as live_dir:

@@ -42,6 +42,25 @@ def check_outputs(outputs: Sequence[tuple[str, str | Path]],
             raise UserError(f"{flag} {path}: cannot write in {folder} (permission denied)")
 
 
+def check_output_dir(flag: str, folder: str | Path, marker: str,
+                     inputs: Sequence[tuple[str, str | Path]] = ()) -> None:
+    """Refuse a folder that `atomic_dir` would replace whole when it holds one of
+    `inputs`, or holds files but not `marker` (a file every earlier output of the command
+    has): a folder of the user's own that a mistyped flag would wipe."""
+    folder = Path(folder)
+    for input_flag, source in inputs:
+        source = Path(source)
+        if same_file(folder, source) or folder.resolve() in source.resolve().parents:
+            raise UserError(f"{flag} {folder}: holds the {input_flag} {source}, and is "
+                            f"replaced whole; expected a folder of its own")
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{flag} {folder}: is a file; expected a folder to write")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / marker).exists():
+        raise UserError(f"{flag} {folder}: holds files but no {marker}, so it is not an "
+                        f"earlier output of this command, and it would be replaced whole; "
+                        f"expected a new or empty folder, or an earlier output")
+
+
 def same_file(a: Path, b: Path) -> bool:
     """Whether `a` and `b` are one file (a link or another spelling of the path included)."""
     try:

@@ -83,6 +83,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -325,6 +326,10 @@ def answered_requests(log_dir: Path, window: int):
 @exits_on_user_error
 def main(argv: Optional[list[str]] = None) -> None:
     args = parse_args(argv)
+    # uvicorn handles SIGTERM itself (a graceful shutdown, then the signal raised again so
+    # the process ends as killed by it, -15); nothing this command writes needs cleaning
+    # up, so the default action, not textclf.errors' exit 143, ends it.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         import uvicorn
     except ImportError:

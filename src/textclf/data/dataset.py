@@ -161,7 +161,10 @@ def _read_parquet(path: Path, columns: Sequence[str]) -> pd.DataFrame:
     except Exception as err:  # pyarrow raises several types for a damaged file
         raise DataError(f"{path}: cannot read as Parquet: {err}") from None
     require_columns(path, columns, names)
-    return pd.read_parquet(path)
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as err:   # a damaged row group: pyarrow's ArrowException
+        raise DataError(f"{path}: cannot read as Parquet: {err}") from None
 
 
 def clean_examples(frame: pd.DataFrame, text_column: str, label_column: str,
