@@ -235,6 +235,31 @@ def test_bad_flags_are_one_clear_line(tmp_path, capsys, flag, value, expected):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
 
 
+@pytest.mark.parametrize("argv, expected", [
+    (["fine", "--output", "o.csv"], "--output applies to --input FILE"),
+    (["fine", "--text-column", "review"], "--text-column applies to --input FILE"),
+    (["fine", "--chunk-size", "10"], "--chunk-size applies to --input FILE"),
+])
+def test_file_flags_with_texts_as_arguments_are_usage_errors(tmp_path, monkeypatch, capsys,
+                                                             argv, expected):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        predict.main(argv)
+    assert stopped.value.code == 2 and expected in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_input_that_already_has_the_added_columns_is_refused(tiny_model_dir, tmp_path,
+                                                                 capsys):
+    source = tmp_path / "in.csv"
+    source.write_text("text,predicted_label,probability\nhello,old,0.1\n")
+    with pytest.raises(SystemExit):
+        label(tiny_model_dir, source, tmp_path / "out.jsonl")
+    err = capsys.readouterr().err
+    assert "already has a column 'predicted_label' (an earlier output?)" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+
+
 def test_shards_are_contiguous_runs_of_whole_chunks():
     for rows in (1, 5, 23, 100, 1001):
         for chunk in (1, 4, 10, 10_000):
@@ -325,6 +350,7 @@ def test_more_shards_than_chunks_leaves_some_empty_and_still_merges(tiny_model_d
     ("not there", "part-9.jsonl: file not found"),
     ("other type", "part-0.jsonl: a .jsonl shard; expected .csv shards to merge into --output"),
     ("onto a shard", "--output {shards}/part-0.jsonl: is one of the shards to merge"),
+    ("onto a copy of the input", "copy.jsonl: is the input the shards were labelled from"),
 ])
 def test_bad_merges_are_one_line_and_write_nothing(shards, tmp_path, capsys, case, expected):
     parts = [shards / f"part-{i}.jsonl" for i in range(3)]
@@ -346,6 +372,9 @@ def test_bad_merges_are_one_line_and_write_nothing(shards, tmp_path, capsys, cas
         parts[1] = shards / "part-9.jsonl"
     elif case == "other type":
         output = tmp_path / "merged.csv"
+    elif case == "onto a copy of the input":
+        output = tmp_path / "copy.jsonl"
+        output.write_bytes((shards / "in.jsonl").read_bytes())
     else:
         output = parts[0]
     before = {p: p.read_bytes() for p in shards.iterdir()}
@@ -356,6 +385,8 @@ def test_bad_merges_are_one_line_and_write_nothing(shards, tmp_path, capsys, cas
     assert err.startswith("error: ") and expected.format(shards=shards) in err
     assert {p: p.read_bytes() for p in shards.iterdir()} == before, "the shards are untouched"
     assert not any(p.name.startswith(("merged", ".merged")) for p in tmp_path.iterdir())
+    if case == "onto a copy of the input":
+        assert output.read_bytes() == (shards / "in.jsonl").read_bytes()
 
 
 def test_merge_usage_errors(shards, capsys):

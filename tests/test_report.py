@@ -372,3 +372,26 @@ def test_a_commit_whose_stages_used_other_data_than_committed_is_stale():
                                                             "isout": True}})
     assert stale_deps(moved, lock) == ("evaluate used data/prepared/test.parquet e1901601, "
                                        "the committed one is 8ea39778")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--html", "params.yaml"], "--html params.yaml: expected a .html file, found '.yaml'"),
+    (["--markdown", "report.html"], "--markdown report.html: expected a .md file"),
+    (["--html", "r/x.html", "--markdown", "r/x.html"], "expected a .md file"),
+    (["--html", "r/x.html", "--markdown", "r/../r/x.md", "--html", "r/x.md.html"], None),
+])
+def test_report_outputs_are_checked_before_anything_is_read(tmp_path, monkeypatch, capsys,
+                                                            argv, message):
+    from textclf import report
+
+    monkeypatch.chdir(tmp_path)          # not a DVC project: a refusal comes first
+    (tmp_path / "params.yaml").write_text("train: {}\n")
+    with pytest.raises(SystemExit) as exited:
+        report.main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.count("\n") == 1, err
+    if message:
+        assert message in err, err
+    else:                                # good paths: refused later, for having no runs
+        assert "expected" not in err.split(":")[1] and "r/x" not in err, err
+    assert (tmp_path / "params.yaml").read_text() == "train: {}\n"

@@ -119,6 +119,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                      f"(.csv or .jsonl)")
     if args.shard and not args.input:
         parser.error("--shard needs --input FILE and --output FILE")
+    if args.texts:
+        given = [flag for flag, value, default in (
+            ("--output", args.output, None),
+            ("--text-column", args.text_column, parser.get_default("text_column")),
+            ("--chunk-size", args.chunk_size, parser.get_default("chunk_size")))
+            if value != default]
+        if given:
+            parser.error(f"{given[0]} applies to --input FILE; texts given as arguments are "
+                         f"answered on stdout, one JSON line each")
     return args
 
 
@@ -141,6 +150,8 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps(record, ensure_ascii=False))
 
 
+ADDED = ("predicted_label", "probability")      # the columns --output adds to --input's
+
 # What writing --output can meet that is the disk's fault, not the input's.
 WRITE_FAILURES = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO}
 
@@ -148,6 +159,10 @@ WRITE_FAILURES = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EI
 def label_file(args: argparse.Namespace) -> None:
     """--input to --output chunk by chunk (or only the rows of --shard)."""
     table = open_table(args.input, [args.text_column], digest=bool(args.shard))
+    taken = [column for column in ADDED if column in table.columns]
+    if taken:
+        raise UserError(f"--input {args.input}: already has a column {taken[0]!r} (an earlier "
+                        f"output?); predict adds {' and '.join(ADDED)}: rename or drop it")
     total = count_rows(table) if args.shard else table.rows
     rows = shard_rows(total, args.chunk_size, *args.shard) if args.shard else None
     chunks = checked_chunks(table, args.input, args.text_column, args.chunk_size, rows)
@@ -157,7 +172,7 @@ def label_file(args: argparse.Namespace) -> None:
     labelled = (labelled_chunk(labeller, chunk, args.text_column) for chunk in
                 with_progress(itertools.chain(first, chunks),
                               len(rows) if rows is not None else total))
-    columns = [*table.columns, "predicted_label", "probability"]
+    columns = [*table.columns, *ADDED]
     try:
         with atomic_file(args.output) as scratch:
             header, written = write_chunks(labelled, scratch,
@@ -215,6 +230,12 @@ def merge(shards: list[Path], output: Path) -> None:
     if any(output.resolve() == shard.resolve() for shard in shards):
         raise UserError(f"--output {output}: is one of the shards to merge; expected "
                         f"another path")
+    if output.is_file():
+        sources = {ShardRecord.load(shard).input_sha256 for shard in shards}
+        if output_facts(output)[1] in sources:
+            raise UserError(f"--output {output}: is the input the shards were labelled from "
+                            f"(same sha256); expected another path, so the input is never "
+                            f"overwritten")
     record = merge_shards(shards, output)
     record_path(output).unlink(missing_ok=True)
     print(f"predict: {record.shards} shards, {record.input_rows} rows of "

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from textclf.errors import UserError, exits_on_user_error
 from textclf.reporting.pages import md_code_block, md_table, md_text
-from textclf.outputs import atomic_file
+from textclf.outputs import atomic_file, check_outputs
 from textclf.reporting.charts import bar_chart, escape, heatmap, line_chart
 from textclf.reporting.experiments import (CURVES, Experiment, Listed, RunFiles, read_experiments,
                                            to_yaml)
@@ -258,6 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
 @exits_on_user_error
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if not args.json:
+        for flag, path, suffixes in (("--html", args.html, (".html", ".htm")),
+                                     ("--markdown", args.markdown, (".md", ".markdown"))):
+            if Path(path).suffix.lower() not in suffixes:
+                raise UserError(f"{flag} {path}: expected a {suffixes[0]} file, found "
+                                f"{Path(path).suffix or 'no extension'!r}")
+        check_outputs([("--html", args.html), ("--markdown", args.markdown)])
     exps, unfinished = read_experiments(str(Path.cwd()),
                                         RunFiles(args.train_dir, args.evaluate_dir),
                                         args.all_commits)
