@@ -403,7 +403,6 @@ def test_a_terminal_gets_a_progress_bar(tiny_model_dir, tmp_path):
     row count is not known before it is read, so no total); the pipe case above gets
     none."""
     import fcntl
-    import os
     import pty
     import struct
     import subprocess
