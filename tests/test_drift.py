@@ -252,6 +252,34 @@ def test_since_keeps_the_logged_texts_of_the_window(tmp_path):
         read_prediction_logs(tmp_path, dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc))
 
 
+def test_logs_of_raw_probabilities_or_of_another_model_are_not_trusted(tmp_path):
+    mine, other = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    answer = {"label": "a", "probability": 0.6, "probabilities": {"a": 0.6, "b": 0.4}}
+    time = dt.datetime(2026, 12, 5, tzinfo=dt.timezone.utc)
+
+    def window(versions, calibrated):
+        """The logged window of one request per (model_version, calibrated)."""
+        folder = tmp_path / str(len(list(tmp_path.iterdir())))
+        folder.mkdir()
+        (folder / log_file_name(time.date(), 0)).write_bytes(b"".join(
+            log_lines(time, f"r{i}", version, ["a text"], [answer], said)
+            for i, (version, said) in enumerate(zip(versions, calibrated))))
+        return read_prediction_logs(folder)
+
+    assert drift.logged_untrusted(window([mine], [True]), mine, True) == []
+    assert drift.logged_untrusted(window([mine], [None]), mine, True) == []   # older logs
+    assert drift.logged_untrusted(window([mine], [False]), mine, True) == [
+        "the logged probabilities are raw (serve --raw-probabilities, or a folder without a "
+        "temperature) and this report compares calibrated ones (without --raw-probabilities)"]
+    assert "are calibrated and this report compares raw ones (with --raw-probabilities)" in \
+        drift.logged_untrusted(window([mine], [True]), mine, False)[0]
+    assert drift.logged_untrusted(window([mine, mine], [True, False]), mine, True) == [
+        "the logs mix calibrated and raw probabilities"]
+    found = drift.logged_untrusted(window([other], [True]), mine, True)
+    assert len(found) == 1 and f"answers of {other}, not of the model in --model" in found[0]
+    assert drift.logged_untrusted(window(["prod-7"], [True]), mine, True) == []  # free name
+
+
 def test_served_versions_that_differ_from_the_model_are_noted():
     mine, other = "sha256:" + "a" * 64, "sha256:" + "b" * 64
     assert drift.served_notes((f"{mine}+git:abc",), mine, "models/classifier") == []

@@ -234,7 +234,9 @@ def _run(tiny_model_dir, tmp_path, current: list[str]) -> dict:
 
 
 def test_drift_reports_the_estimate_beside_the_test_scores(tiny_model_dir, tmp_path):
-    same = list(toy_reviews(per_class=8).text)
+    # The training reviews as other people type them (capitalised): not training texts,
+    # but nothing the lower-casing domain classifier and tokenizer can tell apart.
+    same = [text.capitalize() for text in toy_reviews(per_class=8).text]
     found = _run(tiny_model_dir, tmp_path, same)
     assert {"estimate_reliable", "estimated_accuracy", "estimated_accuracy_low",
             "estimated_accuracy_high", "estimated_f1_macro", "atc_accuracy", "atc_threshold",
@@ -270,6 +272,26 @@ def test_a_changed_window_marks_the_estimate_unreliable_everywhere(tiny_model_di
     for text in (summary, page):
         assert "unreliable here" in text and "UNRELIABLE" in text and "AUC" in text
         assert "novelty AUC 1.000 &gt;" in text or "novelty AUC 1.000 >" in text
+
+
+def test_a_window_of_training_texts_or_repeats_is_said_and_not_trusted(tiny_model_dir,
+                                                                       tmp_path):
+    texts = list(toy_reviews(per_class=8).text)
+    found = _run(tiny_model_dir, tmp_path, texts)        # the training texts themselves
+    assert (found["estimate_reliable"], found["unreliable_other"]) == (0, 1)
+    summary = (tmp_path / "reports" / "drift.md").read_text()
+    assert "100% of the current texts are training texts, on which the model is right" \
+        in summary
+    # Each capitalised review sent 3 times: repeats, not a change of domain.
+    once = [text.capitalize() for text in texts]
+    _run(tiny_model_dir, tmp_path, once)
+    report = json.loads((tmp_path / "drift.json").read_text())
+    _run(tiny_model_dir, tmp_path, once * 3)
+    again = json.loads((tmp_path / "drift.json").read_text())
+    assert again["text_drift"] == report["text_drift"]
+    assert again["performance"]["estimate_reliable"] == 1
+    assert "80 of the 120 current texts repeat another (67%)" in \
+        (tmp_path / "reports" / "drift.md").read_text()
 
 
 def test_the_test_split_is_refused_as_validation(tiny_model_dir, tmp_path, capsys):

@@ -26,10 +26,11 @@ from typing import Sequence
 
 import numpy as np
 
+from textclf.canonical import canonical_text
 from textclf.errors import UserError, exits_on_user_error
 from textclf.flags import integer
 from textclf.monitoring.estimate import ATCThreshold, fit_atc
-from textclf.monitoring.inputs import (Predictions, label_texts, parse_time,
+from textclf.monitoring.inputs import (LoggedWindow, Predictions, label_texts, parse_time,
                                        read_labels, read_prediction_logs, read_texts)
 from textclf.monitoring.log_reading import DamagedLines
 from textclf.monitoring.novelty import REFERENCE_ROWS, NoveltyResult, window_novelty
@@ -127,21 +128,70 @@ def build(args: argparse.Namespace, damaged: DamagedLines | None = None) -> Drif
         notes.append("The probabilities are not calibrated (--raw-probabilities, or a model "
                      "folder without a fitted temperature): the accuracy estimate assumes "
                      "calibrated ones; its test-split row shows how far off that makes it.")
+    untrusted = []
     if logged:
         current: Predictions = dataclasses.replace(
             logged.predictions, probabilities=logged.probability_matrix(labeller.labels))
         notes += served_notes(logged.model_versions, version, args.model)
+        untrusted += logged_untrusted(logged, version, labeller.calibration is not None)
         if logged.model_versions:
             version = f"{', '.join(logged.model_versions)} (as logged by `textclf serve`)"
     else:
         current = label_texts(labeller, current_texts)
         version = f"{version} (the weights in {args.model})"
+    untrusted += training_overlap(reference, current.texts, notes)
     sources = dataclasses.replace(sources, model_version=short_hashes(version))
     novelty = (measure_novelty(labeller, reference, validation[0], current.texts, args, notes)
                if validation else None)
     return compare(reference, test, current, labeller.labels, sources, seed=args.seed,
                    max_rows=args.max_rows, notes=[short_hashes(note) for note in notes],
-                   test_labels=test_labels, atc=atc, novelty=novelty)
+                   test_labels=test_labels, atc=atc, novelty=novelty,
+                   untrusted=[short_hashes(reason) for reason in untrusted])
+
+
+# The share of a window's texts that are training texts above which the estimate is not
+# trusted. On its own training texts the demo model is right far more often than its
+# calibrated confidence says (accuracy 0.972, CBPE 0.811: 16 points), so a share s adds
+# about 16 s points of error: 0.2 keeps it near 3.
+MAX_TRAINING_SHARE = 0.2
+
+
+def training_overlap(reference: Sequence[str], current: Sequence[str],
+                     notes: list[str]) -> list[str]:
+    """The share of `current` that are `reference` (training) texts once normalised: said
+    in a note when any are, and a reason not to trust the estimate above
+    MAX_TRAINING_SHARE."""
+    training = {canonical_text(text) for text in reference}
+    seen = sum(canonical_text(text) in training for text in current) / len(current)
+    if not seen:
+        return []
+    notes.append(f"{seen:.0%} of the current texts are training texts (the same once "
+                 f"normalised): the model is surer of those, and more often right, than "
+                 f"of new ones.")
+    return ([f"{seen:.0%} of the current texts are training texts, on which the model is "
+             f"right more often than its calibrated confidence says (above "
+             f"{MAX_TRAINING_SHARE:.0%})"] if seen > MAX_TRAINING_SHARE else [])
+
+
+def logged_untrusted(logged: LoggedWindow, version: str, calibrated: bool) -> list[str]:
+    """Why the logged probabilities are not what this report's estimators were fitted
+    on: another model's answers (by sha256), or raw where it compares calibrated ones
+    (or the other way round), as the log's `calibrated` field says."""
+    reasons = []
+    other = [v for v in logged.model_versions
+             if v.startswith("sha256:") and v.split("+")[0] != version]
+    if other:
+        reasons.append(f"the logs hold answers of {', '.join(other)}, not of the model in "
+                       f"--model ({version}), whose ATC threshold and test scores these are")
+    kind = {True: "calibrated", False: "raw (serve --raw-probabilities, or a folder "
+                                      "without a temperature)"}
+    if len(logged.calibrated) > 1:
+        reasons.append("the logs mix calibrated and raw probabilities")
+    elif logged.calibrated and logged.calibrated[0] != calibrated:
+        reasons.append(f"the logged probabilities are {kind[logged.calibrated[0]]} and this "
+                       f"report compares {kind[calibrated].split(' (')[0]} ones "
+                       f"({'without' if calibrated else 'with'} --raw-probabilities)")
+    return reasons
 
 
 def validation_split(args: argparse.Namespace, info) -> Path | None:

@@ -26,7 +26,7 @@ move accuracy more than confidence.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -176,22 +176,27 @@ class Reliability:
     f1_reason: str = ""
     domain_fired: bool = False   # the signals that make the estimates unreliable
     novelty_fired: bool = False
+    untrusted: tuple[str, ...] = ()  # what the command knows makes them so (see below)
 
     @property
     def reliable(self) -> bool:
-        """The estimates as a whole: neither signal fired."""
-        return not (self.domain_fired or self.novelty_fired)
+        """The estimates as a whole: neither signal fired, nothing else known against."""
+        return not (self.domain_fired or self.novelty_fired or self.untrusted)
 
 
 def reliability(domain_auc: float, labels_moved: bool = False,
                 max_auc: float = MAX_RELIABLE_AUC, novelty: Optional[NoveltyResult] = None,
-                max_novelty: float = MAX_RELIABLE_NOVELTY) -> Reliability:
+                max_novelty: float = MAX_RELIABLE_NOVELTY,
+                untrusted: Sequence[str] = ()) -> Reliability:
     """Whether the window is close enough to the training domain for calibrated
     confidences to carry over (the assumption of both estimators): neither the domain
     classifier's AUC nor, where measured, the novelty AUC above its limit. Macro-F1 also
     fails when the predicted labels moved (benchmarks/performance_estimate.py: accuracy
     held within 2 points on a window of positive reviews only, macro-F1 was 30 points
-    off), because a class the window lacks scores 0 whatever its expected counts say."""
+    off), because a class the window lacks scores 0 whatever its expected counts say.
+    `untrusted`: reasons the caller knows of, each a clause (the window's probabilities
+    are not the kind the estimators were fitted on, or another model's, or the window
+    is largely training texts): any of them makes the estimates unreliable too."""
     domain_fired = domain_auc > max_auc
     novelty_fired = novelty is not None and novelty.auc > max_novelty
     signals = [f"the domain classifier {'tells' if domain_fired else 'does not tell'} the "
@@ -205,10 +210,14 @@ def reliability(domain_auc: float, labels_moved: bool = False,
             f"them beyond 95% of the validation texts, in the model's own representation)")
     if domain_fired or novelty_fired:
         fired = [s for s, on in zip(signals, (domain_fired, novelty_fired)) if on]
-        return Reliability("; ".join(fired) + ": confidences calibrated on the training "
-                           "domain need not hold on other texts, and the estimate can be off "
-                           "by tens of points", f1_reliable=False, domain_fired=domain_fired,
-                           novelty_fired=novelty_fired)
+        return Reliability("; ".join([*untrusted, *fired]) + ": confidences calibrated on "
+                           "the training domain need not hold on these texts, and the "
+                           "estimate can be off by tens of points", f1_reliable=False,
+                           domain_fired=domain_fired, novelty_fired=novelty_fired,
+                           untrusted=tuple(untrusted))
+    if untrusted:
+        return Reliability("; ".join(untrusted) + ": the estimate can be off by tens of "
+                           "points", f1_reliable=False, untrusted=tuple(untrusted))
     f1_reason = ("the predicted labels moved from the test split, and macro-F1 counts a "
                  "class the window lacks as 0, so its estimate can be far off; accuracy's "
                  "holds" if labels_moved else "")
@@ -242,7 +251,8 @@ def estimate_performance(current_top: np.ndarray, current_probs: Optional[np.nda
                          domain_auc: float, atc: Optional[ATCThreshold] = None,
                          test_scores: Optional[tuple[float, float]] = None,
                          labels_moved: bool = False, seed: int = 0,
-                         novelty: Optional[NoveltyResult] = None) -> PerformanceEstimate:
+                         novelty: Optional[NoveltyResult] = None,
+                         untrusted: Sequence[str] = ()) -> PerformanceEstimate:
     """`test_scores`: the test split's true (accuracy, macro-F1), where it has labels;
     `labels_moved`: the drift report's predicted-label test fired; `novelty`: the window
     against the validation split (None where there is none)."""
@@ -252,5 +262,6 @@ def estimate_performance(current_top: np.ndarray, current_probs: Optional[np.nda
         current_atc=atc.estimate(current_top) if atc else None,
         test=cbpe(test_top, test_probs, seed), test_atc=atc.estimate(test_top) if atc else None,
         test_accuracy=accuracy, test_f1_macro=f1, atc=atc,
-        reliability=reliability(domain_auc, labels_moved, novelty=novelty),
+        reliability=reliability(domain_auc, labels_moved, novelty=novelty,
+                                untrusted=untrusted),
         novelty=novelty)

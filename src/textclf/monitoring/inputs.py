@@ -43,6 +43,7 @@ class LogRecord:
     label: str
     probability: float
     probabilities: Optional[dict[str, float]] = None     # every class's, as served
+    calibrated: Optional[bool] = None   # the server said whether they are (older logs: not)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class LoggedWindow:
     first: dt.datetime
     last: dt.datetime
     probabilities: tuple[Optional[dict[str, float]], ...] = ()   # per record, as logged
+    calibrated: tuple[bool, ...] = ()   # the distinct `calibrated` values the records state
 
     def probability_matrix(self, labels: Sequence[str]) -> Optional[np.ndarray]:
         """(N, C) logged probabilities in the order of `labels`, or None where a record
@@ -118,7 +120,8 @@ def read_prediction_logs(folder: str | Path, since: dt.datetime | None = None,
         Predictions(tuple(r.text for r in records), tuple(r.label for r in records),
                     tuple(r.probability for r in records)),
         tuple(dict.fromkeys(r.model_version for r in records if r.model_version)),
-        len(files), min(times), max(times), tuple(r.probabilities for r in records))
+        len(files), min(times), max(times), tuple(r.probabilities for r in records),
+        tuple(sorted({r.calibrated for r in records if r.calibrated is not None})))
 
 
 def _read_log(path: Path, damaged: DamagedLines, newest: bool) -> list[LogRecord]:
@@ -139,7 +142,9 @@ def log_record(record: dict, where: LogLine | str) -> LogRecord:
                         f"found {top!r}")
     return LogRecord(parse_time(record.get("time"), f"{where}: field 'time'"),
                      str(record.get("model_version") or ""), text, label, float(top),
-                     _class_probabilities(record.get("probabilities")))
+                     _class_probabilities(record.get("probabilities")),
+                     calibrated if isinstance(calibrated := record.get("calibrated"), bool)
+                     else None)
 
 
 def _class_probabilities(value) -> Optional[dict[str, float]]:

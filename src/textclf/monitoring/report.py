@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from textclf.canonical import canonical_text
 from textclf.errors import UserError
 from textclf.metrics import classification_metrics
 from textclf.monitoring.estimate import ATCThreshold, PerformanceEstimate, estimate_performance
@@ -106,6 +107,7 @@ def performance_metrics(estimate: PerformanceEstimate) -> dict:
              "f1_estimate_reliable": int(estimate.reliability.f1_reliable),
              "unreliable_domain": int(why.domain_fired),
              "unreliable_novelty": int(why.novelty_fired),
+             "unreliable_other": int(bool(why.untrusted)),
              "novelty_auc": novelty.auc if novelty else None,
              "novel_share": novelty.novel_share if novelty else None,
              "estimated_accuracy": cur.accuracy, "estimated_accuracy_low": cur.accuracy_low,
@@ -133,6 +135,14 @@ def sample(texts: Sequence[str], limit: int, seed: int) -> list[str]:
     return [texts[i] for i in keep]
 
 
+def distinct(texts: Sequence[str]) -> list[str]:
+    """`texts` with each text once (the same once normalised, textclf.canonical), in order."""
+    first: dict[str, str] = {}
+    for text in texts:
+        first.setdefault(canonical_text(text), text)
+    return list(first.values())
+
+
 def check_sizes(sources: Sources, reference: int, current: int, test: int) -> None:
     """Each window holds at least MIN_ROWS texts (checked before a model is loaded, too)."""
     for name, source, size in (("--reference", sources.reference, reference),
@@ -148,21 +158,32 @@ def compare(reference: Sequence[str], test: Predictions, current: Predictions,
             max_rows: int = 10_000, notes: Sequence[str] = (),
             test_labels: Optional[Sequence[str]] = None,
             atc: Optional[ATCThreshold] = None,
-            novelty: Optional[NoveltyResult] = None) -> DriftReport:
+            novelty: Optional[NoveltyResult] = None,
+            untrusted: Sequence[str] = ()) -> DriftReport:
     """Everything the report shows; `labels` are the model's, in its label order;
     `test_labels` the test split's gold labels where it has them; `atc` the ATC threshold
-    fitted on the validation split; `novelty` the window's against that split."""
+    fitted on the validation split; `novelty` the window's against that split;
+    `untrusted` what the caller knows makes the estimates unreliable."""
     check_sizes(sources, len(reference), len(current.texts), len(test.texts))
     notes = list(notes)
-    for name, texts in (("reference", reference), ("current", current.texts)):
+    # The domain classifier sees each text once: a text sent again (a client's retry)
+    # would land in both of its halves, and be "told apart" from the reference by memory.
+    distinct_reference, distinct_current = distinct(reference), distinct(current.texts)
+    repeats = len(current.texts) - len(distinct_current)
+    if repeats:
+        notes.append(f"{repeats:,} of the {len(current.texts):,} current texts repeat "
+                     f"another ({repeats / len(current.texts):.0%}); the domain classifier "
+                     f"saw each text once, the other measures every text as sent.")
+    check_sizes(sources, len(distinct_reference), len(distinct_current), len(test.texts))
+    for name, texts in (("reference", distinct_reference), ("current", distinct_current)):
         if len(texts) > max_rows:
             notes.append(f"The domain classifier used a random {max_rows:,} of the "
                          f"{len(texts):,} {name} texts (--max-rows).")
     if len(current.texts) < SMALL_WINDOW:
         notes.append(f"The current window has {len(current.texts)} texts: only large "
                      f"changes can be detected; collect more for a sharper test.")
-    domain = domain_classifier(sample(reference, max_rows, seed),
-                               sample(current.texts, max_rows, seed + 1), seed=seed)
+    domain = domain_classifier(sample(distinct_reference, max_rows, seed),
+                               sample(distinct_current, max_rows, seed + 1), seed=seed)
     # Out-of-vocabulary against the reference texts' words; the test split, which the
     # model never saw either, shows the rate to expect when nothing has changed.
     vocabulary = vocabulary_of(reference)
@@ -174,7 +195,7 @@ def compare(reference: Sequence[str], test: Predictions, current: Predictions,
     performance = estimate_performance(
         np.asarray(current.top_probability), current.probabilities,
         np.asarray(test.top_probability), test.probabilities, domain.auc, atc, scores,
-        labels_moved=shift.drifted, seed=seed, novelty=novelty)
+        labels_moved=shift.drifted, seed=seed, novelty=novelty, untrusted=untrusted)
     return DriftReport(
         sources=sources, reference=text_profile(reference, vocabulary),
         test=text_profile(test.texts, vocabulary),

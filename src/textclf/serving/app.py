@@ -273,7 +273,8 @@ def _record(prediction_log: PredictionLog, model: ServedModel, request_id: str,
     """Log one request; False if the write failed."""
     now = dt.datetime.now(dt.timezone.utc)
     try:
-        prediction_log.append(now, log_lines(now, request_id, model.version, texts, answers))
+        prediction_log.append(now, log_lines(now, request_id, model.version, texts, answers,
+                                             model.calibrated))
     except OSError as err:
         # The client still gets its answer; the gap in the log is reported loudly.
         log.error("prediction log: could not write request %s to %s: %s", request_id,

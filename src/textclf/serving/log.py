@@ -14,6 +14,10 @@ folder (`textclf serve --log-dir`, default `logs/predictions`), one per UTC day:
     label          the predicted label
     probability    its probability, rounded to 6 digits (as in the response)
     probabilities  {label: probability} for every class, rounded to 6 digits
+    calibrated     true when those are calibrated probabilities (the default), false with
+                   `serve --raw-probabilities` or a model folder without a temperature
+                   (logs written before 2026-12-05 lack it); the drift report does not
+                   trust an estimate from probabilities of the other kind than it compares
 
 Each request's lines go to the file in one `os.write` on a descriptor opened with
 O_APPEND, under an exclusive `flock` of the file, before the client gets its answer: a
@@ -39,18 +43,21 @@ from pathlib import Path
 from typing import Optional
 
 FIELDS = ("time", "request_id", "model_version", "text", "label", "probability",
-          "probabilities")
+          "probabilities", "calibrated")
 
 
 def log_lines(time: dt.datetime, request_id: str, model_version: str, texts: list[str],
-              answers: list[dict]) -> bytes:
+              answers: list[dict], calibrated: Optional[bool] = None) -> bytes:
     """The JSON Lines of one request: `answers[i]` (label, probability, probabilities)
-    for `texts[i]`."""
+    for `texts[i]`; `calibrated`: whether those are calibrated probabilities (the drift
+    report compares like with like), left out where unsaid."""
     stamp = time.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds")
+    said = {} if calibrated is None else {"calibrated": calibrated}
     lines = [json.dumps({"time": stamp, "request_id": request_id,
                          "model_version": model_version, "text": text,
                          "label": answer["label"], "probability": answer["probability"],
-                         "probabilities": answer["probabilities"]}, ensure_ascii=False)
+                         "probabilities": answer["probabilities"], **said},
+                        ensure_ascii=False)
              for text, answer in zip(texts, answers, strict=True)]
     return ("\n".join(lines) + "\n").encode("utf-8")
 

@@ -87,6 +87,7 @@ class ServedModel:
     version: str
     labels: tuple[str, ...]
     max_length: int
+    calibrated: Optional[bool] = None   # answers with calibrated probabilities (None: unsaid)
 
 
 def checked_texts(texts: list[Any], limits: Limits, field: str) -> list[str]:

@@ -53,7 +53,8 @@ def load_model(source: ModelSource) -> LoadedModel:
     labeller = Labeller.load(source.folder, source.precision, batch_size=source.batch_size,
                              threads=source.threads, calibrated=source.calibrated)
     served = ServedModel(name=source.name, version=model_version(source.folder, source.version),
-                         labels=tuple(labeller.labels), max_length=labeller.info.max_length)
+                         labels=tuple(labeller.labels), max_length=labeller.info.max_length,
+                         calibrated=labeller.calibration is not None)
     return LoadedModel(served, labeller, f"{labeller.device.type} {labeller.precision}")
 
 
