@@ -123,6 +123,20 @@ def test_versions_are_scored_apart_and_the_latest_decides(tmp_path):
     assert summary.verdict == NO_DROP and set(summary.metrics()["versions"]) == {"new", "old"}
 
 
+def test_a_new_version_without_labels_yet_is_the_current_one(tmp_path):
+    labelled_log(tmp_path, 10, 30, version="old")            # worse than test
+    for i in range(5):       # the fix, answering now: nobody has labelled its answers yet
+        log_request(tmp_path, f"fix-{i}", ["pos"], when=T0 + dt.timedelta(days=1),
+                    version="v3-fix")
+    summary = live_summary(tmp_path, test_accuracy=0.8)
+    assert summary.answering == "v3-fix" and summary.current is None
+    assert summary.verdict == TOO_FEW and not summary.worse
+    assert [v.model_version for v in summary.versions] == ["old"]     # still shown
+    assert "model v3-fix answers now and none of its answers has a label yet" in \
+        summary.to_markdown()
+    assert summary.metrics()["worse_than_test"] == 0
+
+
 def test_no_labels_yet_is_too_few(tmp_path):
     log_request(tmp_path, "a", ["pos"])
     summary = live_summary(tmp_path, 0.9)

@@ -344,10 +344,15 @@ class LiveSummary:
     min_labels: int
     disagreements: tuple[Labelled, ...] = field(default=())
     damaged_lines: int = 0                   # of either log, skipped
+    answering: Optional[str] = None          # the version of the log's last answer
 
     @property
     def current(self) -> Optional[VersionStats]:
-        return self.versions[0] if self.versions else None
+        """The version answering now (the log's last answer), None while it has no labels;
+        without a log to tell, the labelled version answered last."""
+        if self.answering is None:
+            return self.versions[0] if self.versions else None
+        return next((v for v in self.versions if v.model_version == self.answering), None)
 
     @property
     def verdict(self) -> str:
@@ -400,7 +405,32 @@ def live_summary(log_dir: str | Path, test_accuracy: float, test_source: str = "
     feedback = read_feedback(log_dir, damaged)
     requests = logged_requests(log_dir, {f.request_id for f in feedback}, damaged)
     summary = summarise(join(feedback, requests), test_accuracy, test_source, min_labels, seed)
-    return dataclasses.replace(summary, damaged_lines=damaged.count)
+    return dataclasses.replace(summary, damaged_lines=damaged.count,
+                               answering=answering_version(log_dir))
+
+
+TAIL_BYTES = 1 << 20        # where the last answer of a log file is looked for first
+
+
+def answering_version(log_dir: str | Path) -> Optional[str]:
+    """The model_version of the last answer in the prediction log of `log_dir` (its newest
+    file's last whole record), None when there is none."""
+    for path in reversed(log_files(log_dir, "predictions")):
+        with open(path, "rb") as file:
+            size = file.seek(0, 2)
+            for start in (max(size - TAIL_BYTES, 0), 0):
+                file.seek(start)
+                lines = file.read().split(b"\n")[1 if start else 0:]
+                for line in reversed(lines):
+                    if line.startswith(RECORD_START) and line.endswith(b"}"):
+                        try:
+                            version = json.loads(line).get("model_version")
+                        except ValueError:
+                            continue
+                        return str(version or "")
+                if not start:
+                    break
+    return None
 
 
 def read_test_accuracy(path: str | Path) -> float:
@@ -444,6 +474,9 @@ def _version_metrics(v: VersionStats) -> dict:
 
 def _headline(s: LiveSummary) -> str:
     c = s.current
+    if c is None and s.versions:
+        return (f"**{TOO_FEW}**: model {md_text(short_version(s.answering or ''))} answers "
+                f"now and none of its answers has a label yet; earlier versions are below.")
     if c is None:
         return (f"**{TOO_FEW}**: no label matches a logged prediction yet "
                 f"({s.received} received).")
