@@ -368,13 +368,16 @@ def test_markdown_shows_texts_labels_and_paths_as_text_not_html():
     current = Predictions(tuple(texts), tuple(labels), (0.6,) * 40)
     reference = [f"plain review {i} of a phone" for i in range(40)]
     test = Predictions(tuple(reference), ("a|b",) * 40, (0.9,) * 40)
-    sources = Sources("ref<img src=r onerror=alert(3)>.csv", "cur|rent\n.csv", "test.csv",
+    sources = Sources("ref<img src=r onerror=alert(3)>.csv", "cur|rent\n.csv", "**t**.csv",
                       "<script>v</script>")
     report = compare(reference, test, current, HOSTILE, sources,
-                     notes=["served <img src=n onerror=alert(4)>"])
+                     notes=["served <img src=n onerror=alert(4)> **n**"])
     page, summary = render(report)
     assert "<script" not in summary and "<img" not in summary
     assert "<script" not in page and "<img" not in page
+    # a path's or a note's stars are shown, not made bold, on both pages
+    assert "<b>t</b>" not in page and "**t**.csv" in page and "<b>n</b>" not in page
+    assert "\\*\\*t\\*\\*.csv" in summary
     tables = [b.splitlines() for b in summary.split("\n\n") if b.startswith("|")]
     assert len(tables) >= 4
     for table in tables:

@@ -19,7 +19,7 @@ from textclf.outputs import atomic_file, check_outputs
 from textclf.reporting.charts import bar_chart, escape, heatmap, line_chart
 from textclf.reporting.experiments import (CURVES, Experiment, Listed, RunFiles, read_experiments,
                                            to_yaml)
-from textclf.reporting.pages import heading, html_page, html_table, paragraph
+from textclf.reporting.pages import heading, html_page, html_table, paragraph, plain
 from textclf.reporting.replicates import Replicates, replicate_groups, spread_table
 
 HEADLINE = ("f1_macro", "accuracy", "f1_weighted", "best.val_f1_macro", "best.val_accuracy",
@@ -179,7 +179,7 @@ def render_html(c: Comparison) -> str:
     title = f"{count} experiment{'s' * (count != 1)}, sorted by {c.sort_by}"
     body = [heading(1, f"Experiments: {title}"),
             *(paragraph(line, "warn" if line.startswith("Warning") else "")
-              for line in _summary(c, count, str))]
+              for line in _summary(c, count, plain))]
     for group in c.groups:
         body.append(heading(2, "Leaderboard" if len(c.groups) == 1
                             else f"Leaderboard: {data_title(group)}"))

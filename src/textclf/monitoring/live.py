@@ -172,7 +172,7 @@ def logged_text(line: bytes, where: LogLine, request_id: str, index: int,
     probabilities = record.probabilities
     if not probabilities:
         raise UserError(f"{where}: field 'probabilities' must map each label to its "
-                        f"probability, found {probabilities!r:.60}")
+                        f"probability, found {found.get('probabilities')!r:.60}")
     return LoggedText(request_id, index, record.time, record.model_version, record.text,
                       record.label, tuple(probabilities))
 

@@ -15,7 +15,7 @@ from textclf.reporting.pages import md_table, md_text
 from textclf.monitoring.report import DriftReport, format_p
 from textclf.monitoring.stats import MIN_AUC, MIN_PSI
 from textclf.reporting.charts import bar_chart
-from textclf.reporting.pages import heading, html_page, html_table, paragraph
+from textclf.reporting.pages import heading, html_page, html_table, paragraph, plain
 
 EXAMPLE_CHARS = 300
 
@@ -178,7 +178,7 @@ HOW_TO_READ = (
 def render(report: DriftReport) -> tuple[str, str]:
     """(HTML page, Markdown) for one report."""
     title = "Drift report: " + ("drift detected" if report.drifted else "no drift detected")
-    summary = _summary_lines(report, str)
+    summary = _summary_lines(report, plain)
     tables = {"Measures": _measures(report),
               **({"Performance without labels": _performance(report.performance)}
                  if report.performance else {}),
@@ -188,7 +188,7 @@ def render(report: DriftReport) -> tuple[str, str]:
     md = [f"# {title}", *_summary_lines(report, md_text),
           *(f"> {md_text(note)}" for note in report.notes)]
     body = [heading(1, title), paragraph(summary[0], "warn" if report.drifted else ""),
-            *map(paragraph, summary[1:]), *(paragraph(note, "warn") for note in report.notes)]
+            *map(paragraph, summary[1:]), *(paragraph(note, "warn", bold=False) for note in report.notes)]
     for name, (header, rows) in tables.items():
         md += [f"## {name}", md_table(header, rows) if rows else "(none)"]
         body += [heading(2, name), html_table(header, rows) if rows else paragraph("(none)")]
@@ -196,7 +196,7 @@ def render(report: DriftReport) -> tuple[str, str]:
             md.append(HOW_TO_READ)
             body.append(paragraph(HOW_TO_READ))
         if name == "Performance without labels":
-            notes = _performance_notes(report.performance, str)
+            notes = _performance_notes(report.performance, plain)
             md += _performance_notes(report.performance, md_text)
             body += [paragraph(notes[0], "" if report.performance.reliable else "warn"),
                      paragraph(notes[1])]

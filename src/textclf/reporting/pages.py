@@ -60,10 +60,20 @@ def _md_cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", "<br>")
 
 
-def paragraph(text: str, css: str = "") -> str:
-    """A paragraph of plain text in which `**bold**` is bold, as in the Markdown version."""
-    inner = re.sub(r"[*][*](.*?)[*][*]", r"<b>\1</b>", escape(text))
+def paragraph(text: str, css: str = "", bold: bool = True) -> str:
+    """A paragraph of plain text in which `**bold**` is bold, as in the Markdown version
+    (with `bold`); a star escaped by `plain` stays a star."""
+    inner = escape(text)
+    if bold:
+        inner = re.sub(r"(?<![\\])[*][*](.*?)(?<![\\])[*][*]", r"<b>\1</b>", inner)
+        inner = inner.replace("\\*", "*")
     return f'<p class="{css}">{inner}</p>' if css else f"<p>{inner}</p>"
+
+
+def plain(text: object) -> str:
+    """A user's words (a path, a version, a name) inside a `paragraph`: shown as they are,
+    `**` and all, where the page's own `**` make bold."""
+    return str(text).replace("*", "\\*")
 
 
 def heading(level: int, text: str) -> str:
