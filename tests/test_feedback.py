@@ -263,6 +263,19 @@ def test_import_by_id_by_text_and_from_label_studio(tmp_path, capsys):
         ("a", 1, "neg", "import:export.json")]
 
 
+def test_every_bad_import_row_is_listed_at_once_in_file_order(tmp_path, capsys):
+    log_request(tmp_path, "a", ["pos", "neg"])
+    (tmp_path / "rows.csv").write_text("request_id,index,label\nzz,0,pos\na,x,pos\n"
+                                       "a,0,meh\na,0,pos\n")
+    with pytest.raises(SystemExit):
+        command.main(["import", str(tmp_path / "rows.csv"), "--log-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "3 bad rows, nothing imported" in err
+    assert [line.split(",")[1].strip() for line in err.splitlines()[1:]] == [
+        "row 1", "row 2", "row 3"]                 # unknown id, bad index, unknown label
+    assert not (tmp_path / "feedback").exists()
+
+
 def test_import_refuses_a_file_where_the_feedback_folder_goes(tmp_path, capsys):
     log_request(tmp_path, "a", ["pos"])
     (tmp_path / "feedback").write_text("not a folder")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import re
 import sys
 from pathlib import Path
 
@@ -78,9 +79,9 @@ def import_labels(file: str, log_dir: str) -> str:
                         f"the feedback log is appended to")
     now = dt.datetime.now(dt.timezone.utc)
     rows, errors, skipped = read_label_file(file)
-    items, unmatched = matched_feedback(rows, log_dir, now) if not errors else ([], [])
-    if errors or unmatched:
-        raise report_errors(file, errors or unmatched)
+    items, unmatched = matched_feedback(rows, log_dir, now)   # the rows that did read
+    if errors or unmatched:     # every bad row at once, in file order
+        raise report_errors(file, sorted(errors + unmatched, key=row_number))
     if not items:
         raise UserError(f"{file}: no labels to import ({skipped} tasks without an annotation)")
     written = FeedbackLog(Path(log_dir)).append(now, feedback_lines(now, items,
@@ -88,6 +89,12 @@ def import_labels(file: str, log_dir: str) -> str:
     unlabelled = f" ({skipped} tasks without an annotation skipped)" if skipped else ""
     return (f"feedback import: {len(items)} label{'s' * (len(items) != 1)} from {file}"
             f"{unlabelled}\n  -> {written}")
+
+
+def row_number(error: str) -> int:
+    """The row or task number an import error names (`FILE, row 3, ...`), for its order."""
+    found = re.search(r", (?:row|task|line) (\d+)", error)
+    return int(found[1]) if found else 0
 
 
 def check_log_dir(log_dir: str) -> None:
