@@ -16,7 +16,8 @@ import pytest
 
 from harness import REPO, command_env
 from textclf import predict
-from textclf.data.chunks import check_utf8, count_rows, open_table, read_chunks
+from textclf.data.chunks import (check_utf8, count_rows, csv_ready, json_lines, open_table,
+                                 read_chunks)
 from textclf.data.dataset import DataError, read_table
 from textclf.data.shards import record_path, shard_rows
 from textclf.model.labeller import Labeller
@@ -80,9 +81,9 @@ def whole_file_output(labeller: Labeller, source: Path, out: Path, chunk_size: i
                        ignore_index=True)
     labelled = pd.concat([rows, result], axis=1)
     if out.suffix == ".csv":
-        labelled.to_csv(out, index=False)
+        csv_ready(labelled).to_csv(out, index=False)
     else:
-        labelled.to_json(out, orient="records", lines=True, force_ascii=False)
+        out.write_text(json_lines(labelled), encoding="utf-8")
     return out.read_bytes()
 
 
@@ -106,6 +107,63 @@ def test_chunked_output_is_byte_identical_to_the_whole_file_path(
     assert "predict: 23 rows ->" in err and "text/s" not in err, "no progress bar in a pipe"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [source.name, f"out-4{out_suffix}", f"out-10000{out_suffix}", f"expected{out_suffix}"])
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+@pytest.mark.parametrize("out_suffix", [".csv", ".jsonl"])
+def test_the_users_values_come_out_exact(tiny_model_dir, tmp_path, suffix, out_suffix):
+    """Big IDs with a gap (float64 would make both 1.5123456789012347e+18), floats to the
+    last digit, a time with its zone, a list; in chunks and whole."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ids = [1512345678901234567, None, 1512345678901234569]
+    source = tmp_path / f"in{suffix}"
+    if suffix == ".jsonl":
+        rows = [{"id": ids[0], "text": "love it", "score": 3.141592653589793, "tags": [1, 2]},
+                {"text": "hate it", "score": 1234567890.123456, "tags": []},
+                {"id": ids[2], "text": "meh", "score": None, "tags": [3]}]
+        source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        pq.write_table(pa.table({"id": pa.array(ids, pa.int64()),
+                                 "text": ["love it", "hate it", "meh"],
+                                 "score": [3.141592653589793, 1234567890.123456, None],
+                                 "tags": [[1, 2], [], [3]]}), source, row_group_size=2)
+    for chunk_size in ("1", "100"):
+        out = tmp_path / f"out-{chunk_size}{out_suffix}"
+        label(tiny_model_dir, source, out, "--chunk-size", chunk_size)
+        if out_suffix == ".jsonl":
+            written = [json.loads(line) for line in out.read_text().splitlines()]
+            assert [r.get("id") for r in written] == ids
+            assert [r["score"] for r in written] == [3.141592653589793, 1234567890.123456,
+                                                     None]
+            assert [r["tags"] for r in written] == [[1, 2], [], [3]]
+            assert all(len(str(r["probability"]).split(".")[1]) <= 6 for r in written)
+        else:
+            lines = out.read_text().splitlines()
+            assert lines[1].startswith("1512345678901234567,love it,3.141592653589793,"
+                                       '"[1, 2]",')
+            assert lines[2].startswith(",hate it,1234567890.123456,[],")
+            assert lines[3].startswith("1512345678901234569,meh,,[3],")
+
+
+def test_a_damaged_parquet_row_group_is_one_line(tiny_model_dir, tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    source = tmp_path / "big.parquet"
+    pq.write_table(pa.table({"text": [f"text number {i} with some words" for i in
+                                      range(20_000)]}), source, row_group_size=2_000)
+    damaged = bytearray(source.read_bytes())
+    middle = len(damaged) // 2
+    damaged[middle:middle + 5_000] = bytes(5_000)
+    source.write_bytes(bytes(damaged))
+    with pytest.raises(SystemExit) as stopped:
+        label(tiny_model_dir, source, tmp_path / "out.csv")
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and err.startswith(f"error: {source}: cannot read as "
+                                                      f"Parquet: ") and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.parquet"]
 
 
 def test_chunks_carry_row_positions_and_read_table_dtypes(tmp_path):

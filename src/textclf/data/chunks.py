@@ -5,13 +5,15 @@ least one row) without loading the file. `read_chunks` then yields DataFrames of
 `chunk_size` rows, cut at multiples of `chunk_size` counted from the file's first row and
 indexed by the rows' 0-based positions in the file, with the columns and dtypes
 `read_table` gives the whole file. `write_chunks` writes frames one after another, byte for
-byte as the whole frame's `to_csv` / `to_json(lines=True)` would.
+byte as the whole frame's `to_csv` would, and JSON Lines as `json_lines` writes it.
 """
 
 from __future__ import annotations
 
 import codecs
+import datetime as dt
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -19,8 +21,9 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from textclf.data.dataset import (DataError, check_readable, csv_options, jsonl_record,
-                                  no_rows, not_utf8, require_columns, table_kind)
+from textclf.data.dataset import (DataError, check_readable, csv_options, exact_int64,
+                                  exact_integers, jsonl_record, no_rows, not_utf8,
+                                  require_columns, table_kind, whole_numbers_with_gaps)
 
 BLOCK = 1 << 20           # bytes read at a time to check UTF-8 or hash a file
 COUNT_CHUNK = 100_000     # rows parsed at a time to count a CSV's rows
@@ -100,16 +103,63 @@ def write_chunks(frames: Iterable[pd.DataFrame], path: Path, kind: str,
     Returns the header's length in bytes (0 for JSON Lines) and the rows written."""
     header = pd.DataFrame(columns=list(columns)).to_csv(index=False) if kind == "csv" else ""
     rows = 0
-    # What to_csv / to_json open a path with: UTF-8, no newline translation.
+    # What to_csv opens a path with: UTF-8, no newline translation.
     with open(path, "w", encoding="utf-8", newline="") as handle:
         handle.write(header)
         for frame in frames:
             rows += len(frame)
             if kind == "csv":
-                frame.to_csv(handle, index=False, header=False)
+                csv_ready(frame).to_csv(handle, index=False, header=False)
             elif len(frame):
-                handle.write(frame.to_json(orient="records", lines=True, force_ascii=False))
+                handle.write(json_lines(frame))
     return len(header.encode("utf-8")), rows
+
+
+def csv_ready(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with lists, dicts and arrays (from JSON Lines or Parquet) as JSON text:
+    to_csv would write Python's repr (`{'a': [1, 2]}`) or numpy's (`[1 2]`)."""
+    nested = [column for column in frame.columns if frame[column].dtype == object
+              and frame[column].map(lambda v: isinstance(v, (list, dict, np.ndarray))).any()]
+    if not nested:
+        return frame
+    frame = frame.copy()
+    for column in nested:
+        frame[column] = frame[column].map(
+            lambda v: json.dumps(_json_value(v), ensure_ascii=False, default=_json_default)
+            if isinstance(v, (list, dict, np.ndarray)) else v)
+    return frame
+
+
+def json_lines(frame: pd.DataFrame) -> str:
+    """One JSON object per row, each value as Python's json writes it, not as pandas'
+    to_json does: a float in the shortest form that reads back the same (to_json keeps 10
+    decimals: 3.141592653589793 became 3.1415926536), a time in ISO 8601 with its zone
+    (to_json writes epoch milliseconds, dropping the zone), null for a missing value."""
+    columns = [str(column) for column in frame.columns]
+    return "".join(
+        json.dumps(dict(zip(columns, map(_json_value, row))), ensure_ascii=False,
+                   allow_nan=False, default=_json_default, separators=(",", ":")) + "\n"
+        for row in frame.itertuples(index=False, name=None))
+
+
+def _json_value(value):
+    """None for every pandas and numpy spelling of a missing value."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float) and value != value:         # NaN, numpy's included
+        return None
+    return value
+
+
+def _json_default(value):
+    """What json cannot write itself: numpy scalars and arrays, times, the rest as text."""
+    if isinstance(value, np.generic):
+        return _json_value(value.item())
+    if isinstance(value, np.ndarray):
+        return [_json_value(item) for item in value.tolist()]
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):    # pd.Timestamp included
+        return value.isoformat()
+    return str(value)
 
 
 def check_utf8(path: Path) -> str:
@@ -199,6 +249,9 @@ def _open_jsonl(path: Path, columns: Sequence[str], sha256: str | None) -> Table
         gap = [{}] if present[key] < rows else []
         records = [{key: v} for v in values.values()] + gap
         dtypes[key] = pd.DataFrame.from_records(records, columns=[key])[key].dtype
+        if dtypes[key] == "float64" and whole_numbers_with_gaps(
+                [*values.values(), *([None] if gap else [])]):
+            dtypes[key] = pd.Int64Dtype()       # as read_table reads it: exact
     return Table(path, "jsonl", tuple(examples), rows, sha256, dtypes)
 
 
@@ -250,7 +303,9 @@ def _open_parquet(path: Path, columns: Sequence[str], sha256: str | None) -> Tab
         kind = schema.field(name).type
         if (pa.types.is_integer(kind) or pa.types.is_boolean(kind)) and \
                 _has_nulls(parquet, name):
-            dtypes[name] = np.dtype("float64") if pa.types.is_integer(kind) else np.dtype(object)
+            dtypes[name] = (pd.Int64Dtype() if exact_int64(kind) else
+                            np.dtype("float64") if pa.types.is_integer(kind) else
+                            np.dtype(object))     # as read_table reads them
     return Table(path, "parquet", tuple(names), parquet.metadata.num_rows, sha256, dtypes)
 
 
@@ -268,12 +323,21 @@ def _has_nulls(parquet, name: str) -> bool:
 def _parquet_pieces(table: Table, chunk_size: int) -> Iterator[pd.DataFrame]:
     import pyarrow.parquet as pq
 
-    for batch in pq.ParquetFile(table.path).iter_batches(batch_size=chunk_size):
+    batches = pq.ParquetFile(table.path).iter_batches(batch_size=chunk_size)
+    while True:
+        try:
+            batch = next(batches, None)
+        except (OSError, ValueError) as err:     # a damaged row group (ArrowException)
+            raise DataError(f"{table.path}: cannot read as Parquet: {err}") from None
+        if batch is None:
+            return
         # read_table drops the index pandas may have stored (reset_index(drop=True)).
         piece = batch.to_pandas().reset_index(drop=True)
         for name, dtype in table.dtypes.items():
             column = piece[name].dtype
-            if isinstance(column, np.dtype) and column.kind in "biu" and column != dtype:
+            if dtype == pd.Int64Dtype():
+                piece[name] = exact_integers(batch.column(name))
+            elif isinstance(column, np.dtype) and column.kind in "biu" and column != dtype:
                 piece[name] = piece[name].astype(dtype)
         yield piece
 

@@ -136,7 +136,29 @@ def _read_jsonl(path: Path, text: str) -> pd.DataFrame:
             records.append(record)
     if not records:
         raise DataError(f"{path}: the file has no records")
-    return pd.DataFrame.from_records(records)
+    frame = pd.DataFrame.from_records(records)
+    for column in frame.columns:
+        if frame[column].dtype == "float64":
+            values = [record.get(column) for record in records]
+            if whole_numbers_with_gaps(values):
+                frame[column] = pd.Series(values, dtype=object).astype(pd.Int64Dtype())
+    return frame
+
+
+def whole_numbers_with_gaps(values) -> bool:
+    """Whether a column of JSON values is whole numbers (within int64) and gaps (null or
+    absent), at least one of each: pandas would make it float64, which holds integers
+    exactly only up to 2**53 (IDs such as 1512345678901234567 would change). Such a
+    column is read as pandas' nullable Int64 instead, exact, its gaps empty on output."""
+    ints = gaps = 0
+    for value in values:
+        if value is None:
+            gaps += 1
+        elif type(value) is int and -2 ** 63 <= value < 2 ** 63:     # not bool
+            ints += 1
+        else:
+            return False
+    return ints > 0 and gaps > 0
 
 
 def jsonl_record(path: Path, number: int, line: str) -> dict | None:
@@ -162,9 +184,36 @@ def _read_parquet(path: Path, columns: Sequence[str]) -> pd.DataFrame:
         raise DataError(f"{path}: cannot read as Parquet: {err}") from None
     require_columns(path, columns, names)
     try:
-        return pd.read_parquet(path)
+        frame = pd.read_parquet(path)
+        for name in nullable_integers(path):
+            frame[name] = exact_integers(pq.read_table(path, columns=[name]).column(name))
     except (OSError, ValueError) as err:   # a damaged row group: pyarrow's ArrowException
         raise DataError(f"{path}: cannot read as Parquet: {err}") from None
+    return frame
+
+
+def nullable_integers(path: Path) -> list[str]:
+    """The integer columns of a Parquet file that have nulls: pandas reads them as float64,
+    exact only up to 2**53; they are read as nullable Int64 (`exact_integers`)."""
+    import pyarrow.parquet as pq
+
+    table = pq.ParquetFile(path)
+    schema = table.schema_arrow
+    return [name for name in schema.names if exact_int64(schema.field(name).type)
+            and any(batch.column(0).null_count
+                    for batch in table.iter_batches(columns=[name]))]
+
+
+def exact_int64(kind) -> bool:
+    """A pyarrow integer type whose every value fits int64 (not uint64)."""
+    import pyarrow as pa
+
+    return pa.types.is_integer(kind) and not pa.types.is_uint64(kind)
+
+
+def exact_integers(column) -> pd.Series:
+    """A pyarrow integer column as pandas' nullable Int64, every value exact."""
+    return pd.Series(column.to_pylist(), dtype=object).astype(pd.Int64Dtype())
 
 
 def clean_examples(frame: pd.DataFrame, text_column: str, label_column: str,
