@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import pandas as pd
 
 from textclf.canonical import canonical_text
@@ -29,7 +28,7 @@ from textclf.data.shards import (ShardRecord, merge_shards, output_facts, parse_
                                  record_path, shard_rows)
 from textclf.errors import UserError, exits_on_user_error
 from textclf.flags import integer
-from textclf.model.labeller import Labeller
+from textclf.model.labeller import Labeller, rounded
 from textclf.model.loading import weights_version
 from textclf.outputs import atomic_file, check_outputs
 from textclf.params import PRECISIONS
@@ -40,8 +39,7 @@ def label_texts(labeller: Labeller, texts: list[str]) -> pd.DataFrame:
     probs = labeller.probabilities(texts)
     best = probs.argmax(axis=1)
     return pd.DataFrame({"predicted_label": [labeller.labels[i] for i in best],
-                         # float64 before rounding: 0.612675, not float32's 0.6126750112
-                         "probability": probs.max(axis=1).astype(np.float64).round(6)})
+                         "probability": rounded(probs.max(axis=1))})
 
 
 def shard_spec(value: str) -> tuple[int, int]:

@@ -96,6 +96,13 @@ class Labeller:
         return probs if self.calibration is None else self.calibration.apply(probs)
 
 
+def rounded(probs: np.ndarray) -> np.ndarray:
+    """Probabilities as `predict` writes them and `serve` answers: float32 rounded to 6
+    digits; the float64 rounding after it only drops float32's binary tail (0.12345699...
+    -> 0.123457), so that JSON shows 6 digits."""
+    return np.round(np.round(probs, 6).astype(np.float64), 6)
+
+
 def check_cpu(device: torch.device) -> None:
     """int8 is a CPU path: on an accelerator bf16/fp16 is the faster choice."""
     if device.type != "cpu":

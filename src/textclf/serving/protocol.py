@@ -140,9 +140,10 @@ def infer_texts(request: InferenceRequest, limits: Limits) -> list[str]:
 
 
 def rounded(probs: np.ndarray) -> np.ndarray:
-    """Probabilities as `textclf predict` prints them: float32 rounded to 6 digits; the
-    float64 rounding after it only drops float32's binary tail (0.12345699... -> 0.123457)."""
-    return np.round(np.round(probs, 6).astype(np.float64), 6)
+    """Probabilities as `textclf predict` writes them (textclf.model.labeller.rounded)."""
+    from textclf.model.labeller import rounded as same_as_predict
+
+    return same_as_predict(probs)
 
 
 def infer_response(model: ServedModel, request_id: str, probs: np.ndarray,
