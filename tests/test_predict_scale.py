@@ -279,6 +279,7 @@ def test_utf8_is_checked_in_blocks_with_read_tables_line_and_offset(tmp_path):
     ("--shard", "abc", "found 'abc'"),
     ("--shard", "-1/2", "found '-1/2'"),
     ("--shard", "0/0", "found '0/0'"),
+    ("--shard", "1/1000000000000000000000", "0 <= I < N <= 1,000,000"),
 ])
 def test_bad_flags_are_one_clear_line(tmp_path, capsys, flag, value, expected):
     source = tmp_path / "in.csv"
@@ -384,10 +385,12 @@ def test_merge_in_process_equals_the_unsharded_output(shards, tmp_path):
     assert (tmp_path / "merged.jsonl").read_bytes() == (shards / "whole.jsonl").read_bytes()
 
 
-def test_more_shards_than_chunks_leaves_some_empty_and_still_merges(tiny_model_dir, tmp_path):
+def test_more_shards_than_chunks_leaves_some_empty_and_still_merges(tiny_model_dir, tmp_path,
+                                                                    capsys):
     source = write_input(tricky_frame(5), tmp_path / "in.csv")
     for i in range(3):
         label(tiny_model_dir, source, tmp_path / f"p{i}.csv", "--shard", f"{i}/3")
+    assert "shard 0/3 (no rows: more shards than chunks)" in capsys.readouterr().err
     label(tiny_model_dir, source, tmp_path / "whole.csv")
     assert len(pd.read_csv(tmp_path / "p0.csv")) == 0
     predict.main(["--merge", *[str(tmp_path / f"p{i}.csv") for i in range(3)],

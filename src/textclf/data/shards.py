@@ -33,12 +33,15 @@ SAME_RUN = ("input_rows", "input_sha256", "text_column", "chunk_size", "shards",
             "precision")
 
 
+MAX_SHARDS = 1_000_000      # workers of one job; beyond, a typo (1/1000000000000000000000)
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     """'I/N' -> (I, N), with 0 <= I < N."""
-    found = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
-    if not found or not int(found[1]) < int(found[2]):
-        raise ValueError(f"expected I/N, shard I of N counted from 0 (0 <= I < N, e.g. 0/4 "
-                         f"to 3/4), found {text!r}")
+    found = re.fullmatch(r"\s*([0-9]+)\s*/\s*([0-9]+)\s*", text)
+    if not found or not int(found[1]) < int(found[2]) <= MAX_SHARDS:
+        raise ValueError(f"expected I/N, shard I of N counted from 0 (0 <= I < N <= "
+                         f"{MAX_SHARDS:,}, e.g. 0/4 to 3/4), found {text!r}")
     return int(found[1]), int(found[2])
 
 
@@ -47,6 +50,12 @@ def shard_rows(rows: int, chunk_size: int, shard: int, shards: int) -> range:
     chunks = -(-rows // chunk_size)
     first, stop = chunks * shard // shards, chunks * (shard + 1) // shards
     return range(min(first * chunk_size, rows), min(stop * chunk_size, rows))
+
+
+def row_span(rows: range) -> str:
+    """'rows 12-19' (0-based, inclusive), or what an empty shard holds."""
+    return (f"rows {rows.start}-{rows.stop - 1}" if len(rows) else
+            "no rows: more shards than chunks")
 
 
 def record_path(output: Path) -> Path:
@@ -92,7 +101,7 @@ class ShardRecord:
                             f"({str(err).splitlines()[0]})") from None
 
     def describe(self) -> str:
-        return f"shard {self.shard}/{self.shards} (rows {self.start}-{self.stop - 1})"
+        return f"shard {self.shard}/{self.shards} ({row_span(range(self.start, self.stop))})"
 
 
 def output_facts(path: Path) -> tuple[int, str]:
@@ -142,14 +151,14 @@ def _in_shard_order(records: list[tuple[Path, ShardRecord]]
                             f"{by_shard[record.shard][0]}); expected each shard once")
         expected = shard_rows(record.input_rows, record.chunk_size, record.shard, record.shards)
         if range(record.start, record.stop) != expected:
-            raise DataError(f"{path}: {record.describe()}; expected rows "
-                            f"{expected.start}-{expected.stop - 1} for shard {record.shard}")
+            raise DataError(f"{path}: {record.describe()}; expected {row_span(expected)} "
+                            f"for shard {record.shard}")
         by_shard[record.shard] = path, record
     for shard in range(first.shards):
         if shard not in by_shard:
             rows = shard_rows(first.input_rows, first.chunk_size, shard, first.shards)
-            raise DataError(f"{first.input_name}: shard {shard}/{first.shards} (rows "
-                            f"{rows.start}-{rows.stop - 1}) is missing; expected all "
+            raise DataError(f"{first.input_name}: shard {shard}/{first.shards} "
+                            f"({row_span(rows)}) is missing; expected all "
                             f"{first.shards} shard outputs, found shards "
                             f"{', '.join(map(str, sorted(by_shard)))}")
     return [by_shard[s] for s in range(first.shards)]
