@@ -244,6 +244,12 @@ def test_runs_on_different_test_sets_get_separate_leaderboards_and_a_warning():
     assert [r.split(" | ")[1] for r in second[2:]] == ["sst5-run", "sst5-bs16"]
     assert "## Leaderboard: test set of data.path=data/reviews.csv (e1901601)" in summary
     assert "## Leaderboard: test set of data.path=data/sst5.csv (77aa0c3f)" in summary
+    # the same file cut another way: the param that made the other test set is named
+    other = [experiment("7", "bigger-test", 0.5, data="99bb0c3f+1", data__test_size=0.3),
+             experiment("8", "bigger-test-2", 0.4, data="99bb0c3f+1", data__test_size=0.3)]
+    split = render_markdown(compare([*grid(), *other]))
+    assert "## Leaderboard: test set of data.path=data/reviews.csv, data.test_size=0.3 " \
+           "(99bb0c3f)" in split and "data.class_ratio=" not in split.split("```")[0]
     assert "scored on 2 different test sets" in summary and 'class="warn"' in page
     # the best of the baseline's test set is compared, not the 0.95 on other data
     assert "Compared below: **dusky-pins** against **main (baseline)**." in summary

@@ -103,16 +103,27 @@ def compare(exps: list[Experiment], sort_by: str = "f1_macro", ascending: bool =
     return Comparison(sort_by, groups, best, pair, not_ranked, replicate_groups(fresh))
 
 
-def data_title(group: list[Experiment]) -> str:
-    path = group[0].params.get("data.path", "?")
-    return f"test set of data.path={path} ({group[0].data.split('+')[0][:8] or 'unknown'})"
+def data_title(group: list[Experiment], groups: list[list[Experiment]]) -> str:
+    """The test set a leaderboard ranks on: its data.path, and the data params that are
+    one value within each leaderboard and differ between them (data.test_size=0.3, say;
+    not data.class_ratio, which varies within one), then the data's short hash."""
+    keys = sorted({key for g in groups for e in g for key in e.params
+                   if key.startswith("data.")})
+    values = {key: [{to_yaml(e.params.get(key)) for e in g} for g in groups] for key in keys}
+    differing = [key for key in keys if key != "data.path"
+                 and all(len(found) == 1 for found in values[key])
+                 and len(set().union(*values[key])) > 1]
+    named = ", ".join(f"{key}={to_yaml(group[0].params.get(key, '?'))}"
+                      for key in ["data.path", *differing])
+    return f"test set of {named} ({group[0].data.split('+')[0][:8] or 'unknown'})"
 
 
 def _summary(c: Comparison, count: int, esc: Callable[[str], str]) -> list[str]:
     """The lines above the tables; `esc` makes a user's words safe where they go (`str`
     for the HTML, which `paragraph` escapes)."""
     top = c.groups[0][0]
-    where = f" on the {esc(data_title(c.groups[0]))}" if len(c.groups) > 1 else ""
+    where = (f" on the {esc(data_title(c.groups[0], c.groups))}" if len(c.groups) > 1
+             else "")
     lines = [f"Top{where}: **{esc(label(top))}** ({esc(c.sort_by)} "
              f"{esc(fmt(top.metrics.get(c.sort_by, '-')))}).",
              f"Compared below: **{esc(label(c.best))}**"
@@ -141,7 +152,7 @@ def render_markdown(c: Comparison) -> str:
     blocks = [f"# Experiments: {md_text(title)}", *_summary(c, count, md_text)]
     for group in c.groups:
         if len(c.groups) > 1:
-            blocks.append(f"## Leaderboard: {md_text(data_title(group))}")
+            blocks.append(f"## Leaderboard: {md_text(data_title(group, c.groups))}")
         blocks.append(md_table(*leaderboard(group, c)))
     if c.replicates:
         blocks += ["## Across seeds (mean and range of runs that differ only in the seed)",
@@ -182,7 +193,7 @@ def render_html(c: Comparison) -> str:
               for line in _summary(c, count, plain))]
     for group in c.groups:
         body.append(heading(2, "Leaderboard" if len(c.groups) == 1
-                            else f"Leaderboard: {data_title(group)}"))
+                            else f"Leaderboard: {data_title(group, c.groups)}"))
         shown = group[:TOP_BARS] + [e for e in group[TOP_BARS:] if e.is_baseline]
         body.append(bar_chart(f"{c.sort_by}, top {min(TOP_BARS, len(group))} of {len(group)}"
                               + (" and the baseline" if len(shown) > TOP_BARS else ""),
