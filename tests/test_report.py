@@ -401,3 +401,20 @@ def test_report_outputs_are_checked_before_anything_is_read(tmp_path, monkeypatc
     else:                                # good paths: refused later, for having no runs
         assert "expected" not in err.split(":")[1] and "r/x" not in err, err
     assert (tmp_path / "params.yaml").read_text() == "train: {}\n"
+
+
+def test_report_outside_a_project_or_before_a_commit_says_which(tmp_path, monkeypatch, capsys):
+    import subprocess
+
+    from textclf import report
+
+    monkeypatch.chdir(tmp_path)
+    for expected in ("not a DVC project (no .dvc folder here or above)",
+                     "no git commit to read experiments from"):
+        with pytest.raises(SystemExit) as exited:
+            report.main([])
+        err = capsys.readouterr().err
+        assert exited.value.code == 2 and expected in err and err.count("\n") == 1, err
+        if not (tmp_path / ".dvc").exists():        # DVC's words were "SCM error", then
+            subprocess.run(["git", "init", "-q"], check=True)   # "unknown Git revision"
+            subprocess.run(["dvc", "init", "-q"], check=True)

@@ -9,7 +9,9 @@ plot files, which are git-tracked (`cache: false`).
 from __future__ import annotations
 
 import json
+import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
@@ -176,11 +178,27 @@ def read_run(fs, listed: Listed, files: RunFiles) -> Experiment:
         confusion=[(r["actual"], r["predicted"]) for r in confusion])
 
 
+def check_project(repo: str) -> None:
+    """A DVC project in a git repository with a commit, or UserError saying which is
+    missing (DVC's own words are "SCM error" and "unknown Git revision")."""
+    here = Path(repo).resolve()
+    if not any((folder / ".dvc").is_dir() for folder in (here, *here.parents)):
+        raise UserError(f"{repo}: not a DVC project (no .dvc folder here or above); expected "
+                        f"the project's folder, where `dvc exp show` lists its runs")
+    head = subprocess.run(["git", "-C", str(here), "rev-parse", "--verify", "-q", "HEAD"],
+                          capture_output=True)
+    if head.returncode != 0:
+        raise UserError(f"{repo}: no git commit to read experiments from; DVC keeps them "
+                        f"beside git commits (git add -A && git commit first)")
+
+
 def read_experiments(repo: str, files: RunFiles,
                      all_commits: bool = False) -> tuple[list[Experiment], list[Listed]]:
     """Finished runs of HEAD (or of every branch's history), and the runs not finished."""
     import dvc.api
     from dvc.exceptions import DvcException
+
+    check_project(repo)
 
     try:
         # Every branch's first-parent history; HEAD's alone when it is detached.
