@@ -179,29 +179,20 @@ def _read_parquet(path: Path, columns: Sequence[str]) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
     try:
-        names = pq.read_schema(path).names
+        schema = pq.read_schema(path)
     except Exception as err:  # pyarrow raises several types for a damaged file
         raise DataError(f"{path}: cannot read as Parquet: {err}") from None
-    require_columns(path, columns, names)
+    require_columns(path, columns, schema.names)
     try:
         frame = pd.read_parquet(path)
-        for name in nullable_integers(path):
-            frame[name] = exact_integers(pq.read_table(path, columns=[name]).column(name))
+        # pandas reads an integer column as float64 only where it has nulls, exact only
+        # up to 2**53: such columns are read again as nullable Int64 (`exact_integers`).
+        for name in schema.names:
+            if exact_int64(schema.field(name).type) and frame[name].dtype == "float64":
+                frame[name] = exact_integers(pq.read_table(path, columns=[name]).column(name))
     except (OSError, ValueError) as err:   # a damaged row group: pyarrow's ArrowException
         raise DataError(f"{path}: cannot read as Parquet: {err}") from None
     return frame
-
-
-def nullable_integers(path: Path) -> list[str]:
-    """The integer columns of a Parquet file that have nulls: pandas reads them as float64,
-    exact only up to 2**53; they are read as nullable Int64 (`exact_integers`)."""
-    import pyarrow.parquet as pq
-
-    table = pq.ParquetFile(path)
-    schema = table.schema_arrow
-    return [name for name in schema.names if exact_int64(schema.field(name).type)
-            and any(batch.column(0).null_count
-                    for batch in table.iter_batches(columns=[name]))]
 
 
 def exact_int64(kind) -> bool:
