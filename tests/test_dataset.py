@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from textclf.canonical import normalize_label
+from textclf.data.chunks import open_table, read_chunks
 from textclf.data.dataset import (DataError, clean_examples, label_order, read_labels, read_split,
                                   read_table, write_labels, write_split)
 
@@ -78,6 +79,25 @@ def test_read_table_keeps_csv_text_verbatim(tmp_path):
 
     assert frame["text"].tolist() == ["NA", "null", "007"]
     assert frame["label"].tolist() == ["1", "2", "3"]
+
+
+def test_a_plain_tsv_keeps_its_quotes_and_a_quoted_tsv_is_unquoted(tmp_path):
+    # A plain TSV (GLUE, SST-5): quotes are characters, and a stray one must not merge
+    # rows. A TSV a CSV writer made (pandas, spreadsheets): quoted fields are unquoted.
+    plain = tmp_path / "plain.tsv"
+    plain.write_text('text\tlabel\n"Great" movie\ta\n"Loved it\tb\nx\ta\nmeh" he said\tb\n'
+                     'a 12" screen\ta\n', encoding="utf-8")
+    written = tmp_path / "written.tsv"
+    pd.DataFrame({"text": ['"Best" movie', "two\nlines", "a\ttab"], "label": ["a", "b", "a"]}
+                 ).to_csv(written, sep="\t", index=False)
+
+    assert read_table(plain, COLUMNS)["text"].tolist() == [
+        '"Great" movie', '"Loved it', "x", 'meh" he said', 'a 12" screen']
+    assert read_table(written, COLUMNS)["text"].tolist() == ['"Best" movie', "two\nlines", "a\ttab"]
+    for path, texts in ((plain, 5), (written, 3)):
+        chunks = list(read_chunks(open_table(path, COLUMNS), 2))
+        assert pd.concat(chunks)["text"].tolist() == read_table(path, COLUMNS)["text"].tolist()
+        assert sum(map(len, chunks)) == texts
 
 
 def test_read_table_strips_a_utf8_bom(tmp_path):

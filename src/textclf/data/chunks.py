@@ -11,6 +11,7 @@ byte as the whole frame's `to_csv` would, and JSON Lines as `json_lines` writes 
 from __future__ import annotations
 
 import codecs
+import csv
 import datetime as dt
 import hashlib
 import json
@@ -23,7 +24,8 @@ import pandas as pd
 
 from textclf.data.dataset import (DataError, check_readable, csv_options, exact_int64,
                                   exact_integers, jsonl_record, no_rows, not_utf8,
-                                  require_columns, table_kind, whole_numbers_with_gaps)
+                                  require_columns, table_kind, tsv_quoting,
+                                  whole_numbers_with_gaps)
 
 BLOCK = 1 << 20           # bytes read at a time to check UTF-8 or hash a file
 COUNT_CHUNK = 100_000     # rows parsed at a time to count a CSV's rows
@@ -40,6 +42,7 @@ class Table:
     # Whole-file dtypes where a chunk's own inference could differ: in JSON Lines an int
     # column with one gap is float64 in the whole file; in Parquet, ints or bools with nulls.
     dtypes: dict = field(default_factory=dict)
+    quoting: int = csv.QUOTE_MINIMAL  # a plain TSV is read literally (dataset.tsv_quoting)
 
 
 def open_table(path: str | Path, columns: Sequence[str], digest: bool = False) -> Table:
@@ -52,8 +55,12 @@ def open_table(path: str | Path, columns: Sequence[str], digest: bool = False) -
     sha256 = check_utf8(path)
     if kind == "jsonl":
         return _open_jsonl(path, columns, sha256 if digest else None)
+    quoting = csv.QUOTE_MINIMAL
+    if kind == "tsv":
+        with open(path, encoding="utf-8-sig", newline="") as lines:
+            quoting = tsv_quoting(lines)
     try:
-        head = pd.read_csv(path, nrows=1, **csv_options(kind))
+        head = pd.read_csv(path, nrows=1, **csv_options(kind, quoting))
     except pd.errors.ParserError as err:
         raise DataError(f"{path}: cannot parse as {kind.upper()}: {err}") from None
     except pd.errors.EmptyDataError:
@@ -61,7 +68,8 @@ def open_table(path: str | Path, columns: Sequence[str], digest: bool = False) -
     require_columns(path, columns, head.columns)
     if head.empty:
         raise no_rows(path, head.columns)
-    return Table(path, kind, tuple(head.columns), None, sha256 if digest else None)
+    return Table(path, kind, tuple(head.columns), None, sha256 if digest else None,
+                 quoting=quoting)
 
 
 def count_rows(table: Table) -> int:
@@ -70,7 +78,7 @@ def count_rows(table: Table) -> int:
     if table.rows is not None:
         return table.rows
     with pd.read_csv(table.path, usecols=[0], chunksize=COUNT_CHUNK,
-                     **csv_options(table.kind)) as reader:
+                     **csv_options(table.kind, table.quoting)) as reader:
         return sum(len(chunk) for chunk in _parsed(table, reader))
 
 
@@ -197,7 +205,8 @@ def file_sha256(path: Path) -> str:
 # --- CSV and TSV: pandas' own chunked reader ---
 
 def _csv_chunks(table: Table, chunk_size: int) -> Iterator[pd.DataFrame]:
-    with pd.read_csv(table.path, chunksize=chunk_size, **csv_options(table.kind)) as reader:
+    with pd.read_csv(table.path, chunksize=chunk_size,
+                     **csv_options(table.kind, table.quoting)) as reader:
         yield from _parsed(table, reader)
 
 

@@ -7,6 +7,7 @@ row N is line N).
 from __future__ import annotations
 
 import codecs
+import csv
 import errno
 import hashlib
 import io
@@ -55,10 +56,25 @@ def check_readable(path: Path, folder_ok: bool = False) -> None:
         raise DataError(f"{path}: permission denied; expected a file you can read")
 
 
-def csv_options(kind: str) -> dict:
+def csv_options(kind: str, quoting: int = csv.QUOTE_MINIMAL) -> dict:
     """How a CSV or TSV is read: every field a string, nothing read as missing."""
     return dict(sep="," if kind == "csv" else "\t", encoding="utf-8-sig", dtype=str,
-                keep_default_na=False, na_values=[])
+                keep_default_na=False, na_values=[], quoting=quoting)
+
+
+def tsv_quoting(lines: Iterable[str]) -> int:
+    """How to read a TSV, given its lines. TSV comes two ways: written by a CSV writer
+    with a tab for the comma (pandas, Python's csv, spreadsheets: a field holding a quote,
+    tab or line break is quoted) or plain (IANA text/tab-separated-values, as GLUE and
+    SST-5 are published: no quoting, a quote is a character). A file that parses strictly
+    as the first is read so, any other literally, so that `"Great" movie` keeps its
+    quotes and a stray quote cannot merge the rows up to the next one into one text."""
+    try:
+        for _ in csv.reader(lines, delimiter="\t", strict=True):
+            pass
+    except csv.Error:
+        return csv.QUOTE_NONE
+    return csv.QUOTE_MINIMAL
 
 
 def no_rows(path: Path, columns) -> DataError:
@@ -79,7 +95,9 @@ def read_table(path: str | Path, columns: Sequence[str]) -> pd.DataFrame:
             if kind == "jsonl":
                 frame = _read_jsonl(path, data.decode("utf-8-sig"))
             else:
-                frame = pd.read_csv(io.BytesIO(data), **csv_options(kind))
+                quoting = (tsv_quoting(io.StringIO(data.decode("utf-8-sig"), newline=""))
+                           if kind == "tsv" else csv.QUOTE_MINIMAL)
+                frame = pd.read_csv(io.BytesIO(data), **csv_options(kind, quoting))
             del data
         except pd.errors.ParserError as err:
             raise DataError(f"{path}: cannot parse as {kind.upper()}: {err}") from None
