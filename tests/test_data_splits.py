@@ -189,6 +189,19 @@ def test_overlap_drop_from_train_keeps_the_given_split_whole(tmp_path):
     assert sum(stats["split_sizes"].values()) == 50 + 10 + 2 - 2
 
 
+def test_overlap_drop_from_train_without_given_splits_cuts_them_as_usual(tmp_path):
+    # params-sst5.yaml sets drop_from_train; pointed at one file, nothing is held out.
+    folder = official_splits(tmp_path / "splits", {"train.csv": 10})
+    write_params(tmp_path)
+    expected = run_prepare(tmp_path, str(folder / "train.csv"))
+    write_params(tmp_path, overlap="drop_from_train")
+
+    stats = run_prepare(tmp_path, str(folder / "train.csv"))
+
+    assert stats["overlap_dropped_from_train"] == 0
+    assert stats["split_sizes"] == expected["split_sizes"]
+
+
 def test_overlap_between_given_val_and_test_is_refused_even_when_dropping(tmp_path, capsys):
     folder = official_splits(tmp_path / "splits", {"train.csv": 6, "dev.csv": 2,
                                                    "test.csv": 2})

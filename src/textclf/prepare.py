@@ -108,7 +108,7 @@ def prepare_splits(given: dict[str, pd.DataFrame], sources: dict[str, str],
     for name in held_out:
         _check_labels_known(given[name], labels, sources[name], sources["train"])
     overlap = pd.Series(False, index=train.index)
-    if data.overlap == "drop_from_train":
+    if data.overlap == "drop_from_train" and held_out:   # nothing to overlap with otherwise
         overlap = train["key"].isin(pd.concat([given[n]["key"] for n in held_out]).unique())
     # Test before val: the order the single-file split has always drawn in.
     cuts = {name: getattr(data, f"{name}_size") for name in ("test", "val") if name not in given}
