@@ -15,9 +15,10 @@ from textclf import predict
 from textclf.model.batching import encode, length_grouped_batches, pad_batch
 from textclf.model.engines.pytorch import autocast, predict_proba
 from textclf.model.folder import TrainingInfo
+from textclf.errors import UserError
 from textclf.model.loading import (BUNDLED_SHA256, DEFAULT_MODEL, ModelError, bundled_model_dir,
-                                   load_classifier, load_pretrained, resolve_model,
-                                   save_classifier, verify_sha256)
+                                   check_max_length, load_classifier, load_pretrained,
+                                   resolve_model, save_classifier, verify_sha256)
 from textclf.model.precision import choose_precision
 from textclf.params import TrainParams
 from textclf.training.loop import encode_split, fit
@@ -42,6 +43,20 @@ def test_classification_head_is_sized_to_the_labels(tiny_model_dir):
     assert model.config.num_labels == 5
     assert model.classifier.out_features == 5
     assert model.config.id2label[4] == "very positive"
+
+
+def test_max_length_beyond_the_position_embeddings_is_refused_before_training(tiny_model_dir):
+    tokenizer, model = load_pretrained(str(tiny_model_dir), LABELS)   # 128 positions
+    check_max_length(128, model, tokenizer, "tiny")
+
+    with pytest.raises(UserError, match=r"^model.max_length: 129 tokens, more than the 128 "
+                                        r"that tiny reads \(its position embeddings\)"):
+        check_max_length(129, model, tokenizer, "tiny")
+    # What the check prevents: the embeddings cannot index a position past the last.
+    ids = encode(tokenizer, ["word " * 200], 129)
+    with pytest.raises((RuntimeError, IndexError)):
+        model(input_ids=torch.tensor(ids), attention_mask=torch.ones(1, len(ids[0]),
+                                                                     dtype=torch.long))
 
 
 def test_fit_learns_and_keeps_the_best_epoch(tiny_model_dir):

@@ -240,7 +240,7 @@ def test_load_params_names_invalid_yaml(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("data: [unclosed\n", encoding="utf-8")
 
-    with pytest.raises(ParamsError, match="params.yaml: not valid YAML"):
+    with pytest.raises(ParamsError, match=r"params.yaml, line 2, column 1: not valid YAML"):
         load_params(path)
 
 
@@ -337,7 +337,17 @@ def test_non_finite_class_ratio_is_refused(tmp_path, special):
 def test_duplicate_keys_are_refused_as_dvc_refuses_them(tmp_path):
     message = load_error(tmp_path, "  epochs: 6", "  epochs: 6\n  epochs: 7")
 
-    assert "not valid YAML" in message and "epochs" in message
+    assert message == (f"{tmp_path / 'params.yaml'}, line 33, column 3: the key 'epochs' is "
+                       f"given twice in one section (the section starts on line 31); expected "
+                       f"each key once (DVC would refuse the file too)")
+
+
+def test_invalid_yaml_is_one_line_naming_line_and_column(tmp_path):
+    message = load_error(tmp_path, "  epochs: 6", "  epochs: [6")
+
+    assert "\n" not in message
+    assert message.startswith(f"{tmp_path / 'params.yaml'}, line ")
+    assert "not valid YAML: expected ',' or ']'" in message
 
 
 # seeds and the new training and model keys
@@ -459,3 +469,9 @@ def test_textclf_reads_what_dvc_params_diff_shows(tmp_path):
     assert diff["train.lr"]["new"] == params.train.lr == 3e-5
     assert diff["data.seed"]["new"] == params.data.seed == 511
     assert diff["train.epochs"]["new"] == params.train.epochs == 10
+
+
+def test_the_label_column_must_differ_from_the_text_column(tmp_path):
+    message = load_error(tmp_path, "label_column: label", "label_column: text")
+
+    assert "data.label_column must be a column other than data.text_column ('text')" in message

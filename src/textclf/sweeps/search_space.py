@@ -32,7 +32,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml import YAMLError
 
 from textclf.errors import UserError
-from textclf.params import Params, ParamsError, params_from_dict
+from textclf.params import Params, ParamsError, params_from_dict, yaml_problem
 from textclf.training.trial import EPOCH_METRICS, construct, import_optuna, make_pruner
 
 KINDS = ("choice", "uniform", "log_uniform", "int")
@@ -133,7 +133,7 @@ def read_config(path: str | Path, params_path: str | Path = "params.yaml") -> Tu
     except FileNotFoundError:
         raise SpaceError(f"{path}: file not found") from None
     except YAMLError as err:
-        raise SpaceError(f"{path}: not valid YAML: {err}") from None
+        raise SpaceError(f"{path}{yaml_problem(err)}") from None
     try:
         return _config(raw, _params_tree(params_path))
     except UserError as err:

@@ -32,7 +32,7 @@ import numpy as np
 
 from textclf.errors import UserError
 from textclf.model.batching import encode
-from textclf.model.loading import attention_for, load_pretrained
+from textclf.model.loading import attention_for, check_max_length, load_pretrained
 from textclf.model.precision import LayerShape, choose_device, choose_precision
 from textclf.params import ModelParams, TrainParams
 from textclf.training.label_issues import normalized_margin
@@ -112,6 +112,7 @@ def cross_fit(texts: Sequence[str], label_ids: np.ndarray, labels: Sequence[str]
         tokenizer, model = load_pretrained(model_params.name, labels,
                                            attention_for(device, model_params.max_length))
         if ids is None:          # one tokenizer for every fold: tokenize once
+            check_max_length(model_params.max_length, model, tokenizer, model_params.name)
             ids = encode(tokenizer, texts, model_params.max_length)
             shape = LayerShape.of(model.config, train_params.batch_size)
             compute = Compute(device, choose_precision(device, train_params.precision,
