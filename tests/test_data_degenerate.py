@@ -256,7 +256,7 @@ def test_a_gap_in_a_nullable_integer_label_column_is_a_missing_label(tmp_path):
     frame = read_table(path, COLUMNS)
 
     with pytest.raises(DataError, match=r"column 'label', 1 bad row\(s\) \(row 2\): "
-                                        r"expected missing label"):
+                                        r"expected a label, found none \(empty or missing\)"):
         clean_examples(frame, "text", "label", None, source=str(path))
 
 

@@ -156,7 +156,7 @@ def test_texts_equal_once_normalised_with_two_labels_are_contradictory():
 def test_a_text_of_invisible_characters_only_is_empty():
     frame = pd.DataFrame({"text": ["ok", "\u200b\u200b", "\ufeff "], "label": ["a", "b", "a"]})
 
-    with pytest.raises(DataError, match=r"2 bad row\(s\) \(rows 2, 3\): expected empty"):
+    with pytest.raises(DataError, match=r"2 bad row\(s\) \(rows 2, 3\): expected text, found none"):
         clean(frame)
 
 

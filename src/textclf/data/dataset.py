@@ -242,14 +242,16 @@ def clean_examples(frame: pd.DataFrame, text_column: str, label_column: str,
                "expected text (a string)")
     key = pd.Series([canonical_text(v) if isinstance(v, str) else "" for v in values],
                     index=frame.index, dtype=object)
-    _fail_rows(key.eq(""), None, source, text_column,
-               "empty or missing text (blank once spaces and invisible characters are removed)")
+    _fail_rows(key.eq(""), None, source, text_column, "text",
+               found="none (empty or missing, or blank once spaces and invisible characters "
+                     "are removed)")
 
     raw_label = frame[label_column].astype(object)
     _fail_rows(raw_label.map(lambda v: isinstance(v, (list, dict))).astype(bool), raw_label,
                source, label_column, "a label (a string or a number)")
     label = pd.Series(_normalize_labels(raw_label.tolist()), index=frame.index, dtype=object)
-    _fail_rows(label.isna(), None, source, label_column, "missing label")
+    _fail_rows(label.isna(), None, source, label_column, "a label",
+               found="none (empty or missing)")
     if labels is not None:
         allowed = [normalize_label(v) for v in labels]
         _fail_rows(~label.isin(allowed), label, source, label_column,
@@ -296,11 +298,12 @@ def label_order(found: Iterable[str], explicit: Sequence[str | int] | None) -> l
 
 
 def _fail_rows(mask: pd.Series, values: pd.Series | None, source: str, column: str,
-               expected: str) -> None:
+               expected: str, found: str = "") -> None:
+    """Refuse the rows in `mask`, showing their `values`, or saying what was `found`."""
     if not mask.any():
         return
     rows = (mask[mask].index + 1).tolist()
-    found = ""
+    found = f", found {found}" if found else ""
     if values is not None:
         shown = [f"row {r}: {clip(values.iloc[r - 1])!r}" for r in rows[:MAX_ROWS_SHOWN]]
         found = "; found " + ", ".join(shown)
