@@ -113,7 +113,7 @@ def test_a_million_point_compile_fails_at_once(tmp_path, capsys):
     started = time.perf_counter()
     with pytest.raises(SystemExit) as stop:
         kfp_sweep.main(["compile", "-o", str(tmp_path / "s.yaml"), "--image", "i",
-                        "--repo", "r", "--rev", "a" * 40, "-S", "train.seed=range(0,1000)",
+                        "--repo", "https://git.example/t.git", "--rev", "a" * 40, "-S", "train.seed=range(0,1000)",
                         "-S", "data.seed=range(0,1000)"])
     assert time.perf_counter() - started < 10.0       # 77 s before the cap; about 1 s now
     assert stop.value.code == 2 and not (tmp_path / "s.yaml").exists()
@@ -372,6 +372,7 @@ def test_compiled_pipeline_names_the_secret_and_holds_no_credential(compiled):
 @pytest.mark.parametrize("flags", [
     ["--remote-config", "secret_access_key=" + PLANTED_SECRET],
     ["--repo", "https://me:" + PLANTED_SECRET + "@git.example/t.git"],
+    ["--repo", "https://" + PLANTED_SECRET + "@github.com/team/textclf.git"],   # a pasted token
     ["--remote", "https://me:" + PLANTED_SECRET + "@dav.example/store"],
 ])
 def test_credentials_are_refused_on_the_command_line(tmp_path, capsys, flags):
@@ -379,11 +380,38 @@ def test_credentials_are_refused_on_the_command_line(tmp_path, capsys, flags):
 
     with pytest.raises(SystemExit) as stop:
         kfp_sweep.main(["compile", "-o", str(tmp_path / "s.yaml"), "--image", "i",
-                        "--repo", "r", "--rev", "a" * 40, *flags])
+                        "--repo", "https://git.example/t.git", "--rev", "a" * 40, *flags])
     assert stop.value.code == 2
     error = capsys.readouterr().err
     assert error.startswith(f"error: {flags[0]}") and PLANTED_SECRET not in error, error
     assert not (tmp_path / "s.yaml").exists()
+
+
+@pytest.mark.parametrize("flags, error", [
+    (["--repo", "/home/me/textclf"], "error: --repo /home/me/textclf: a folder on this "
+                                     "machine, which a cluster cannot clone"),
+    (["--repo", "file:///srv/git/textclf.git"], "a cluster cannot clone"),
+    (["--repo", "https://git.example/t.git", "--memory", "8XB"],
+     "argument --memory: '8XB': expected a memory quantity as KFP reads it"),
+    (["--repo", "https://git.example/t.git", "--memory", "1.5Gi"], "(e.g. 8Gi)"),
+])
+def test_what_a_cluster_cannot_use_is_refused_before_compiling(tmp_path, capsys, flags, error):
+    from textclf import kfp_sweep
+
+    with pytest.raises(SystemExit) as stop:
+        kfp_sweep.main(["compile", "-o", str(tmp_path / "s.yaml"), "--image", "i",
+                        "--rev", "a" * 40, "-S", "train.seed=1,2", *flags])
+    assert stop.value.code == 2
+    assert error in capsys.readouterr().err
+    assert not (tmp_path / "s.yaml").exists()
+
+
+def test_an_ssh_url_with_its_user_is_not_a_credential():
+    from textclf.kfp_sweep import local_path
+    from textclf.sweeps.remote_settings import check_url
+
+    for url in ("ssh://git@github.com/team/textclf.git", "git@github.com:team/textclf.git"):
+        assert check_url("--repo", url) == url and not local_path(url)
 
 
 # --- a whole sweep through kfp.local (slow) ---------------------------------------------

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -77,6 +78,19 @@ def local_threads(parallelism: int, points: int) -> int:
     """OMP_NUM_THREADS per point: the cores shared by the points that run at once."""
     at_once = max(1, min(parallelism, LOCAL_MAX_PARALLEL, points))
     return max(1, (os.cpu_count() or 1) // at_once)
+
+
+MEMORY = re.compile(r"[0-9]+([EPTGMK]i?)?")   # the quantities KFP's compiler reads
+
+
+def memory_quantity(value: str) -> str:
+    """--memory as Kubernetes writes it (8Gi, 500M, 2G), checked before compiling."""
+    if value and not MEMORY.fullmatch(value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: expected a memory quantity as KFP reads it: a whole number, "
+            f"alone or followed by one of E, P, T, G, M, K or Ei, Pi, Ti, Gi, Mi, Ki "
+            f"(e.g. 8Gi)")
+    return value
 
 
 def pod_threads(cpu: str) -> int:
@@ -158,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="where to write the compiled pipeline (default: sweep.yaml)")
     compile_.add_argument("--image", required=True, help="component image (see Dockerfile)")
     compile_.add_argument("--cpu", default="", help="CPU request per point, e.g. 4 or 500m")
-    compile_.add_argument("--memory", default="", help="memory request per point, e.g. 8Gi")
+    compile_.add_argument("--memory", default="", type=memory_quantity,
+                          help="memory request per point, e.g. 8Gi")
     compile_.add_argument("--gpu-type", default="", help="accelerator, e.g. nvidia.com/gpu")
     compile_.add_argument("--gpus", type=integer(0, 64), default=0, help="accelerators per point")
     compile_.add_argument("--secret", default="", help="Kubernetes secret with the remote's "
@@ -230,6 +245,11 @@ def compile_sweep(args: argparse.Namespace) -> None:
     except UserError as err:
         raise UserError(f"--repo: give the git URL the cluster clones; the default, this "
                         f"clone's remote 'origin', is not there ({err})") from None
+    if local_path(repo_url):
+        given = "" if args.repo else " (the default: this clone's remote 'origin')"
+        raise UserError(f"--repo {repo_url}: a folder on this machine{given}, which a "
+                        f"cluster cannot clone; give the git URL the cluster clones, e.g. "
+                        f"https://github.com/team/textclf.git")
     # this clone's commit: push it to --repo first (docs/kubernetes.md)
     revision = args.rev or _git(["rev-parse", "HEAD"], Path.cwd())
     resources = Resources(cpu=args.cpu, memory=args.memory, gpu_type=args.gpu_type,
@@ -259,6 +279,13 @@ def compile_sweep(args: argparse.Namespace) -> None:
     except ValueError as err:   # e.g. a CPU or memory request KFP cannot read
         raise UserError(f"compile: {err}") from None
     print(f"{args.output}: {what}")
+
+
+def local_path(url: str) -> bool:
+    """Whether a git URL is a folder here: not scheme://..., file:// or scp-like host:path."""
+    if "://" in url:
+        return url.lower().startswith("file://")
+    return re.match(r"[\w.-]+@[\w.-]+:|[\w.-]+:(?!/)", url) is None
 
 
 def _local_storage(spec: str) -> str:

@@ -79,6 +79,10 @@ def secret_in_value(value: str) -> str:
             url, password = None, None
         if password:
             return "a url with a password"
+        # https://TOKEN@github.com/... is how a personal access token is pasted; an ssh
+        # user (ssh://git@host/...) is not a credential.
+        if url is not None and url.username and url.scheme.lower() in ("http", "https"):
+            return "an http(s) url with a user name or token before the '@'"
         if url is not None:
             for name, _ in parse_qsl(url.query, keep_blank_values=True):
                 if SECRET_PARTS.search(name):
