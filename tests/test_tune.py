@@ -251,6 +251,47 @@ def test_the_study_size_counts_earlier_runs_and_nothing_finished_runs_again(tmp_
     assert len(study.trials) == 3
 
 
+def test_a_study_goes_on_only_over_the_space_it_searched(tmp_path):
+    config, storage, study = new_study(tmp_path, CHOICES)
+    run_study(study, storage, config, replay({8: [0.3], 16: [0.2], 32: [0.1]}, config),
+              trials=2, say=lambda line: None)
+    wider = read_config(space_file(tmp_path, CHOICES.replace("[8, 16, 32]", "[8, 16, 32, 64]")),
+                        REPO / "params.yaml")
+
+    with pytest.raises(UserError) as error:
+        open_study(wider, "s", open_storage(str(tmp_path / "s.journal")), say=print)
+
+    assert str(error.value) == (
+        "study s searched params.train.batch_size as choice: [8, 16, 32]; this space says "
+        "choice: [8, 16, 32, 64]: one study cannot mix them (use another --study, or the old "
+        "space)")
+    assert len(study.trials) == 2          # nothing asked, nothing left running
+
+
+def test_a_bug_in_a_worker_fails_the_run_instead_of_ending_it_quietly(tmp_path):
+    config, storage, study = new_study(tmp_path, CHOICES)
+
+    def broken(trial, params):
+        raise AssertionError("not reached: a failing runner is told as a failed trial")
+
+    def asking_fails(*args, **kwargs):
+        raise ValueError("Cannot set different distribution kind to the same parameter name.")
+
+    study.ask = asking_fails
+    with pytest.raises(ValueError, match="different distribution kind"):
+        run_study(study, storage, config, broken, trials=2, workers=2, say=lambda line: None)
+
+
+def test_a_continuous_draw_is_kept_to_ten_significant_digits(tmp_path):
+    config, storage, study = new_study(tmp_path, SPACE)
+    [lr] = [d for d in config.space if d.key == "train.lr"]
+
+    assert lr.value(6.466422717414563e-05) == 6.466422717e-05
+    assert repr(lr.value(1e-05)) == "1e-05"
+    [epochs] = [d for d in config.space if d.key == "train.epochs"]
+    assert epochs.value(3) == 3 and type(epochs.value(3)) is int
+
+
 def test_a_shared_study_counts_the_trials_other_workers_are_running(tmp_path):
     """`tune --join` (the workers of `kfp --tune`): a trial another process is running
     counts against the size; the process does not take it for a leftover of a kill."""

@@ -76,7 +76,12 @@ class Dimension:
         return distributions.FloatDistribution(low, high, log=self.kind == "log_uniform")
 
     def value(self, suggested: Any) -> Any:
-        """The params.yaml value of what Optuna suggested."""
+        """The params.yaml value of what Optuna suggested. A continuous draw is kept to 10
+        significant digits: DVC writes some 17-digit floats into dvc.lock one unit in the
+        last place off the params.yaml it wrote, and the experiment then reads as stale
+        (`dvc status` after `dvc exp apply`) though nothing changed."""
+        if self.kind in ("uniform", "log_uniform"):
+            return float(f"{suggested:.10g}")
         return json.loads(suggested) if self.as_text else suggested
 
     def candidates(self) -> list:

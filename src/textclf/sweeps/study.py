@@ -66,12 +66,41 @@ def open_study(config: TuneConfig, name: str, storage, baseline: str = "",
         raise UserError(f"study {name} was started with metric {attrs[METRIC_ATTR]} "
                         f"({study.direction.name.lower()}); this space says {config.metric} "
                         f"({config.direction}): values would not compare (use another --study)")
-    elif baseline and attrs.get(BASELINE_ATTR) not in ("", baseline):
-        say(f"tune: note: the study started on commit {attrs[BASELINE_ATTR][:7]}; trials from "
-            f"now on start from {baseline[:7]}")
+    else:
+        check_same_space(study, config, name)
+        if baseline and attrs.get(BASELINE_ATTR) not in ("", baseline):
+            say(f"tune: note: the study started on commit {attrs[BASELINE_ATTR][:7]}; trials "
+                f"from now on start from {baseline[:7]}")
     study.set_user_attr(PRUNER_ATTR, config.pruner)      # what each training process prunes with
     study.sampler = config.make_sampler(seed_offset=len(study.trials) + 100_000 * worker)
     return study
+
+
+def check_same_space(study, config: TuneConfig, name: str) -> None:
+    """A study goes on only over the space it searched: Optuna cannot ask a trial for a key
+    whose range changed kind (log_uniform to choice) or choices."""
+    check = import_optuna().distributions.check_distribution_compatibility
+    now = config.distributions()
+    for trial in study.get_trials(deepcopy=False):
+        for key, before in trial.distributions.items():
+            if key not in now:
+                continue
+            try:
+                check(before, now[key])
+            except ValueError:
+                raise UserError(f"study {name} searched params.{key} as {_space(before)}; "
+                                f"this space says {_space(now[key])}: one study cannot mix "
+                                f"them (use another --study, or the old space)") from None
+
+
+def _space(distribution) -> str:
+    """An Optuna distribution as a space file writes it: log_uniform: [1e-05, 0.001]."""
+    choices = getattr(distribution, "choices", None)
+    if choices is not None:
+        return f"choice: {list(choices)}"
+    kind = ("int" if type(distribution).__name__ == "IntDistribution" else
+            "log_uniform" if distribution.log else "uniform")
+    return f"{kind}: [{distribution.low}, {distribution.high}]"
 
 
 def counted(study) -> int:
@@ -155,10 +184,14 @@ def run_study(study, storage, config: TuneConfig, run_trial: RunTrial, *, trials
     # thread finished while it still runs (CPython's _wait_for_tstate_lock), and the
     # trial would be left running.
     done = [threading.Event() for _ in range(workers)]
+    failures: list[Exception] = []
 
     def worker(finished: threading.Event) -> None:
         try:
             work()
+        except Exception as err:    # a bug: no more trials start, and the run fails after
+            failures.append(err)
+            stop.set()
         finally:
             finished.set()
 
@@ -179,6 +212,8 @@ def run_study(study, storage, config: TuneConfig, run_trial: RunTrial, *, trials
             while thread.is_alive() and not finished.wait(0.5):
                 pass
         raise
+    if failures:
+        raise failures[0]
 
 
 def repeated(study, trial) -> Outcome | None:
