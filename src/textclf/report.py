@@ -276,11 +276,11 @@ def main(argv: list[str] | None = None) -> None:
                 raise UserError(f"{flag} {path}: expected a {suffixes[0]} file, found "
                                 f"{Path(path).suffix or 'no extension'!r}")
         check_outputs([("--html", args.html), ("--markdown", args.markdown)])
-    exps, unfinished = read_experiments(str(Path.cwd()),
-                                        RunFiles(args.train_dir, args.evaluate_dir),
-                                        args.all_commits)
+    files = RunFiles(args.train_dir, args.evaluate_dir)
+    exps, unfinished = read_experiments(str(Path.cwd()), files, args.all_commits)
     if not exps:
         raise UserError("no finished experiments: run `dvc repro` or `dvc exp run` first")
+    check_folders_found(exps, files)
     c = compare(exps, args.sort_by, args.ascending, tuple(describe(u) for u in unfinished))
     if args.json:
         print(json.dumps(to_json(c), indent=2))
@@ -288,8 +288,18 @@ def main(argv: list[str] | None = None) -> None:
     for path, text in ((args.html, render_html(c)), (args.markdown, render_markdown(c))):
         with atomic_file(path) as scratch:
             scratch.write_text(text, encoding="utf-8")
-    print(f"report: {len(exps)} experiments, {len(c.not_ranked)} not ranked -> "
-          f"{args.html}, {args.markdown}")
+    print(f"report: {sum(map(len, c.groups))} experiments ranked, {len(c.not_ranked)} not "
+          f"ranked -> {args.html}, {args.markdown}")
+
+
+def check_folders_found(exps: list[Experiment], files: RunFiles) -> None:
+    """A metrics folder that no run has is a mistyped flag, not a run without scores."""
+    for flag, folder, path in (("--evaluate-dir", files.evaluate_dir, files.metrics[0]),
+                               ("--train-dir", files.train_dir, files.metrics[1])):
+        if not any(path in e.found for e in exps):
+            raise UserError(f"{flag} {folder}: no run has {path} (of {len(exps)} read); "
+                            f"expected the folder dvc.yaml's stage writes its metrics.json "
+                            f"to (default: {getattr(RunFiles, flag[2:].replace('-', '_'))})")
 
 
 def describe(run: Listed) -> str:

@@ -38,6 +38,7 @@ class Experiment:
     per_class_f1: dict[str, float] = field(default_factory=dict)
     curves: dict[str, list[float]] = field(default_factory=dict)   # CURVES key -> per epoch
     confusion: list[tuple[str, str]] = field(default_factory=list)  # (actual, predicted)
+    found: frozenset[str] = frozenset()   # which of RunFiles.metrics the run has
 
     @property
     def is_baseline(self) -> bool:
@@ -157,6 +158,7 @@ def read_run(fs, listed: Listed, files: RunFiles) -> Experiment:
     params = flatten(load_yaml(text("params.yaml")))
     lock = load_yaml(text("dvc.lock"))
     metrics: dict[str, float] = {}
+    found = frozenset(path for path in files.metrics if fs.isfile(path))
     for path in files.metrics:
         metrics.update({k: v for k, v in flatten(json.loads(text(path) or "{}")).items()
                         if isinstance(v, (int, float)) and not isinstance(v, bool)})
@@ -175,7 +177,7 @@ def read_run(fs, listed: Listed, files: RunFiles) -> Experiment:
         per_class_f1=per_class_f1,
         curves={key: [float(line.split("\t")[-1]) for line in (text(path) or "").splitlines()[1:]
                       if line.strip()] for key, path in files.curves.items()},
-        confusion=[(r["actual"], r["predicted"]) for r in confusion])
+        confusion=[(r["actual"], r["predicted"]) for r in confusion], found=found)
 
 
 def check_project(repo: str) -> None:
