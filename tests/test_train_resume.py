@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from conftest import GIT_IDENTITY, run, set_params, toy_reviews
 from textclf.training.checkpoint import CheckpointStore, fingerprint_run
@@ -282,6 +283,31 @@ def test_a_stopped_run_resumes_and_resume_false_starts_fresh(tiny_model_dir, tmp
             assert "continuing at epoch" not in out
         assert not list(checkpoints.glob("*.pt"))
         assert (tmp_path / "model" / "model.safetensors").is_file()
+
+
+def test_a_run_whose_starting_weights_changed_does_not_resume(tiny_model_dir, tmp_path,
+                                                            monkeypatch, capsys):
+    """The folder a run starts from (model.name here; model.init_from alike) is retrained
+    between a stop and the rerun: the checkpoint is of another computation."""
+    from textclf import train
+
+    base = Path(shutil.copytree(tiny_model_dir, tmp_path / "base"))
+    train_run = in_process_training(base, tmp_path)
+    with monkeypatch.context() as patch:
+        patch.setattr(train.StopRequest, "__call__",
+                      lambda self: setattr(self, "signal", signal.SIGTERM) or True)
+        with pytest.raises(SystemExit):
+            train_run(resume=True)
+    assert checkpoint_position(tmp_path / "checkpoints") == (0, 1)
+    weights = base / "model.safetensors"
+    save_file({k: v + 0.01 for k, v in load_file(weights).items()}, weights)
+    capsys.readouterr()
+
+    train_run(resume=True)
+
+    out = capsys.readouterr().out
+    assert "(changed: the weights it starts from); starting fresh" in out, out
+    assert "continuing at epoch" not in out
 
 
 def test_epoch_end_checkpoints_follow_the_interval(tiny_model_dir, tmp_path, monkeypatch):

@@ -30,12 +30,14 @@ from textclf.errors import exits_on_user_error
 from textclf.model.card import WarmStartLabels, model_card
 from textclf.model.folder import TrainingInfo
 from textclf.model.loading import (attention_for, check_max_length, load_pretrained,
-                                   quiet_transformers, save_classifier)
+                                   quiet_transformers, resolve_model, save_classifier,
+                                   weights_sha256)
 from textclf.model.precision import LayerShape, choose_device, choose_precision
 from textclf.outputs import atomic_dir
-from textclf.params import Params, load_params
-from textclf.training.checkpoint import (CheckpointStore, DamagedCheckpoint, default_dir,
-                                         default_interval, fingerprint_run, parse_interval)
+from textclf.params import ModelParams, Params, load_params
+from textclf.training.checkpoint import (WEIGHTS, CheckpointStore, DamagedCheckpoint,
+                                         default_dir, default_interval, fingerprint_run,
+                                         parse_interval)
 from textclf.training.distributed import (Workers, device_for, launch, launched_by_torchrun,
                                           process_group, wrap)
 from textclf.training.loop import calibrate, encode_split, eval_batch_size, run_epochs
@@ -84,6 +86,15 @@ def load_model(params: Params, labels: list[str], counts: dict[str, int],
             folder=change.source, old_labels=change.old, dropped=change.dropped)
     tokenizer, model = load_pretrained(params.model.name, labels, attention)
     return tokenizer, model, labels, None
+
+
+def starting_weights(model: ModelParams) -> dict[str, str]:
+    """The weights a run starts from, for its checkpoint's fingerprint: a run stopped while
+    warm-starting from a folder must not resume once that folder holds other weights."""
+    folder = model.init_from or resolve_model(model.name)
+    if not Path(folder).is_dir():            # a hub id: its revision is not known here
+        return {}
+    return {f"{WEIGHTS}{folder}": weights_sha256(folder)}
 
 
 def stopped(state, stop: StopRequest) -> SystemExit:
@@ -159,7 +170,8 @@ def train_and_save(args: argparse.Namespace, params: Params, workers: Workers) -
 
     section_params = {"model": dataclasses.asdict(params.model),
                       "train": dataclasses.asdict(params.train)}
-    data_sha256 = fingerprint([args.train, args.val, args.labels])
+    data_sha256 = {**fingerprint([args.train, args.val, args.labels]),
+                   **starting_weights(params.model)}
     store = CheckpointStore(args.checkpoint_dir or default_dir(),
                             fingerprint_run(section_params, data_sha256,
                                             str(Path(args.model_dir).resolve())),

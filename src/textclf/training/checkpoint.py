@@ -42,6 +42,8 @@ import torch
 from textclf.errors import UserError
 from textclf.outputs import remove_stale_scratch
 
+WEIGHTS = "weights "   # the data key of the model folder a run starts from (train.py)
+
 # Keys that change how a run is driven, not what it computes.
 NOT_FINGERPRINTED = {("train", "resume")}
 
@@ -69,7 +71,11 @@ class RunFingerprint:
                     found.append(f"{section}.{key} {theirs.get(key)!r} -> {mine.get(key)!r}")
         if self.code != other.code:
             found.append("the textclf code")
-        if self.data != other.data:
+        changed = {key for key in set(self.data) | set(other.data)
+                   if self.data.get(key) != other.data.get(key)}
+        if any(key.startswith(WEIGHTS) for key in changed):
+            found.append("the weights it starts from")
+        if any(not key.startswith(WEIGHTS) for key in changed):
             found.append("the data")
         return found
 
