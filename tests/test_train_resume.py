@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import GIT_IDENTITY, run, set_params, toy_reviews
+from conftest import GIT_IDENTITY, REPO, run, set_params, toy_reviews
 from textclf.training.checkpoint import CheckpointStore, fingerprint_run
 
 
@@ -308,6 +308,37 @@ def test_a_run_whose_starting_weights_changed_does_not_resume(tiny_model_dir, tm
     out = capsys.readouterr().out
     assert "(changed: the weights it starts from); starting fresh" in out, out
     assert "continuing at epoch" not in out
+
+
+def test_bad_split_files_given_to_train_get_one_line(tiny_model_dir, tmp_path, capsys):
+    """`textclf train` run by hand (not through dvc.yaml): a missing split, a labels file
+    that lacks a split's label, or is not one, are named before any training."""
+    from textclf import train
+    from textclf.data.dataset import write_labels
+
+    in_process_training(tiny_model_dir, tmp_path)         # writes the splits and labels
+    write_labels(["very negative", "negative"], tmp_path / "two.json")
+    (tmp_path / "broken.json").write_text('["negative"]')
+    base = ["--params", str(tmp_path / "params.yaml"), "--val", str(tmp_path / "val.parquet"),
+            "--model-dir", str(tmp_path / "model"), "--live-dir", str(tmp_path / "live")]
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text().replace(
+        "sentence-transformers/all-MiniLM-L6-v2", str(tiny_model_dir)))
+    cases = [
+        (["--train", str(tmp_path / "nope.parquet"), "--labels", str(tmp_path / "labels.json")],
+         f"error: {tmp_path / 'nope.parquet'}: file not found"),
+        (["--train", str(tmp_path / "train.parquet"), "--labels", str(tmp_path / "two.json")],
+         f"error: {tmp_path / 'train.parquet'}: column 'label', 36 bad row(s) (rows 25, 26, "
+         f"27, 28, 29 and 31 more): expected one of the labels file's labels (very negative, "
+         f"negative)"),
+        (["--train", str(tmp_path / "train.parquet"), "--labels", str(tmp_path / "broken.json")],
+         f"error: {tmp_path / 'broken.json'}: expected a labels file as prepare writes it"),
+    ]
+    for flags, error in cases:
+        with pytest.raises(SystemExit) as stop:
+            train.main([*base, *flags])
+        assert stop.value.code == 2
+        assert capsys.readouterr().err.startswith(error)
+    assert not (tmp_path / "model").exists()
 
 
 def test_epoch_end_checkpoints_follow_the_interval(tiny_model_dir, tmp_path, monkeypatch):

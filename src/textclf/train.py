@@ -150,8 +150,8 @@ def train_and_save(args: argparse.Namespace, params: Params, workers: Workers) -
     device = device_for(workers, choose_device())
     say = print if workers.is_main else (lambda *a, **k: None)
     trial = TrialReport.from_env() if workers.is_main else None   # None unless `textclf tune`
-    train_frame, val_frame = read_split(args.train), read_split(args.val)
     data_labels = read_labels(args.labels)
+    train_frame, val_frame = read_split(args.train, data_labels), read_split(args.val, data_labels)
     counts = class_counts(pd.concat([train_frame, val_frame]), data_labels)
     tokenizer, model, labels, warm_start = load_model(params, data_labels, counts, device)
     if warm_start and warm_start.dropped:

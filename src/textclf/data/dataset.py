@@ -329,8 +329,14 @@ def write_split(frame: pd.DataFrame, path: str | Path) -> None:
     frame[["text", "label"]].to_parquet(path, index=False)
 
 
-def read_split(path: str | Path) -> pd.DataFrame:
-    return pd.read_parquet(path, columns=["text", "label"])
+def read_split(path: str | Path, labels: Sequence[str] | None = None) -> pd.DataFrame:
+    """A split `prepare` wrote (text, label); with `labels`, every row's label among them."""
+    frame = read_table(path, ["text", "label"])[["text", "label"]]
+    if labels is not None:
+        unknown = ~frame["label"].isin(labels)
+        _fail_rows(unknown, frame["label"], str(path), "label",
+                   f"one of the labels file's labels ({', '.join(map(str, labels))})")
+    return frame
 
 
 def class_counts(frame: pd.DataFrame, labels: Sequence[str]) -> dict[str, int]:
@@ -344,7 +350,17 @@ def write_labels(labels: list[str], path: str | Path) -> None:
 
 
 def read_labels(path: str | Path) -> list[str]:
-    return json.loads(Path(path).read_text(encoding="utf-8"))["labels"]
+    """The label order `prepare` wrote: {"labels": ["neg", "pos"]}."""
+    path = Path(path)
+    check_readable(path)
+    try:
+        labels = json.loads(path.read_text(encoding="utf-8")).get("labels")
+    except (ValueError, AttributeError):
+        labels = None
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        raise DataError(f"{path}: expected a labels file as prepare writes it, "
+                        f'{{"labels": ["neg", "pos", ...]}}')
+    return labels
 
 
 def fingerprint(paths: Iterable[str | Path]) -> dict[str, str]:
