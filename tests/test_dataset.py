@@ -249,6 +249,18 @@ def test_float_labels_from_parquet_with_a_gap_match_integer_labels(tmp_path):
     assert examples["label"].tolist() == ["3", "1"]
 
 
+def test_float32_labels_from_parquet_are_the_decimals_a_csv_spells(tmp_path):
+    path = tmp_path / "data.parquet"
+    pd.DataFrame({"text": ["a", "b", "c", "d"],
+                  "label": np.array([0.1, 0.2, 0.3, np.nan], dtype=np.float32)}).to_parquet(path)
+    csv = write_file(tmp_path / "data.csv", [{"text": "a", "label": "0.1"}])
+
+    labels = [normalize_label(v) for v in read_table(path, COLUMNS)["label"]]
+
+    assert labels == ["0.1", "0.2", "0.3", None]
+    assert normalize_label(read_table(csv, COLUMNS)["label"][0]) == "0.1"
+
+
 # clean_examples: every bad row is named by file, 1-based row and column
 
 def frame_of(*rows) -> pd.DataFrame:

@@ -4,7 +4,6 @@ result equals an uninterrupted run; a checkpoint of other params is not used."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil

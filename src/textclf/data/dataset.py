@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 
 from textclf.canonical import canonical_text, normalize_label
@@ -208,9 +209,19 @@ def _read_parquet(path: Path, columns: Sequence[str]) -> pd.DataFrame:
         for name in schema.names:
             if exact_int64(schema.field(name).type) and frame[name].dtype == "float64":
                 frame[name] = exact_integers(pq.read_table(path, columns=[name]).column(name))
+            elif frame[name].dtype in ("float32", "float16"):
+                frame[name] = shortest_decimals(frame[name])
     except (OSError, ValueError) as err:   # a damaged row group: pyarrow's ArrowException
         raise DataError(f"{path}: cannot read as Parquet: {err}") from None
     return frame
+
+
+def shortest_decimals(column: pd.Series) -> pd.Series:
+    """A float32 column as the decimals its writer meant: widened to float64, 0.1 would
+    read 0.10000000149011612 and not be the label 0.1 that a CSV spells."""
+    return pd.Series([float("nan") if value != value else
+                      float(np.format_float_positional(value, unique=True))
+                      for value in column.to_numpy()], index=column.index, dtype=object)
 
 
 def exact_int64(kind) -> bool:
