@@ -305,6 +305,24 @@ def test_workers_whose_model_does_not_load_stop_the_server_with_exit_2(model_fol
     assert time.monotonic() - started < 150
 
 
+def test_a_replacement_that_fails_after_the_server_was_up_does_not_fail_the_exit(tmp_path):
+    """A SIGHUP whose new worker cannot load the folder: uvicorn keeps the old workers;
+    stopping the server later exits 0 (it said 2, 'the workers could not start'). A
+    worker failing before all were ready stops the server with exit 2, as before."""
+    from textclf.serving.workers import WorkerGroup
+
+    first = WorkerGroup(tmp_path / "first", workers=2)
+    first.folder.mkdir()
+    first.startup_failed("m: cannot load its config")      # no worker ready yet
+    assert first.startup_error() == "m: cannot load its config"
+    up = WorkerGroup(tmp_path / "up", workers=1)
+    up.folder.mkdir()
+    up.joined()                                             # all (one) ready: served
+    up.startup_failed("m: cannot load its config")
+    assert up.startup_error() is None
+    assert up.replacement_error() == "m: cannot load its config"
+
+
 # --- quick: flags, threads, and the log under several writers --------------------------
 
 @pytest.mark.parametrize("value", ["0", "-2", "two", "1.5", "100000"])

@@ -34,6 +34,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,8 @@ class WorkerGroup:
 
     def joined(self) -> None:
         (self.folder / f"ready-{os.getpid()}").touch()
+        if self.all_ready():
+            (self.folder / "served").touch()      # from now on the server is up
 
     def left(self) -> None:
         (self.folder / f"ready-{os.getpid()}").unlink(missing_ok=True)
@@ -121,11 +124,19 @@ class WorkerGroup:
             return 0
 
     def startup_failed(self, message: str) -> None:
-        """Leave the worker's reason for the parent, which stops (see the module doc)."""
-        (self.folder / "startup-error").write_text(message)
+        """Leave the worker's reason for the parent: before the server was up, the parent
+        stops and exits 2 with it (see the module doc); after, it was a replacement (a
+        SIGHUP's rolling restart that uvicorn aborts, the old workers serving on), and the
+        parent only says so at exit."""
+        name = "replacement-error" if (self.folder / "served").exists() else "startup-error"
+        (self.folder / name).write_text(message)
 
     def startup_error(self) -> Optional[str]:
         path = self.folder / "startup-error"
+        return path.read_text() if path.exists() else None
+
+    def replacement_error(self) -> Optional[str]:
+        path = self.folder / "replacement-error"
         return path.read_text() if path.exists() else None
 
 
@@ -159,11 +170,14 @@ def run_parent(workers: int, settings: dict, app: str) -> None:
                     loop=settings["loop"], lifespan="on", access_log=settings["access_log"],
                     timeout_graceful_shutdown=settings["grace_seconds"],
                     timeout_worker_healthcheck=START_SECONDS)
-        error = group.startup_error()
+        error, replaced = group.startup_error(), group.replacement_error()
     finally:
         shutil.rmtree(group.folder, ignore_errors=True)
     if error is not None:
         raise UserError(f"the workers could not start: {error}")
+    if replaced is not None:
+        print(f"serve: note: a replacement worker could not start ({replaced}); the "
+              f"workers serving before kept serving", file=sys.stderr)
 
 
 def _number(text: str) -> int:
