@@ -98,6 +98,48 @@ def test_infer_answers_each_text(server):
     assert list(some) == ["probability", "label"]
 
 
+@pytest.mark.parametrize("shape, data", [
+    ([2], ["good", "awful"]), ([2, 1], ["good", "awful"]), ([2, 1], [["good"], ["awful"]]),
+    ([1, 2], [["good", "awful"]]),
+])
+def test_infer_takes_n_texts_in_any_shape_of_n_flat_or_nested(shape, data):
+    # Triton and KServe clients send text as a BYTES tensor [N, 1] (np.array([[b"a"]])).
+    from textclf.serving.protocol import InferenceRequest, Limits, infer_texts
+
+    request = InferenceRequest(inputs=[{"name": "text", "datatype": "BYTES", "shape": shape,
+                                        "data": data}])
+    assert infer_texts(request, Limits()) == ["good", "awful"]
+
+
+@pytest.mark.parametrize("shape, data, message", [
+    ([3, 1], [["good"], ["awful"]], "expected a shape of 2 elements for 2 texts"),
+    ([-2, -1], ["good", "awful"], "found [-2, -1]"),
+    ([2, 1], [["good", "x"], ["awful"]], "expected a shape of 3 elements"),
+    ([1, 1], [[["deep"]]], "inputs[0].data[0]: expected a string, found list"),
+])
+def test_infer_refuses_a_shape_that_is_not_the_data(shape, data, message):
+    from textclf.serving.protocol import InferenceRequest, Limits, ServeError, infer_texts
+
+    request = InferenceRequest(inputs=[{"name": "text", "datatype": "BYTES", "shape": shape,
+                                        "data": data}])
+    with pytest.raises(ServeError) as error:
+        infer_texts(request, Limits())
+    assert error.value.status == 422 and message in error.value.message
+
+
+def test_a_text_visible_only_past_max_chars_is_refused_not_classified_as_blank():
+    from textclf.serving.protocol import Limits, ServeError, checked_texts
+
+    limits = Limits(max_chars=8)
+    assert checked_texts(["good film, really"], limits, "texts") == ["good fil"]
+    for hidden in (" " * 20 + "good", "\u200b" * 20 + "awful"):
+        with pytest.raises(ServeError) as error:
+            checked_texts(["fine", hidden], limits, "texts")
+        assert error.value.status == 422
+        assert error.value.message.startswith("texts[1]: nothing visible in the first 8 "
+                                              "characters (--max-chars)")
+
+
 LONG = "x" * 201
 
 

@@ -5,7 +5,8 @@ Pure: values in, dicts out, `ServeError` (an HTTP status and a message naming th
 for anything a client got wrong. The HTTP layer is in `textclf.serving.app`.
 
 Inference request (`POST /v2/models/{name}/infer`): one input of datatype `BYTES`, shape
-`[N]`, `data` a list of N strings. The response has four outputs, or those asked for in
+`[N]` (or any shape of N elements, such as `[N, 1]`), `data` the N strings, flat or nested
+in row-major order. The response has four outputs, or those asked for in
 the request's `outputs`:
 
     label          BYTES [N]     the predicted label (as `textclf predict`)
@@ -108,14 +109,18 @@ def checked_texts(texts: list[Any], limits: Limits, field: str) -> list[str]:
         if not isinstance(text, str):
             raise ServeError(422, f"{field}[{i}]: expected a string, found "
                                   f"{type(text).__name__} {text!r:.40}")
-        if not canonical_text(text):
-            raise ServeError(422, f"{field}[{i}]: text is empty, whitespace or invisible "
-                                  f"characters only; expected text to classify")
         if len(text) > limits.max_chars:
             if limits.on_long_text == "reject":
                 raise ServeError(413, f"{field}[{i}]: {len(text)} characters, more than "
                                       f"--max-chars {limits.max_chars}")
             text = text[:limits.max_chars]
+            if not canonical_text(text):
+                raise ServeError(422, f"{field}[{i}]: nothing visible in the first "
+                                      f"{limits.max_chars} characters (--max-chars), the part "
+                                      f"the model would read; expected text to classify")
+        if not canonical_text(text):
+            raise ServeError(422, f"{field}[{i}]: text is empty, whitespace or invisible "
+                                  f"characters only; expected text to classify")
         checked.append(text)
     return checked
 
@@ -129,14 +134,28 @@ def infer_texts(request: InferenceRequest, limits: Limits) -> list[str]:
     if tensor.datatype != "BYTES":
         raise ServeError(422, f"inputs[0].datatype: expected 'BYTES' (texts), found "
                               f"{tensor.datatype!r}")
-    if tensor.shape != [len(tensor.data)]:
-        raise ServeError(422, f"inputs[0].shape: expected [{len(tensor.data)}] for "
-                              f"{len(tensor.data)} texts in data, found {tensor.shape}")
+    texts = row_major(tensor.data, len(tensor.shape))
+    if any(size < 0 for size in tensor.shape) or np.prod(tensor.shape) != len(texts):
+        raise ServeError(422, f"inputs[0].shape: expected a shape of {len(texts)} elements "
+                              f"for {len(texts)} texts in data ([{len(texts)}], or "
+                              f"[{len(texts)}, 1]), found {tensor.shape}")
     for i, wanted in enumerate(request.outputs or []):
         if wanted.name not in OUTPUTS:
             raise ServeError(422, f"outputs[{i}].name: unknown output {wanted.name!r}; "
                                   f"expected one of {', '.join(OUTPUTS)}")
-    return checked_texts(tensor.data, limits, "inputs[0].data")
+    return checked_texts(texts, limits, "inputs[0].data")
+
+
+def row_major(data: list[Any], dimensions: int) -> list[Any]:
+    """A tensor's data as the protocol allows it, flat or nested ([["a"], ["b"]] for shape
+    [2, 1]), in row-major order; nesting deeper than the shape is left for the text
+    check to name."""
+    flat = data
+    for _ in range(max(dimensions - 1, 0)):
+        if not all(isinstance(item, list) for item in flat):
+            break
+        flat = [element for item in flat for element in item]
+    return flat
 
 
 def rounded(probs: np.ndarray) -> np.ndarray:
