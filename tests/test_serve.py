@@ -416,6 +416,26 @@ def test_every_numeric_flag_refuses_what_is_not_a_finite_number_in_range(flag, v
     assert err.startswith("textclf serve: error: argument " + flag) and "expected" in err
 
 
+@pytest.mark.parametrize("flag, module", [("--http", "httptools"), ("--loop", "uvloop")])
+def test_an_optional_server_part_that_is_not_installed_is_a_usage_error(flag, module, capsys,
+                                                                        monkeypatch):
+    """Before the model loads (it loaded, then a traceback: No module named 'httptools')."""
+    import importlib.util
+
+    from textclf import serve
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == module else real(name, *a))
+    with pytest.raises(SystemExit) as exit_:
+        serve.parse_args([flag, module])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"textclf serve: error: {flag} {module}: {module} is not installed (pip install "
+        f"{module}); or leave {flag} auto, which uses it when it is")
+    assert serve.parse_args([flag, "auto"]).http == "auto"
+
+
 def test_a_log_folder_that_cannot_be_written_stops_the_server_in_one_line(model_folder,
                                                                           tmp_path, capsys):
     from textclf import serve

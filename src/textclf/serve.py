@@ -82,6 +82,7 @@ the metrics and model reloads (textclf.serving.workers). `--max-connections` and
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import signal
 import sys
@@ -190,6 +191,10 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         help="serve the OpenAPI schema at /openapi.json (off by default; /docs is never "
              "served: its page loads JavaScript from a CDN)")
     args = parser.parse_args(argv)
+    for flag, module in (("--http", args.http), ("--loop", args.loop)):
+        if module != "auto" and importlib.util.find_spec(module) is None:
+            parser.error(f"{flag} {module}: {module} is not installed (pip install "
+                         f"{module}); or leave {flag} auto, which uses it when it is")
     args.threads = args.threads or default_threads(args.workers)
     return args
 
