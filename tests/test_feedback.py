@@ -182,7 +182,8 @@ def check(body, answered):
     ({"request_id": "req-1", "index": 2, "label": "pos"}, 422,
      "index: 2 is out of range; request 'req-1' had 2 texts (index 0 to 1)"),
     ({"request_id": "req-1", "index": 0, "label": "great"}, 422,
-     "label: unknown label 'great'; expected one of the model's labels: neg, pos"),
+     "label: unknown label 'great'; expected one of the labels of the model that answered "
+     "it: neg, pos"),
     ({"request_id": "req-1", "index": "0", "label": "pos"}, 422, "index: "),
     ({"request_id": "req-1", "index": True, "label": "pos"}, 422, "index: "),
     ({"request_id": 1, "index": 0, "label": "pos"}, 422, "request_id: "),
@@ -208,6 +209,27 @@ def test_good_feedback_one_or_many(answered):
         FeedbackItem(request_id="req-1", index=1, label="pos")]
     assert len(check([{"request_id": "req-1", "index": i, "label": "neg"} for i in (0, 1, 0)],
                      answered)) == 3
+
+
+def test_a_label_is_checked_against_the_model_that_answered_the_request(tmp_path):
+    """A new version with other classes is loaded: labels for texts the old one answered
+    are its classes (the report matches them); new requests take the new ones."""
+    index = AnsweredRequests(window=5)
+    index.add("old", 1, ("neg", "pos"))
+    index.add("new", 1, ("LABEL_0", "LABEL_1", "LABEL_2"))
+    served_now = ("LABEL_0", "LABEL_1", "LABEL_2")
+    body = [{"request_id": "old", "index": 0, "label": "pos"},
+            {"request_id": "new", "index": 0, "label": "LABEL_2"}]
+
+    assert [i.label for i in checked_feedback(json.dumps(body).encode(), index, served_now)] \
+        == ["pos", "LABEL_2"]
+    with pytest.raises(ServeError, match=r"\[0\].label: unknown label 'LABEL_1'; expected one "
+                                         r"of the labels of the model that answered it: neg, "
+                                         r"pos"):
+        checked_feedback(json.dumps([{"request_id": "old", "index": 0, "label": "LABEL_1"}]
+                                    ).encode(), index, served_now)
+    log_request(tmp_path, "x", ["pos", "neg"])            # read back from the log
+    assert AnsweredRequests.from_log(tmp_path).classes("x") == tuple(CLASSES)
 
 
 def test_answered_requests_are_bounded_and_read_back_from_the_log(tmp_path):

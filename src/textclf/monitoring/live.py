@@ -149,15 +149,28 @@ def request_lines(lines: Iterable[tuple[LogLine, bytes]], damaged: DamagedLines
 
 
 def request_sizes(scanned: Iterable[tuple[str, int, LogLine, bytes]]
-                  ) -> list[tuple[str, int]]:
-    """(request_id, texts) per request of `scan_predictions` or `request_lines`, in log
-    order."""
-    found: list[tuple[str, int]] = []
-    for request_id, index, _, _ in scanned:
+                  ) -> list[tuple[str, int, tuple[str, ...]]]:
+    """(request_id, texts, the answering model's classes) per request of
+    `scan_predictions` or `request_lines`, in log order; no classes where the request's
+    first line is damaged."""
+    found: list[tuple[str, int, tuple[str, ...]]] = []
+    distinct: dict[tuple[str, ...], tuple[str, ...]] = {}   # one tuple per set of classes
+    for request_id, index, _, line in scanned:
         if index == 0:
-            found.append((request_id, 0))
-        found[-1] = (request_id, found[-1][1] + 1)
+            classes = _classes(line)
+            found.append((request_id, 0, distinct.setdefault(classes, classes)))
+        _, texts, classes = found[-1]
+        found[-1] = (request_id, texts + 1, classes)
     return found
+
+
+def _classes(line: bytes) -> tuple[str, ...]:
+    """The classes of the model that answered a prediction log line (its probabilities)."""
+    try:
+        probabilities = json.loads(line).get("probabilities")
+    except (ValueError, AttributeError):
+        return ()
+    return tuple(probabilities) if isinstance(probabilities, dict) else ()
 
 
 def logged_text(line: bytes, where: LogLine, request_id: str, index: int,

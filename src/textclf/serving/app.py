@@ -113,7 +113,7 @@ def create_app(repository: ModelRepository, batcher: DynamicBatcher, limits: Lim
         if prediction_log is not None:
             if _record(prediction_log, model, request_id, texts, answers):
                 if answered is not None:
-                    answered.add(request_id, len(texts))
+                    answered.add(request_id, len(texts), model.labels)
             else:
                 metrics.log_errors.labels("predictions").inc()
         return model, probs, answers

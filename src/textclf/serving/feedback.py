@@ -6,8 +6,9 @@ text's position in that request (`index`, from 0). The body is one such object o
 of them; a list is taken whole or refused whole, and written with one append.
 
 Refusals, JSON `{"error": "..."}` naming the field: 400 malformed JSON; 422 a wrong or
-missing field, an index out of range, a label the model lacks (the message lists its
-labels); 404 a request id this server has not answered (among the last `--feedback-window`
+missing field, an index out of range, a label the model that answered the request
+lacks (the message lists its labels: after a new version is loaded, the old requests keep
+the old version's classes); 404 a request id this server has not answered (among the last `--feedback-window`
 requests in its prediction log, read back at start-up so a restart keeps them, and read
 again from where it left off when an id is not known: another worker process of `serve
 --workers N`, which shares the log, may have answered it); 409 when
@@ -83,7 +84,7 @@ class LogTail:
             for path in log_files(self.folder, "predictions"):
                 self._read[path] = self._size(path)
 
-    def new_requests(self) -> list[tuple[str, int]]:
+    def new_requests(self) -> list[tuple[str, int, tuple[str, ...]]]:
         with self._lock:
             found: list[tuple[str, int]] = []
             for path in log_files(self.folder, "predictions"):
@@ -116,8 +117,8 @@ class LogTail:
         return data[:data.rfind(b"\n") + 1]
 
 
-def _requests(lines: bytes, path: Path) -> list[tuple[str, int]]:
-    """(request_id, texts) per request of whole prediction log `lines` read from `path`,
+def _requests(lines: bytes, path: Path) -> list[tuple[str, int, tuple[str, ...]]]:
+    """(request_id, texts, classes) per request of whole prediction log `lines` read from `path`,
     grouped as the drift report groups them (textclf.monitoring.live.request_lines).
     Damaged lines are skipped (the drift report counts them)."""
     numbered = ((LogLine(path, number), line)
@@ -137,23 +138,29 @@ def _until_refused(scanned: Iterator[T]) -> Iterator[T]:
 
 
 class AnsweredRequests:
-    """request_id -> number of texts of the last `window` logged requests (a reused id
-    counts as its latest request). Bounded: the oldest are forgotten first. `catch_up`
-    adds what other processes logged since (`tail`)."""
+    """request_id -> number of texts and the answering model's classes, of the last
+    `window` logged requests (a reused id counts as its latest request). Bounded: the
+    oldest are forgotten first. `catch_up` adds what other processes logged since (`tail`)."""
 
     def __init__(self, window: int = DEFAULT_WINDOW, tail: Optional[LogTail] = None):
         self.window = window
         self.tail = tail
-        self._sizes: OrderedDict[str, int] = OrderedDict()
+        self._sizes: OrderedDict[str, tuple[int, tuple[str, ...]]] = OrderedDict()
 
-    def add(self, request_id: str, texts: int) -> None:
-        self._sizes[request_id] = texts
+    def add(self, request_id: str, texts: int, classes: tuple[str, ...] = ()) -> None:
+        self._sizes[request_id] = (texts, classes)
         self._sizes.move_to_end(request_id)
         if len(self._sizes) > self.window:
             self._sizes.popitem(last=False)
 
     def texts(self, request_id: str) -> Optional[int]:
-        return self._sizes.get(request_id)
+        found = self._sizes.get(request_id)
+        return None if found is None else found[0]
+
+    def classes(self, request_id: str) -> tuple[str, ...]:
+        """The classes of the model that answered it (() if the log did not say)."""
+        found = self._sizes.get(request_id)
+        return () if found is None else found[1]
 
     def __len__(self) -> int:
         return len(self._sizes)
@@ -162,8 +169,8 @@ class AnsweredRequests:
         """Add the requests logged since the last look (read on a thread: the tail may be
         megabytes when labels come rarely)."""
         if self.tail is not None:
-            for request_id, texts in await asyncio.to_thread(self.tail.new_requests):
-                self.add(request_id, texts)
+            for request in await asyncio.to_thread(self.tail.new_requests):
+                self.add(*request)
 
     @classmethod
     def from_log(cls, log_dir: Path, window: int = DEFAULT_WINDOW) -> "AnsweredRequests":
@@ -171,7 +178,7 @@ class AnsweredRequests:
         first until enough are found (a restart keeps accepting their labels)."""
         tail = LogTail(log_dir)
         tail.skip_to_end()      # before reading: a request logged meanwhile is read again
-        files: list[list[tuple[str, int]]] = []     # per file, newest first: (id, texts)
+        files: list[list] = []         # per file, newest first: (id, texts, classes)
         found = 0
         for path in reversed(log_files(log_dir, "predictions")):
             requests = request_sizes(scan_predictions([path]))
@@ -180,8 +187,8 @@ class AnsweredRequests:
             if found >= window:
                 break
         index = cls(window, tail)
-        for request_id, texts in (r for requests in reversed(files) for r in requests):
-            index.add(request_id, texts)
+        for request in (r for requests in reversed(files) for r in requests):
+            index.add(*request)
         return index
 
 
@@ -227,8 +234,10 @@ def _checked_item(item, where: str, answered: AnsweredRequests,
         raise ServeError(422, f"{where}index: {checked.index} is out of range; request "
                               f"{checked.request_id!r} had {texts} text{'s' * (texts > 1)} "
                               f"(index 0 to {texts - 1})")
-    label = canonical_text(checked.label)
-    if label not in labels:
+    # The model that answered the request: a version loaded since may have other classes.
+    label, answering = canonical_text(checked.label), answered.classes(checked.request_id)
+    if label not in (answering or labels):
         raise ServeError(422, f"{where}label: unknown label {checked.label!r}; expected one "
-                              f"of the model's labels: {', '.join(labels)}")
+                              f"of the labels of the model that answered it: "
+                              f"{', '.join(answering or labels)}")
     return checked.model_copy(update={"label": label})
