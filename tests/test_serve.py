@@ -179,6 +179,23 @@ def test_refusals_are_json_errors_naming_the_field(server, path, body, status, n
     assert names in response.json()["error"]
 
 
+def test_the_versioned_paths_answer_for_the_version_served(server):
+    """OIP's /v2/models/{name}/versions/{version}[/ready|/infer], as KServe's and Triton's
+    clients call them when given a version."""
+    url, _, _ = server
+    version = httpx.get(f"{url}/v2/models/clf").json()["versions"][0]
+    base = f"{url}/v2/models/clf/versions/{version}"
+
+    assert httpx.get(base).json()["versions"] == [version]
+    assert httpx.get(f"{base}/ready").json() == {"name": "clf", "ready": True}
+    answer = httpx.post(f"{base}/infer", json=infer_body(TEXTS[:1]))
+    assert answer.status_code == 200 and answer.json()["model_version"] == version
+    other = httpx.post(f"{url}/v2/models/clf/versions/sha256:0/infer", json=infer_body(["a"]))
+    assert other.status_code == 404
+    assert other.json() == {"error": f"model 'clf' version 'sha256:0' not found; this server "
+                                     f"serves version {version!r}"}
+
+
 def test_unknown_model_and_path_are_404(server):
     url, _, _ = server
     for path in ("/v2/models/other", "/v2/models/other/ready", "/v3/nothing"):

@@ -100,10 +100,16 @@ def create_app(repository: ModelRepository, batcher: DynamicBatcher, limits: Lim
     app.state.metrics = metrics
     _add_error_handlers(app)
 
-    def known(requested: str) -> None:
+    def known(requested: str, version: Optional[str] = None) -> None:
+        """The model (and version, where the path names one: /versions/{version}) is the
+        one served, or 404."""
         if requested != name:
             raise ServeError(404, f"model {requested!r} not found; this server serves "
                                   f"{name!r}")
+        served = repository.current.served.version
+        if version is not None and version != served:
+            raise ServeError(404, f"model {requested!r} version {version!r} not found; this "
+                                  f"server serves version {served!r}")
 
     async def answer(texts: list[str], request_id: str) -> tuple:
         engine, probs = await batcher.classify(texts)
@@ -134,18 +140,21 @@ def create_app(repository: ModelRepository, batcher: DynamicBatcher, limits: Lim
         return JSONResponse({"ready": serving()}, 200 if serving() else 503)
 
     @app.get("/v2/models/{name}")
-    async def metadata(name: str):
-        known(name)
+    @app.get("/v2/models/{name}/versions/{version}")
+    async def metadata(name: str, version: Optional[str] = None):
+        known(name, version)
         return model_metadata(repository.current.served)
 
     @app.get("/v2/models/{name}/ready")
-    async def model_ready(name: str):
-        known(name)
+    @app.get("/v2/models/{name}/versions/{version}/ready")
+    async def model_ready(name: str, version: Optional[str] = None):
+        known(name, version)
         return JSONResponse({"name": name, "ready": serving()}, 200 if serving() else 503)
 
     @app.post("/v2/models/{name}/infer")
-    async def infer(name: str, request: Request):
-        known(name)
+    @app.post("/v2/models/{name}/versions/{version}/infer")
+    async def infer(name: str, request: Request, version: Optional[str] = None):
+        known(name, version)
         body = await parsed(request, InferenceRequest)
         texts = infer_texts(body, limits)
         request_id = body.id or uuid.uuid4().hex
