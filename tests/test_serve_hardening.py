@@ -476,3 +476,26 @@ def test_passes_give_the_answers_of_one_padded_pass(model_folder):
     passes = Labeller.load(model_folder, "fp32", batch_size=2).probabilities(texts)
     assert np.allclose(one_pass, passes, atol=1e-5)
     assert (one_pass.argmax(1) == passes.argmax(1)).all()
+
+
+@pytest.mark.slow
+def test_a_request_still_waiting_when_the_grace_period_ends_gets_a_json_503(model_folder,
+                                                                            tmp_path):
+    """SIGTERM with a request held longer than --grace-seconds (a 20 s batching wait):
+    uvicorn cancels it; the client gets JSON 503, not a plain-text 500, and the server's
+    output has no traceback."""
+    from serve_harness import json_response, send_json
+
+    with process_server(["--model", str(model_folder), "--no-log", "--precision", "fp32",
+                         "--max-wait-ms", "20000", "--grace-seconds", "1"],
+                        tmp_path) as (url, proc):
+        waiting = send_json(url, "/predict", {"texts": ["held"]})
+        time.sleep(1.0)                  # read by now, waiting for its batch
+        proc.send_signal(signal.SIGTERM)
+        status, body = json_response(waiting)
+        code = proc.wait(timeout=60)
+        output = proc.stdout.read()
+    assert code in (0, -signal.SIGTERM), output       # uvicorn re-raises the signal it caught
+    assert status == 503, body
+    assert body["error"].startswith("the server is shutting down and stopped waiting")
+    assert "Traceback" not in output and "Exception in ASGI application" not in output, output

@@ -112,7 +112,14 @@ def create_app(repository: ModelRepository, batcher: DynamicBatcher, limits: Lim
                                   f"server serves version {served!r}")
 
     async def answer(texts: list[str], request_id: str) -> tuple:
-        engine, probs = await batcher.classify(texts)
+        try:
+            engine, probs = await batcher.classify(texts)
+        except asyncio.CancelledError:
+            # uvicorn cancels what still runs once --grace-seconds are over; uncaught,
+            # the client would get a plain-text 500 and the log a traceback.
+            raise ServeError(503, "the server is shutting down and stopped waiting for "
+                                  "this request (--grace-seconds ran out); send it again "
+                                  "to a server that is up") from None
         model = engine.served
         answers = predictions(model, probs)
         metrics.answered([a["label"] for a in answers])
