@@ -96,6 +96,20 @@ def test_the_storage_url_comes_from_a_secret_and_never_into_the_yaml(compiled):
                    ("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY")}}
 
 
+def test_the_space_file_is_named_as_the_workers_clone_sees_it(tmp_path, monkeypatch):
+    """An absolute path is the committed file at the root (it was refused: 'not in commit')."""
+    project = _project(tmp_path / "p")
+    out = _compile(project, monkeypatch, "--storage-secret", "db",
+                   "--tune", str(project / "tune.yaml"))
+    spec, _ = yaml.safe_load_all(out.read_text())
+    assert spec["root"]["inputDefinitions"]["parameters"]["space"]["defaultValue"] == \
+        "tune.yaml"
+    (tmp_path / "elsewhere.yaml").write_text(SPACE)
+    with pytest.raises(SystemExit):
+        _compile(project, monkeypatch, "--storage-secret", "db",
+                 "--tune", str(tmp_path / "elsewhere.yaml"))
+
+
 def test_one_secret_may_hold_the_storage_and_the_remotes_keys(tmp_path, monkeypatch):
     out = _compile(_project(tmp_path / "p"), monkeypatch, "--storage-secret", "team",
                    "--storage-key", "DB_URL", "--secret", "team")

@@ -220,7 +220,14 @@ def _study_fields(args: argparse.Namespace, repo_url: str, revision: str,
         raise UserError("--tune: a study searches its space file; -S is for a grid: "
                         "give one or the other")
     config = read_config(args.tune)          # errors name the file and the key
-    shown = subprocess.run(["git", "cat-file", "-e", f"{revision}:./{args.tune}"],
+    # The workers run from their clone's root: the path inside the repository.
+    root = Path(_git(["rev-parse", "--show-toplevel"], Path.cwd()))
+    try:
+        space = Path(args.tune).resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        raise UserError(f"--tune {args.tune}: outside the repository ({root}); the workers "
+                        f"clone it, so the space file must be committed in it") from None
+    shown = subprocess.run(["git", "cat-file", "-e", f"{revision}:{space}"],
                            cwd=Path.cwd(), capture_output=True)
     if shown.returncode != 0:
         raise UserError(f"--tune {args.tune}: not in commit {revision[:12]}; the workers "
@@ -228,7 +235,7 @@ def _study_fields(args: argparse.Namespace, repo_url: str, revision: str,
     trials = args.trials or config.trials or config.grid_size
     if trials is None:
         raise UserError(f"{args.tune}: no study size: give `trials:` there or --trials")
-    return dict(study=check_sweep_name(args.name), space=args.tune, trials=trials,
+    return dict(study=check_sweep_name(args.name), space=space, trials=trials,
                 workers=args.parallelism, repo_url=check_url("--repo", repo_url),
                 revision=revision, dvc_remote=check_url("--remote", remote),
                 remote_config=check_remote_settings(args.remote_config))
