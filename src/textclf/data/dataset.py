@@ -1,7 +1,7 @@
 """Reading a user's dataset, checking it, and the split and label-map files.
 
 Rows are numbered from 1, counting records after the header (for JSON Lines,
-row N is line N).
+row N is the N-th record: line N unless blank lines come before it, which are skipped).
 """
 
 from __future__ import annotations
