@@ -202,6 +202,20 @@ def test_overlap_drop_from_train_without_given_splits_cuts_them_as_usual(tmp_pat
     assert stats["split_sizes"] == expected["split_sizes"]
 
 
+def test_labels_that_differ_only_in_case_are_two_classes_with_a_warning(tmp_path, capsys):
+    folder = official_splits(tmp_path / "splits", {"train.csv": 10})
+    train = pd.read_csv(folder / "train.csv")
+    train.loc[train["label"] == "positive", "label"] = ["Positive"] * 5 + ["positive"] * 5
+    train.to_csv(folder / "train.csv", index=False)
+    write_params(tmp_path, labels=None, class_ratio=None)
+
+    stats = run_prepare(tmp_path, str(folder / "train.csv"))
+
+    assert stats["num_labels"] == 6
+    assert ("prepare: warning: the labels 'Positive' and 'positive' differ only in case and "
+            "are 2 classes; if they are one, respell them in the data") in capsys.readouterr().err
+
+
 def test_overlap_between_given_val_and_test_is_refused_even_when_dropping(tmp_path, capsys):
     folder = official_splits(tmp_path / "splits", {"train.csv": 6, "dev.csv": 2,
                                                    "test.csv": 2})

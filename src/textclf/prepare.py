@@ -8,6 +8,7 @@ and only the missing ones are cut from train.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -185,10 +186,23 @@ def main(argv: list[str] | None = None) -> None:
         "rows": rows, "num_labels": len(labels),
         "split_sizes": {name: len(split) for name, split in splits.items()},
         "class_counts": {name: class_counts(split, labels) for name, split in splits.items()}})
+    for spellings in labels_differing_in_case(labels):
+        print(f"prepare: warning: the labels {' and '.join(map(repr, spellings))} differ only "
+              f"in case and are {len(spellings)} classes; if they are one, respell them in "
+              f"the data", file=sys.stderr)
     cut = [name for name in HELD_OUT if name not in files]
     given_note = f"; cut from train: {', '.join(cut) or 'nothing'}" if len(files) > 1 else ""
     print(f"prepare: {rows} examples, {len(labels)} labels -> {Path(args.out_dir)} "
           f"({', '.join(f'{k} {len(v)}' for k, v in splits.items())}{given_note})")
+
+
+def labels_differing_in_case(labels: list[str]) -> list[list[str]]:
+    """Groups of labels equal but for case ('pos' and 'Pos'): a typo as often as not,
+    which data.labels or the spelling clean-up (textclf.canonical) do not merge."""
+    groups: dict[str, list[str]] = {}
+    for label in labels:
+        groups.setdefault(label.casefold(), []).append(label)
+    return [group for group in groups.values() if len(group) > 1]
 
 
 if __name__ == "__main__":
