@@ -39,7 +39,7 @@ def model_card(info: TrainingInfo, validation: dict[str, float],
 
 # Text classifier
 
-Fine-tuned from `{info.base_model}` by [textclf](https://dvc.org) (`textclf train`) to put a
+Fine-tuned from `{info.base_model}` by `textclf train` (a [DVC](https://dvc.org) pipeline) to put a
 text in one of {len(info.labels)} classes: {", ".join(f"`{label}`" for label in info.labels)}
 (label ids 0 to {len(info.labels) - 1}, in that order). Texts are cut to {info.max_length} tokens.
 {_warm_start_section(info.labels, warm_start)}
