@@ -485,6 +485,26 @@ params:
 """
 
 
+def test_sigterm_to_tune_writes_the_report_and_exits_143(tmp_path, monkeypatch, capsys):
+    from textclf import tune
+    from textclf.errors import Stopped
+
+    project = copy_project(tmp_path / "project", "space")
+    monkeypatch.chdir(project)
+    (project / "tune.yaml").write_text(CHOICES)
+
+    def stopped(*args, **kwargs):
+        raise Stopped(signal.SIGTERM)       # as the SIGTERM handler raises it mid-study
+
+    monkeypatch.setattr(tune, "run_study", stopped)
+    with pytest.raises(SystemExit) as exit_info:
+        tune.main(["--space", "tune.yaml", "--study", "S", "--trials", "1"])
+    assert exit_info.value.code == 143
+    assert "tune: stopped by SIGTERM; the same command goes on with study S" in \
+        capsys.readouterr().err
+    assert (project / "reports" / "tune-S.md").is_file()
+
+
 @pytest.mark.slow
 def test_trials_are_dvc_experiments_pruned_killed_and_resumed(tmp_path, tiny_model_dir,
                                                               monkeypatch, capsys):
@@ -520,7 +540,8 @@ def test_trials_are_dvc_experiments_pruned_killed_and_resumed(tmp_path, tiny_mod
     assert {"T-0", "T-1", "T-3"} <= set(exps) and "T-2" not in exps
     for trial in (trials[0], trials[1], trials[3]):
         recorded = exps[f"T-{trial.number}"]["params"]["train"]
-        assert recorded["lr"] == trial.params["train.lr"]
+        assert recorded["lr"] == config.suggest(trial)["train.lr"]   # to 10 digits
+        assert recorded["lr"] == pytest.approx(trial.params["train.lr"], rel=1e-9)
         assert recorded["batch_size"] == trial.params["train.batch_size"]
     scores = {n: json.loads(git_show(project, exps[f"T-{n}"]["rev"],
                                      "metrics/train/metrics.json")) for n in (0, 3)}
@@ -536,7 +557,9 @@ def test_trials_are_dvc_experiments_pruned_killed_and_resumed(tmp_path, tiny_mod
     assert "| 3 | T-3 | pruned |" in report and "| 2 | T-2 | interrupted (" in report
     run(["dvc", "exp", "apply", f"T-{best.number}"], project)
     applied = yaml.safe_load((project / "params.yaml").read_text())["train"]
-    assert applied["lr"] == best.params["train.lr"]
+    assert applied["lr"] == config.suggest(best)["train.lr"]
+    # params.yaml and dvc.lock agree: the applied trial is up to date, not stale
+    assert "up to date" in run(["dvc", "status"], project).stdout
 
     # a new study may not take names that experiments of this commit already have
     with pytest.raises(SystemExit) as exit_info:

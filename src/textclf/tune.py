@@ -24,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from textclf.errors import UserError, exits_on_user_error
+from textclf.errors import Stopped, UserError, exits_on_user_error
 from textclf.flags import integer, number, positive_int
 from textclf.reporting.experiments import RunFiles
 from textclf.sweeps.grid import NAME_PATTERN
@@ -118,24 +118,18 @@ def main(argv: list[str] | None = None) -> None:
         runner = DvcTrials(repo, args.study, spec, config.metric, logs=local / args.study,
                            threads=threads_per_worker(args.workers),
                            files=RunFiles(train_dir=args.train_dir))
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-        try:
+        try:     # SIGTERM raises Stopped here (exits_on_user_error installed it)
             run_study(study, storage, config, runner, trials=trials,
                       timeout=args.timeout or config.timeout, workers=args.workers,
                       recover=None if args.join else runner.recover,
                       interrupt=runner.interrupt, shared=args.join)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             write_study_report(study, config, args.params, args.html, args.markdown)
-            print(f"tune: stopped; the same command goes on with study {args.study}",
-                  file=sys.stderr)
-            raise SystemExit(130) from None
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+            signum = stop.signum if isinstance(stop, Stopped) else signal.SIGINT
+            print(f"tune: stopped by {signal.Signals(signum).name}; the same command goes on "
+                  f"with study {args.study}", file=sys.stderr)
+            raise SystemExit(128 + signum) from None
         write_study_report(study, config, args.params, args.html, args.markdown)
-
-
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
