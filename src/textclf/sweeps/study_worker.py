@@ -20,8 +20,9 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import yaml
+from ruamel.yaml import YAML, YAMLError
 
+from textclf.params import yaml_problem
 from textclf.sweeps.point import (PointJob, StepFailed, _env, _run, check_out,
                                   configure_remote, pull_inputs)
 from textclf.sweeps.stop import stopped_by_signals
@@ -72,7 +73,10 @@ def space_keys(clone: Path, space: str) -> tuple[str, ...]:
     path = clone / space
     if not path.is_file():
         raise StepFailed("space", f"error: {space}: no such file in the revision; commit it")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:        # YAML 1.2, as `textclf tune` reads it (sweeps.search_space)
+        data = YAML(typ="safe").load(path.read_text(encoding="utf-8")) or {}
+    except YAMLError as err:
+        raise StepFailed("space", f"error: {space}{yaml_problem(err)}") from None
     params = data.get("params") if isinstance(data, dict) else None
     return tuple(str(key) for key in params) if isinstance(params, dict) else ()
 
