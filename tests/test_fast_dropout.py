@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from textclf.training.dropout import ATTENTION, FastDropout, cheap_dropout, install, uninstall
+from textclf.training.dropout import ATTENTION, FastDropout, cheap_dropout, install
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5])
@@ -83,9 +83,6 @@ def test_install_replaces_every_dropout_and_predictions_do_not_change(tmp_path):
     # a saved model names no attention function that other processes lack
     model.save_pretrained(tmp_path)
     assert ATTENTION not in (tmp_path / "config.json").read_text()
-    uninstall(model)
-    assert not any(type(m) is FastDropout for m in model.modules())
-    assert model.config._attn_implementation == "eager"
 
 
 def test_other_architectures_keep_their_attention():

@@ -121,7 +121,7 @@ class TrainingInfo:
             raise ModelError(f"{source}: no {FILENAME} and config.json has no id2label with "
                              f"at least 2 labels; expected a classification model folder")
         return cls(labels=[str(label) for label in labels], max_length=max_length,
-                   base_model=str(getattr(config, "_name_or_path", "") or source))
+                   base_model=str(getattr(config, "name_or_path", "") or source))
 
 
 def _upgrade_unversioned(raw: dict) -> dict:

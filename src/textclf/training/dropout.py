@@ -88,16 +88,3 @@ def install(model: torch.nn.Module, attention: bool = True) -> list[str]:
         model.set_attn_implementation(ATTENTION)
         changed.append(f"attention: {ATTENTION}")
     return changed
-
-
-def uninstall(model: torch.nn.Module) -> None:
-    """Back to plain `nn.Dropout` and eager attention, e.g. before the model is saved, so
-    that a saved model never names an attention function other processes lack."""
-    for module in list(model.modules()):
-        for child_name, child in list(module.named_children()):
-            if type(child) is FastDropout:
-                setattr(module, child_name,
-                        torch.nn.Dropout(child.p, child.inplace).train(child.training))
-    config = getattr(model, "config", None)
-    if config is not None and getattr(config, "_attn_implementation", None) == ATTENTION:
-        model.set_attn_implementation("eager")
