@@ -147,3 +147,63 @@ def test_a_crashed_process_stops_the_others(tmp_path, tiny_model_dir):
     assert proc.returncode != 0
     assert "a training process failed" in output()
     assert not (out / "model").exists(), "nothing half-written"
+
+
+def test_sigterm_to_the_launcher_stops_every_process_with_a_checkpoint(tmp_path, tiny_model_dir):
+    """What Kubernetes, a scheduler or `dvc queue kill` send reaches `textclf train` only:
+    it is passed on through torchrun, so every rank stops, rank 0 saves a checkpoint, and
+    the command exits 143 as one process does (the ranks used to train on, unsupervised)."""
+    command, out = workspace(tmp_path, tiny_model_dir, 2)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["train"]["epochs"] = 200
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    chunks: list[bytes] = []
+    reader = threading.Thread(target=lambda: chunks.extend(
+        iter(lambda: proc.stdout.read1(65536), b"")), daemon=True)
+    reader.start()
+
+    def output() -> str:
+        return b"".join(chunks).decode(errors="replace")
+
+    def ranks() -> list[str]:
+        return subprocess.run(["pgrep", "-f", f"[-]u -m textclf[.]train .*{out}"],
+                              capture_output=True, text=True).stdout.split()
+
+    try:
+        deadline = time.monotonic() + 600
+        while not (TRAINING.search(output()) and len(ranks()) == 2):
+            assert proc.poll() is None, f"training ended before it was stopped:\n{output()}"
+            assert time.monotonic() < deadline, f"2 ranks not training after 600 s:\n{output()}"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)             # the launcher alone, not its group
+        assert proc.wait(timeout=HANG_S) == 128 + signal.SIGTERM, output()[-3000:]
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                for pid in ranks():
+                    os.kill(int(pid), signal.SIGKILL)
+                proc.kill()
+            proc.wait()
+    reader.join(timeout=60)
+    assert ranks() == [], "a training process outlived the command"
+    assert output().count("train: stopped by SIGTERM") == 1, output()[-3000:]
+    assert "Traceback" not in output(), output()[-3000:]
+    assert len(list((out / "ckpt").glob("*.pt"))) == 1
+    assert not (out / "model").exists()
+
+
+def test_a_bad_split_file_is_named_once_before_any_process_starts(tmp_path, tiny_model_dir,
+                                                                 capsys):
+    from textclf import train
+
+    command, _ = workspace(tmp_path, tiny_model_dir, 2)
+    argv = command[2:]
+    argv[argv.index("--train") + 1] = str(tmp_path / "nope.parquet")
+    with pytest.raises(SystemExit) as stop:
+        train.main(argv)
+    assert stop.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"error: {tmp_path / 'nope.parquet'}: file not found\n"
+    assert "starting 2 processes" not in captured.out

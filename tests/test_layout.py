@@ -17,7 +17,7 @@ SRC = REPO / "src"
 PACKAGE = SRC / "textclf"
 # Imported by everything, importing nothing of the project but each other.
 SHARED = {"textclf.params", "textclf.errors", "textclf.outputs", "textclf.canonical",
-          "textclf.metrics", "textclf.flags"}
+          "textclf.metrics", "textclf.flags", "textclf.cores"}
 # Wings, highest first: a wing may import the wings after it, never one before it.
 WINGS = ["serving", "monitoring", "sweeps", "training", "reporting", "model", "data"]
 

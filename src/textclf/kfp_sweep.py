@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from textclf.cores import threads_each
 from textclf.errors import UserError, exits_on_user_error
 from textclf.flags import integer, positive_int
 from textclf.sweeps.grid import DEFAULT_MAX_POINTS, check_keys, check_sweep_name, \
@@ -77,7 +78,7 @@ def local_remote_url(repo: Path) -> str:
 def local_threads(parallelism: int, points: int) -> int:
     """OMP_NUM_THREADS per point: the cores shared by the points that run at once."""
     at_once = max(1, min(parallelism, LOCAL_MAX_PARALLEL, points))
-    return max(1, (os.cpu_count() or 1) // at_once)
+    return threads_each(at_once)
 
 
 MEMORY = re.compile(r"[0-9]+([EPTGMK]i?)?")   # the quantities KFP's compiler reads

@@ -90,6 +90,7 @@ import traceback
 from pathlib import Path
 from typing import Optional
 
+from textclf.cores import available_cores
 from textclf.errors import UserError, exits_on_user_error
 from textclf.flags import integer, number
 from textclf.params import PRECISIONS
@@ -106,13 +107,6 @@ def default_max_connections() -> int:
     if soft == resource.RLIM_INFINITY:
         return 1000
     return max(1, min(1000, soft - RESERVED_DESCRIPTORS))
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def default_threads(workers: int = 1) -> int:

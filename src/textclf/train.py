@@ -97,10 +97,10 @@ def starting_weights(model: ModelParams) -> dict[str, str]:
     return {f"{WEIGHTS}{folder}": weights_sha256(folder)}
 
 
-def stopped(state, stop: StopRequest) -> SystemExit:
+def stopped(state, stop: StopRequest, say=print) -> SystemExit:
     """The exit after a stop request: the checkpoint is saved, say how to resume."""
     signum = stop.signal or signal.SIGTERM
-    print(f"train: stopped by {signal.Signals(signum).name} in epoch {state.epoch + 1} after "
+    say(f"train: stopped by {signal.Signals(signum).name} in epoch {state.epoch + 1} after "
           f"batch {state.step}; checkpoint saved, `dvc repro` (or the same `dvc exp run`) "
           f"resumes from here", file=sys.stderr)
     return SystemExit(128 + signum)
@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     params = load_params(args.params)
     if params.train.processes > 1 and not launched_by_torchrun():
+        labels = read_labels(args.labels)     # bad files: one line here, not one per process
+        read_split(args.train, labels), read_split(args.val, labels)
         raise SystemExit(launch(params.train.processes, argv))
     quiet_transformers()
     with process_group(choose_device().type) as workers:
@@ -215,7 +217,7 @@ def train_and_save(args: argparse.Namespace, params: Params, workers: Workers) -
                 if not run_epochs(state, train, val, params.train, compute, on_epoch=log_epoch,
                                   should_stop=stop, store=store, workers=workers,
                                   end_early=trial.pruned_after if trial else lambda r: False):
-                    raise stopped(state, stop)
+                    raise stopped(state, stop, say)
             if trial and trial.pruned_at:
                 say(f"train: pruned after epoch {trial.pruned_at} by the study's pruner "
                     f"(experiment {trial.experiment})")

@@ -24,6 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from textclf.cores import threads_each
 from textclf.errors import Stopped, UserError, exits_on_user_error
 from textclf.flags import integer, number, positive_int
 from textclf.reporting.experiments import RunFiles
@@ -86,14 +87,6 @@ def head_rev(repo: Path) -> str:
     return found.stdout.strip() if found.returncode == 0 else ""
 
 
-def threads_per_worker(workers: int) -> int:
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:               # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // workers)
-
-
 @exits_on_user_error
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
@@ -116,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         study = open_study(config, args.study, storage, baseline=head_rev(repo),
                            worker=args.worker)
         runner = DvcTrials(repo, args.study, spec, config.metric, logs=local / args.study,
-                           threads=threads_per_worker(args.workers),
+                           threads=threads_each(args.workers),
                            files=RunFiles(train_dir=args.train_dir))
         try:     # SIGTERM raises Stopped here (exits_on_user_error installed it)
             run_study(study, storage, config, runner, trials=trials,

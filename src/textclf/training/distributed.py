@@ -8,7 +8,9 @@ processes otherwise (gloo on CPU, nccl on CUDA). Started by `torchrun` yourself
 `train.batch_size` is the GLOBAL batch: every process builds the same batches and takes
 its share of each (rows rank, rank + N, ...), and the loss is weighted so that the
 averaged gradient is the gradient of the whole batch. One step therefore does the same
-update whatever N is, and results stay comparable across N (up to float summation order).
+update whatever N is, and results stay comparable across N: the same up to float
+summation order without dropout, as another seed would make them with it (each process
+draws its own dropout masks).
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
 
 import torch
+
+from textclf.cores import threads_each
 
 # A rank that dies leaves the others waiting in a collective; torchrun stops them when it
 # sees the failure, and this timeout bounds the wait if it cannot.
@@ -32,20 +37,63 @@ def launched_by_torchrun() -> bool:
 
 
 def launch(processes: int, argv: list[str]) -> int:
-    """Run `textclf train argv` in `processes` processes through torchrun; its exit code."""
+    """Run `textclf train argv` in `processes` processes through torchrun; its exit code.
+
+    torchrun runs in a session of its own, and a SIGTERM or Ctrl-C to this process is
+    passed to it once: it passes it to every training process, which checkpoints and exits
+    as one process does (exit 128 + the signal). Without that, a SIGTERM (what Kubernetes,
+    a scheduler or `dvc queue kill` send) stopped this process and left the training
+    processes running unsupervised; a Ctrl-C reached them twice (from the terminal and
+    from torchrun), the second meaning "stop now"."""
     env = dict(os.environ)
-    # On a CPU, N processes share the cores: give each its share, not all of them.
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+    # On a CPU, N processes share the cores (or the threads asked for): each its share.
+    env["OMP_NUM_THREADS"] = str(threads_each(processes, _whole(env.get("OMP_NUM_THREADS"))))
+    command = [sys.executable, "-m", __name__, "--standalone",
                f"--nproc-per-node={processes}", "-m", "textclf.train", *argv]
     print(f"train: starting {processes} processes (torch.distributed, "
           f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']})", flush=True)
-    code = subprocess.run(command, env=env).returncode
+    torchrun = subprocess.Popen(command, env=env, start_new_session=True)
+    asked: list[int] = []
+
+    def forward(signum, frame) -> None:
+        if not asked:
+            asked.append(signum)
+            torchrun.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        code = torchrun.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if asked:
+        return 128 + asked[0]
     if code != 0:
         # torchrun stops every process once one fails; say so in one line after its report.
         print(f"error: a training process failed (exit code {code}); torchrun stopped the "
               f"others: the first failure is reported above", file=sys.stderr)
     return code
+
+
+def torchrun_main() -> None:
+    """torchrun (`python -m torch.distributed.run`), ending in an exit status instead of
+    a traceback when a signal stops it or a training process fails (the processes have
+    said why already)."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main
+
+    try:
+        main(sys.argv[1:])
+    except SignalException as stop:
+        raise SystemExit(128 + int(stop.sigval)) from None
+    except ChildFailedError as failed:
+        codes = [failure.exitcode for failure in failed.failures.values()]
+        raise SystemExit(next((c for c in codes if c > 0), 1)) from None
+
+
+def _whole(value) -> int:
+    return int(value) if value and value.strip().isascii() and value.strip().isdigit() else 0
 
 
 @dataclass(frozen=True)
@@ -113,3 +161,6 @@ def wrap(model: torch.nn.Module, workers: Workers, device: torch.device) -> torc
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                    else None)
 
+
+if __name__ == "__main__":
+    torchrun_main()
