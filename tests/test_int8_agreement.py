@@ -12,6 +12,7 @@ import pytest
 
 from conftest import toy_reviews
 from serve_harness import build_model_folder
+from textclf.errors import UserError
 from textclf.data.dataset import write_split
 from textclf.model import int8_agreement, labeller
 from textclf.model.folder import TrainingInfo
@@ -59,6 +60,10 @@ def test_agreement_round_trips_through_its_cache_file_and_a_damaged_one_reads_as
     assert Agreement.load(path) == agreement
     path.write_text('{"split": "val"')
     assert Agreement.load(path) is None
+    for edited in ({"recall_drop": {}}, {"label_agreement": None}, {"texts": "3"},
+                   {"recall_drop": {"a": "0"}}):
+        path.write_text(json.dumps({**agreement.__dict__, **edited}))
+        assert Agreement.load(path) is None, edited          # measured again, no crash
     assert Agreement.load(tmp_path / "missing.json") is None
 
 
@@ -132,4 +137,24 @@ def test_auto_keeps_fp32_where_the_validation_split_is_missing_or_changed(
         err = capsys.readouterr().err
         assert chosen.precision == "fp32" and chosen.int8 is None, reason
         assert reason in err and "int8: not used" in err and "--precision int8 forces it" in err
+    # nothing was built that auto could not use unmeasured
+    assert not list((tmp_path / "cache").rglob("*.onnx"))
     assert labeller.Labeller.load(moved, "int8").precision == "int8"
+
+
+def test_auto_labels_with_fp32_where_the_int8_cache_cannot_be_written(
+        trained, tmp_path, capsys, monkeypatch):
+    """A read-only file system (a container's root): auto answers with fp32 and says why;
+    --precision int8 fails in one line."""
+    folder, _ = trained
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")                     # the cache would have to be made inside it
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+
+    chosen = labeller.Labeller.load(folder, "auto")
+
+    assert chosen.precision == "fp32" and chosen.int8 is None
+    err = capsys.readouterr().err
+    assert err.startswith("int8: ") and err.rstrip().endswith("; using PyTorch fp32"), err
+    with pytest.raises(UserError):
+        labeller.Labeller.load(folder, "int8")

@@ -44,6 +44,16 @@ class Agreement:
     recall_drop: dict[str, float]          # class -> fp32 recall - int8 recall
     max_probability_difference: float      # over all texts and classes
 
+    def __post_init__(self):
+        """A cache file edited or damaged into other types reads as no measurement."""
+        numbers = (self.label_agreement, self.max_probability_difference,
+                   *(self.recall_drop.values() if isinstance(self.recall_drop, dict) else ()))
+        if (not isinstance(self.recall_drop, dict) or not self.recall_drop
+                or not isinstance(self.texts, int)
+                or not all(isinstance(n, (int, float)) and not isinstance(n, bool)
+                           for n in numbers)):
+            raise TypeError("not an agreement measurement")
+
     @property
     def worst_class(self) -> tuple[str, float]:
         label = max(self.recall_drop, key=self.recall_drop.get)
@@ -102,11 +112,10 @@ class Unmeasurable(Exception):
     """Why the agreement cannot be measured here (said on stderr; `auto` keeps fp32)."""
 
 
-def agreement_for(model, tokenizer, info: TrainingInfo, int8: onnx_int8.Int8Classifier,
-                  batch_size: int = 64) -> tuple[Agreement, bool]:
-    """(agreement, measured now) for `int8`, the int8 model of `model`: read from the cache
-    beside it, or measured on the validation split `info` names and cached.
-    Raises Unmeasurable where that split is not here or changed since training."""
+def measurable(info: TrainingInfo) -> tuple[Path, str]:
+    """(validation split, its sha256) that the agreement is measured on, or Unmeasurable
+    saying why not: checked before an int8 model is built for `auto`, which could not use
+    it unmeasured."""
     split = info.validation_split
     if not split:
         raise Unmeasurable("the model folder does not name its validation split (not "
@@ -119,6 +128,16 @@ def agreement_for(model, tokenizer, info: TrainingInfo, int8: onnx_int8.Int8Clas
     if info.data_sha256.get(split, digest) != digest:
         raise Unmeasurable(f"{split} is not the validation split the model was trained "
                            f"with (its sha256 differs from training_info.json's)")
+    return path, digest
+
+
+def agreement_for(model, tokenizer, info: TrainingInfo, int8: onnx_int8.Int8Classifier,
+                  batch_size: int = 64) -> tuple[Agreement, bool]:
+    """(agreement, measured now) for `int8`, the int8 model of `model`: read from the cache
+    beside it, or measured on the validation split `info` names and cached.
+    Raises Unmeasurable where that split is not here or changed since training."""
+    path, digest = measurable(info)
+    split = str(path)
     cache = cache_path(int8.path)
     with exclusive(cache):  # parallel runs (queue workers, replicas) measure once
         known = Agreement.load(cache)

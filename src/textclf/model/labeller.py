@@ -72,6 +72,11 @@ class Labeller:
         shape = LayerShape.of(model.config, batch_size)
         resolved = (labelling_precision(device, precision, shape) if auto_int8
                     else choose_precision(device, precision, shape=shape))
+        if resolved == "int8" and precision == "auto":
+            try:                # no int8 model built that auto could not use unmeasured
+                int8_agreement.measurable(info)
+            except int8_agreement.Unmeasurable as reason:
+                resolved = unmeasured(reason)
         resolved, int8 = engine_for(model, folder, info.max_length, resolved, precision,
                                     threads)
         if int8 is not None and precision == "auto":
@@ -129,8 +134,11 @@ def engine_for(model, folder: Path, max_length: int, precision: str, requested: 
         return precision, None
     try:
         return precision, onnx_int8.load_int8(model, folder, max_length, threads)
-    except UserError:
-        raise
+    except UserError as err:      # e.g. a read-only cache folder
+        if requested == "int8":
+            raise
+        print(f"int8: {err}; using PyTorch fp32", file=sys.stderr)
+        return "fp32", None
     except Exception as err:  # noqa: BLE001 - the exporter raises many types
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
         if requested == "int8":
@@ -142,6 +150,12 @@ def engine_for(model, folder: Path, max_length: int, precision: str, requested: 
         return "fp32", None
 
 
+def unmeasured(reason: int8_agreement.Unmeasurable) -> str:
+    print(f"int8: not used: {reason}, so its agreement with fp32 is unmeasured; "
+          f"labelling with PyTorch fp32 (--precision int8 forces it)", file=sys.stderr)
+    return "fp32"
+
+
 def faithful_or_fp32(model, tokenizer, info: TrainingInfo, int8: onnx_int8.Int8Classifier,
                      batch_size: int) -> tuple[str, onnx_int8.Int8Classifier | None]:
     """`auto`'s int8, kept only where it gives fp32's answers on the model's validation
@@ -150,9 +164,7 @@ def faithful_or_fp32(model, tokenizer, info: TrainingInfo, int8: onnx_int8.Int8C
         agreement, measured = int8_agreement.agreement_for(model, tokenizer, info, int8,
                                                            batch_size)
     except int8_agreement.Unmeasurable as reason:
-        print(f"int8: not used: {reason}, so its agreement with fp32 is unmeasured; "
-              f"labelling with PyTorch fp32 (--precision int8 forces it)", file=sys.stderr)
-        return "fp32", None
+        return unmeasured(reason), None
     if measured:
         print(f"int8: measured against fp32: {agreement.summary()}", file=sys.stderr)
     if not agreement.accepted:
