@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from textclf.evaluate import calibration_scores, headline
 from textclf.metrics import (brier_score, calibration_metrics, classwise_calibration_error,
@@ -102,6 +103,19 @@ def test_apply_keeps_every_predicted_label_and_returns_float32_probabilities():
         np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(Calibration(1.0).apply(probs), probs, atol=1e-6)
     assert Calibration(2.0).apply(np.zeros((0, 5), np.float32)).shape == (0, 5)
+
+
+@pytest.mark.parametrize("temperature", [0.5, 3.0, 5.0])
+def test_apply_is_softmax_of_the_logits_over_t_for_confident_rows_too(temperature):
+    # A 35-point logit gap: probabilities down to 1e-17, which a 1e-12 floor used to
+    # lift, moving a calibrated 0.998 to 0.984 at T = 5.
+    logits = np.array([[40.0, 5, 3, 2, 1], [2.0, 1.5, 0, -1, -3]])
+    probs = torch.softmax(torch.tensor(logits, dtype=torch.float32), dim=1).numpy()
+    exact = torch.softmax(torch.tensor(logits) / temperature, dim=1).numpy()
+
+    calibrated = Calibration(temperature).apply(probs)
+
+    np.testing.assert_allclose(calibrated, exact, atol=2e-6)
 
 
 def test_a_perfectly_separated_split_stops_at_the_bound():
