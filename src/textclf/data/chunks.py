@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from textclf.data.dataset import (DataError, check_readable, csv_options, exact_int64,
+                                  file_sha256,
                                   exact_integers, jsonl_record, no_rows, not_utf8,
                                   require_columns, table_kind, tsv_quoting,
                                   whole_numbers_with_gaps)
@@ -192,14 +193,6 @@ def check_utf8(path: Path) -> str:
                 return digest.hexdigest()
             offset += len(block)
             lines += block.count(b"\n")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --- CSV and TSV: pandas' own chunked reader ---

@@ -376,4 +376,13 @@ def read_labels(path: str | Path) -> list[str]:
 
 def fingerprint(paths: Iterable[str | Path]) -> dict[str, str]:
     """sha256 of each file, to record which data produced a model."""
-    return {str(p): hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths}
+    return {str(p): file_sha256(Path(p)) for p in paths}
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read in blocks (a model's weights, a data file)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

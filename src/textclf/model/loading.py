@@ -11,6 +11,7 @@ from typing import Sequence
 import torch
 
 from textclf.model.folder import FILENAME as TRAINING_INFO
+from textclf.data.dataset import file_sha256
 from textclf.errors import UserError
 from textclf.model.folder import ModelError, TrainingInfo
 
@@ -51,18 +52,10 @@ def verify_sha256(folder: Path, expected: dict[str, str]) -> None:
         path = folder / name
         if not path.is_file():
             raise ModelError(f"{path}: file missing; refusing to load the bundled model")
-        found = _sha256(path)
+        found = file_sha256(path)
         if found != digest:
             raise ModelError(f"{path}: sha256 {found} does not match the expected {digest}; "
                              f"refusing to load a model whose weights differ from upstream")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def resolve_model(name: str) -> str:
@@ -195,7 +188,7 @@ def weights_sha256(folder: str | Path) -> str:
     files = sorted(p for p in Path(folder).iterdir()
                    if p.suffix in (".safetensors", ".bin") and p.is_file())
     for path in files:
-        digest.update(path.name.encode() + b"\0" + _sha256(path).encode())
+        digest.update(path.name.encode() + b"\0" + file_sha256(path).encode())
     return digest.hexdigest()
 
 
