@@ -2,5 +2,5 @@
 (stats.py), accuracy estimated without labels (estimate.py), the report data (report.py)
 and its page (page.py). A new drift measure goes in stats.py and is reported in report.py.
 
-Imports the model and reporting wings and the shared modules.
+Imports the model, reporting and data wings and the shared modules.
 """

@@ -2,5 +2,6 @@
 FastAPI app, dynamic batching, the prediction log). It answers what `predict` answers: the
 model wing's Labeller computes, this wing only speaks HTTP.
 
-Imports the model wing and the shared modules.
+Imports the monitoring wing (the prediction log's reader, for /feedback's request index),
+the model and data wings, and the shared modules.
 """

@@ -7,5 +7,6 @@ Searches: a study's space (search_space.py), its trials as DVC experiments (stud
 its report (study_report.py), for the `tune` command (tune.py); a study's workers on
 Kubeflow Pipelines (study_worker.py, study_pipeline.py), for `kfp --tune`.
 
-Imports the data wing and the shared modules.
+Imports the training wing (a trial's report to its study), the reporting and data wings,
+and the shared modules.
 """
