@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -97,3 +98,17 @@ def test_a_live_dir_that_is_not_evaluates_own_is_never_replaced(model_folder, pa
                      "--live-dir", live], capsys)
     assert code == 2 and expected in err, err
     assert sorted(p.name for p in live.iterdir()) == before
+
+
+def test_the_core_scores_calibrated_probabilities_and_keeps_the_raw_ones_beside():
+    from textclf.evaluate import evaluate
+    from textclf.model.calibration import Calibration
+
+    raw = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]], dtype=np.float32)
+    scored = evaluate(raw, ["a", "b", "b", "b"], ["a", "b"], Calibration(2.0))
+
+    assert scored.predicted == ["a", "b", "a", "b"] and scored.actual_ids.tolist() == [0, 1, 1, 1]
+    assert scored.scores["accuracy"] == 0.75
+    np.testing.assert_allclose(scored.probs, Calibration(2.0).apply(raw))
+    assert set(scored.calibration) >= {"calibrated", "uncalibrated"}
+    assert evaluate(raw, ["a", "b", "b", "b"], ["a", "b"], None).probs is raw

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,28 @@ from textclf.model.calibration import Calibration
 from textclf.model.labeller import Labeller
 from textclf.outputs import atomic_dir, check_output_dir, write_json
 from textclf.params import load_params
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A model's scores on a labelled test set, before and after its calibration."""
+    probs: np.ndarray            # (N, C) calibrated where the model has a calibration
+    actual_ids: np.ndarray       # (N,) the true labels' ids
+    predicted: list[str]
+    scores: dict                 # classification_metrics: headline and per class
+    calibration: dict            # calibration_scores: ECE, NLL, Brier before and after
+
+
+def evaluate(raw: np.ndarray, actual: list[str], labels: list[str],
+             calibration: Calibration | None) -> Evaluation:
+    """Score the model's own probabilities `raw` (N, C) of texts whose labels are `actual`."""
+    probs = calibration.apply(raw) if calibration else raw
+    label_ids = {label: i for i, label in enumerate(labels)}
+    actual_ids = np.array([label_ids[label] for label in actual], dtype=np.int64)
+    predicted = [labels[i] for i in probs.argmax(axis=1)]
+    return Evaluation(probs, actual_ids, predicted,
+                      classification_metrics(actual, predicted, labels),
+                      calibration_scores(actual_ids, raw, probs, calibration))
 
 
 def misclassified(texts: list[str], actual: list[str], probs: np.ndarray,
@@ -107,25 +130,23 @@ def main(argv: list[str] | None = None) -> None:
     check_output_dir("--live-dir", args.live_dir, "metrics.json",
                      [("--model-dir", args.model_dir), ("--test", args.test),
                       ("--params", args.params)])
-    # int8: the model predict and serve answer with on CPUs without AMX
+    # `auto` never picks int8 here: the scores dvc.lock records describe the model, not
+    # one CPU's int8 kernels (evaluate.precision: int8 asks for them by name).
     labeller = Labeller.load(args.model_dir, params.precision, batch_size=params.batch_size,
                              auto_int8=False, calibrated=False)
     labels = labeller.labels
     test = read_test(args.test, labels)
     raw = labeller.probabilities(test["text"].tolist())  # the model's own probabilities
     calibration = labeller.info.calibrator()
-    probs = calibration.apply(raw) if calibration else raw
     actual = test["label"].tolist()
-    label_ids = {label: i for i, label in enumerate(labels)}
-    actual_ids = np.array([label_ids[label] for label in actual], dtype=np.int64)
-    predicted = [labels[i] for i in probs.argmax(axis=1)]
-    scores = classification_metrics(actual, predicted, labels)
+    scored = evaluate(raw, actual, labels, calibration)
+    probs, predicted, scores = scored.probs, scored.predicted, scored.scores
     absent = [label for label in labels if label not in set(actual)]
     if absent:
         print(f"evaluate: warning: {len(absent)} of the model's labels have no example in "
               f"{args.test} ({', '.join(absent)}): macro-F1 averages over every label, "
               f"and counts each of them as 0", file=sys.stderr)
-    report = calibration_scores(actual_ids, raw, probs, calibration)
+    report, actual_ids = scored.calibration, scored.actual_ids
 
     with atomic_dir(args.live_dir) as live_dir:
         with Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:
