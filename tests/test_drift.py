@@ -315,7 +315,7 @@ BAD_INPUTS = {   # name: (writes --current into a folder, extra flags, part of t
                        "x.csv: no column 'text'"),
     "too few texts": (lambda d: _csv(d, pd.DataFrame({"text": ["ok"] * 3})), [],
                       "3 text(s); expected at least 10"),
-    "no logs": (lambda d: _log_folder(d, None), [], "folder has no prediction logs"),
+    "no logs": (lambda d: _log_folder(d, None), [], "no prediction logs (predictions-YYYY-MM-DD[-N].jsonl) in it"),
     "no such folder": (lambda d: d / "logs" / "predictions", [], "no such file or folder"),
     "bad probability": (lambda d: _log_folder(
         d, '{"time": "2026-11-28", "text": "a", "label": "x", "probability": 2}\n'), [],

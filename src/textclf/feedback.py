@@ -31,10 +31,9 @@ from pathlib import Path
 
 from textclf.errors import UserError, exits_on_user_error
 from textclf.flags import integer
-from textclf.monitoring.inputs import LOG_PATTERN
 from textclf.monitoring.live import (FEEDBACK_FOLDER, MIN_LABELS, live_summary,
                                      read_test_accuracy)
-from textclf.monitoring.log_reading import DamagedLines, log_files
+from textclf.monitoring.log_reading import DamagedLines, prediction_logs
 from textclf.outputs import atomic_file, check_outputs, write_json
 
 
@@ -102,9 +101,7 @@ def check_log_dir(log_dir: str) -> None:
     if not Path(log_dir).is_dir():
         raise UserError(f"--log-dir {log_dir}: no such folder; expected the --log-dir of "
                         f"`textclf serve`")
-    if not log_files(log_dir, "predictions"):
-        raise UserError(f"--log-dir {log_dir}: no prediction logs ({LOG_PATTERN}) in it; "
-                        f"expected the --log-dir of `textclf serve`, after it answered")
+    prediction_logs(log_dir, "--log-dir")
 
 
 @exits_on_user_error

@@ -45,7 +45,7 @@ from textclf.model.embeddings import sentence_embeddings
 from textclf.model.loading import weights_version
 from textclf.monitoring.inputs import log_record
 from textclf.monitoring.live import read_feedback, scan_predictions
-from textclf.monitoring.log_reading import DamagedLines, json_record, log_files
+from textclf.monitoring.log_reading import DamagedLines, json_record, prediction_logs
 from textclf.monitoring.selection import (DEFAULT_STRATEGY, MAX_SIMILARITY, POOL_FACTOR,
                                           STRATEGIES, select, unseen_rows)
 from textclf.outputs import atomic_file, check_outputs, write_json
@@ -221,10 +221,7 @@ def load_labeller(args: argparse.Namespace):
 def read_log(folder: Path, labels: list[str], damaged: DamagedLines) -> Pool:
     """Every logged text answered by a model with `labels` (its probabilities as served),
     and the texts the feedback log has labels for."""
-    files = log_files(folder, "predictions")
-    if not files:
-        raise UserError(f"{folder}: no prediction logs (predictions-YYYY-MM-DD[-N].jsonl); "
-                        f"expected the --log-dir of `textclf serve`, or a file of texts")
+    files = prediction_logs(folder)
     answered = {(f.request_id, f.index) for f in read_feedback(folder, damaged)}
     texts, probs, predicted, top, ids, indices, versions = [], [], [], [], [], [], []
     labelled: set[str] = set()

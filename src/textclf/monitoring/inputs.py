@@ -18,10 +18,9 @@ import numpy as np
 from textclf.canonical import canonical_text, normalize_label
 from textclf.data.dataset import DataError, read_table
 from textclf.errors import UserError
-from textclf.monitoring.log_reading import (DamagedLines, LogLine, json_record, log_files,
-                                            log_lines)
+from textclf.monitoring.log_reading import (DamagedLines, LogLine, json_record,
+                                            prediction_logs, read_lines)
 
-LOG_PATTERN = "predictions-YYYY-MM-DD[-N].jsonl"
 
 
 @dataclass(frozen=True)
@@ -103,13 +102,10 @@ def read_prediction_logs(folder: str | Path, since: dt.datetime | None = None,
     damaged lines are counted in `damaged` (refused if it is strict)."""
     folder = Path(folder)
     damaged = DamagedLines() if damaged is None else damaged
-    files = log_files(folder, "predictions")
-    if not files:
-        raise UserError(f"--current {folder}: folder has no prediction logs ({LOG_PATTERN}); "
-                        f"expected the --log-dir of `textclf serve`, or a data file")
-    records = [record for path in files
-               for record in _read_log(path, damaged, newest=path == files[-1])
-               if since is None or record.time >= since]
+    files = prediction_logs(folder, "--current")
+    records = [log_record(found, where) for where, line in read_lines(files, damaged)
+               if (found := json_record(line, where, damaged)) is not None]
+    records = [record for record in records if since is None or record.time >= since]
     if not records:
         after = f" answered since {since.isoformat()}" if since else ""
         skipped = f" ({damaged.count} damaged lines skipped)" if damaged.count else ""
@@ -122,11 +118,6 @@ def read_prediction_logs(folder: str | Path, since: dt.datetime | None = None,
         tuple(dict.fromkeys(r.model_version for r in records if r.model_version)),
         len(files), min(times), max(times), tuple(r.probabilities for r in records),
         tuple(sorted({r.calibrated for r in records if r.calibrated is not None})))
-
-
-def _read_log(path: Path, damaged: DamagedLines, newest: bool) -> list[LogRecord]:
-    return [log_record(record, where) for where, line in log_lines(path, damaged, newest)
-            if (record := json_record(line, where, damaged)) is not None]
 
 
 def log_record(record: dict, where: LogLine | str) -> LogRecord:

@@ -42,7 +42,7 @@ from textclf.errors import UserError
 from textclf.metrics import macro_f1
 from textclf.monitoring.inputs import log_record, parse_time
 from textclf.monitoring.log_reading import (RECORD_START, DamagedLines, LogLine, cut_or_glued,
-                                            json_record, log_files, log_lines)
+                                            json_record, log_files, read_lines)
 from textclf.reporting.pages import md_table, md_text
 
 FEEDBACK_FOLDER = "feedback"        # inside the prediction log folder
@@ -127,8 +127,7 @@ def scan_predictions(files: Sequence[Path], damaged: Optional[DamagedLines] = No
     prediction log `files` (`request_lines` of each). Damaged lines are counted in
     `damaged`."""
     damaged = DamagedLines() if damaged is None else damaged
-    for path in files:
-        yield from request_lines(log_lines(path, damaged, newest=path == files[-1]), damaged)
+    yield from request_lines(read_lines(list(files), damaged), damaged)
 
 
 def request_lines(lines: Iterable[tuple[LogLine, bytes]], damaged: DamagedLines
@@ -230,8 +229,7 @@ def read_feedback(log_dir: str | Path, damaged: Optional[DamagedLines] = None
     lines are counted in `damaged`."""
     damaged = DamagedLines() if damaged is None else damaged
     files = log_files(Path(log_dir) / FEEDBACK_FOLDER, "feedback")
-    return [_feedback(record, where) for path in files
-            for where, line in log_lines(path, damaged, newest=path == files[-1])
+    return [_feedback(record, where) for where, line in read_lines(files, damaged)
             if (record := json_record(line, where, damaged)) is not None]
 
 

@@ -26,6 +26,7 @@ from textclf.errors import UserError
 
 # Every record's first bytes (json.dumps keeps the writer's key order). A JSON string
 # escapes its quotes, so these bytes later on a line mean that a record was glued on.
+LOG_PATTERN = "predictions-YYYY-MM-DD[-N].jsonl"
 RECORD_START = b'{"time": "'
 GLUED = "a record cut short, with the next record glued to it (both are skipped)"
 CUT = "a record cut short"
@@ -82,6 +83,23 @@ def log_files(folder: str | Path, prefix: str) -> list[Path]:
     found = [(m.group(1), int(m.group(2) or 0), p) for p in Path(folder).glob(f"{prefix}-*")
              if (m := pattern.fullmatch(p.name))]
     return [p for _, _, p in sorted(found)]
+
+
+def prediction_logs(folder: str | Path, flag: str = "") -> list[Path]:
+    """The prediction log files in `folder`, in order, or UserError naming the folder (and
+    the `flag` that gave it)."""
+    files = log_files(folder, "predictions")
+    if not files:
+        where = f"{flag} {folder}".lstrip()
+        raise UserError(f"{where}: no prediction logs ({LOG_PATTERN}) in it; expected the "
+                        f"--log-dir of `textclf serve`, after it answered")
+    return files
+
+
+def read_lines(files: list[Path], damaged: DamagedLines) -> Iterator[tuple[LogLine, bytes]]:
+    """`log_lines` of a log's `files` in order: only the last one may be being written."""
+    for path in files:
+        yield from log_lines(path, damaged, newest=path == files[-1])
 
 
 def log_lines(path: Path, damaged: DamagedLines, newest: bool
