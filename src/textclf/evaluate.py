@@ -116,7 +116,8 @@ def read_test(path: str, labels: list[str]) -> pd.DataFrame:
 @exits_on_user_error
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="textclf evaluate", description=__doc__)
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--params", default="params.yaml",
+                        help="params file (default: params.yaml)")
     parser.add_argument("--model-dir", required=True, help="model folder written by train")
     parser.add_argument("--test", required=True,
                         help="labelled test file: text and label columns (CSV, TSV, JSON "

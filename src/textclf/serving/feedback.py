@@ -6,13 +6,13 @@ text's position in that request (`index`, from 0). The body is one such object o
 of them; a list is taken whole or refused whole, and written with one append.
 
 Refusals, JSON `{"error": "..."}` naming the field: 400 malformed JSON; 422 a wrong or
-missing field, an index out of range, a label the model that answered the request
-lacks (the message lists its labels: after a new version is loaded, the old requests keep
-the old version's classes); 404 a request id this server has not answered (among the last `--feedback-window`
-requests in its prediction log, read back at start-up so a restart keeps them, and read
-again from where it left off when an id is not known: another worker process of `serve
---workers N`, which shares the log, may have answered it); 409 when
-the server runs with `--no-log` (no prediction log to join labels with); 413 more than
+missing field, an index out of range, a label the model that answered the request lacks
+(the message lists its labels: after a new version is loaded, the old requests keep the
+old version's classes); 404 a request id this server has not answered (among the last
+`--feedback-window` requests in its prediction log, read back at start-up so a restart
+keeps them, and read again from where it left off when an id is not known: another worker
+process of `serve --workers N`, which shares the log, may have answered it); 409 when the
+server runs with `--no-log` (no prediction log to join labels with); 413 more than
 MAX_ITEMS labels in one request. A second label for the same text is accepted and wins
 (a correction): the report keeps the last label of each text.
 """

@@ -96,8 +96,9 @@ def checked_texts(texts: list[Any], limits: Limits, field: str) -> list[str]:
 
     Too many texts: 413. A non-string, or a text with nothing visible in it (empty,
     whitespace, or only invisible and control characters such as U+200B or U+0000: what
-    `canonical_text` removes): 422, as `textclf predict` refuses them. Longer than `max_chars`: cut to `max_chars` characters
-    (`truncate`; the model only reads its first `max_length` tokens anyway) or 413 (`reject`).
+    `canonical_text` removes): 422, as `textclf predict` refuses them. Longer than
+    `max_chars`: cut to `max_chars` characters (`truncate`; the model only reads its first
+    `max_length` tokens anyway; 422 if nothing visible is left) or 413 (`reject`).
     """
     if not texts:
         raise ServeError(422, f"{field}: expected at least one text, found an empty list")
