@@ -27,7 +27,7 @@ from textclf.errors import exits_on_user_error
 from textclf.metrics import (ECE_BINS, calibration_metrics, classification_metrics,
                              reliability_table)
 from textclf.model.calibration import Calibration
-from textclf.model.labeller import Labeller
+from textclf.model.labeller import Labeller, top_labels
 from textclf.outputs import atomic_dir, check_output_dir, write_json
 from textclf.params import load_params
 
@@ -48,7 +48,7 @@ def evaluate(raw: np.ndarray, actual: list[str], labels: list[str],
     probs = calibration.apply(raw) if calibration else raw
     label_ids = {label: i for i, label in enumerate(labels)}
     actual_ids = np.array([label_ids[label] for label in actual], dtype=np.int64)
-    predicted = [labels[i] for i in probs.argmax(axis=1)]
+    predicted, _ = top_labels(probs, labels)
     return Evaluation(probs, actual_ids, predicted,
                       classification_metrics(actual, predicted, labels),
                       calibration_scores(actual_ids, raw, probs, calibration))

@@ -28,7 +28,7 @@ from textclf.data.shards import (ShardRecord, merge_shards, output_facts, parse_
                                  record_path, shard_rows)
 from textclf.errors import UserError, exits_on_user_error
 from textclf.flags import integer
-from textclf.model.labeller import Labeller, rounded
+from textclf.model.labeller import Labeller, rounded, top_labels
 from textclf.model.loading import weights_version
 from textclf.outputs import atomic_file, check_outputs
 from textclf.params import PRECISIONS
@@ -36,10 +36,8 @@ from textclf.params import PRECISIONS
 
 def label_texts(labeller: Labeller, texts: list[str]) -> pd.DataFrame:
     """Predicted label and its probability for each text, in input order."""
-    probs = labeller.probabilities(texts)
-    best = probs.argmax(axis=1)
-    return pd.DataFrame({"predicted_label": [labeller.labels[i] for i in best],
-                         "probability": rounded(probs.max(axis=1))})
+    labels, top = top_labels(labeller.probabilities(texts), labeller.labels)
+    return pd.DataFrame({"predicted_label": labels, "probability": rounded(top)})
 
 
 def shard_spec(value: str) -> tuple[int, int]:

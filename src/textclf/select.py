@@ -271,10 +271,11 @@ def read_texts(path: Path, column: str) -> list[str]:
 
 def label_file(texts: list[str], labeller) -> Pool:
     """A file's texts with the calibrated probabilities the Labeller gives them."""
+    from textclf.model.labeller import top_labels       # torch: imported when labelling
+
     probs = labeller.probabilities(texts)
-    labels = labeller.labels
-    return Pool(texts, probs, [labels[j] for j in probs.argmax(axis=1)],
-                probs.max(axis=1).tolist(), [""] * len(texts),
+    labels, top = top_labels(probs, labeller.labels)
+    return Pool(texts, probs, labels, top.tolist(), [""] * len(texts),
                 list(range(1, len(texts) + 1)),
                 [weights_version(labeller.folder)] * len(texts), set())
 

@@ -101,6 +101,11 @@ class Labeller:
         return probs if self.calibration is None else self.calibration.apply(probs)
 
 
+def top_labels(probs: np.ndarray, labels: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """Each row's most probable label and its probability, for (N, C) `probs`."""
+    return [labels[i] for i in probs.argmax(axis=1)], probs.max(axis=1)
+
+
 def rounded(probs: np.ndarray) -> np.ndarray:
     """Probabilities as `predict` writes them and `serve` answers: float32 rounded to 6
     digits; the float64 rounding after it only drops float32's binary tail (0.12345699...

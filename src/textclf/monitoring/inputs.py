@@ -160,7 +160,8 @@ def parse_time(value, what: str) -> dt.datetime:
 
 def label_texts(labeller, texts: Sequence[str]) -> Predictions:
     """`texts` with the label a textclf.model.labeller.Labeller gives each, and its probability."""
+    from textclf.model.labeller import top_labels       # torch: imported when labelling
+
     probs = labeller.probabilities(texts)    # (N, C)
-    best = probs.argmax(axis=1)
-    return Predictions(tuple(texts), tuple(labeller.labels[i] for i in best),
-                       tuple(float(p) for p in probs.max(axis=1)), probs)
+    labels, top = top_labels(probs, labeller.labels)
+    return Predictions(tuple(texts), tuple(labels), tuple(float(p) for p in top), probs)
