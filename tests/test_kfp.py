@@ -253,7 +253,7 @@ def test_threads_per_point_share_the_cores(monkeypatch):
     from textclf.kfp_sweep import local_threads, pod_threads
 
     assert [pod_threads(cpu) for cpu in ("", "500m", "4", "2.5", "8000m")] == [0, 1, 4, 2, 8]
-    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.setattr("textclf.cores.available_cores", lambda: 8)
     # kfp.local runs at most 2 points at once, whatever --parallelism says
     assert [local_threads(p, 4) for p in (1, 2, 8)] == [8, 4, 4]
     assert local_threads(8, 1) == 8

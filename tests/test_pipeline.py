@@ -44,9 +44,10 @@ def test_a_commit_whose_params_are_not_its_runs_is_listed_not_ranked(readme_tour
     pages = run(["textclf", "report", "-A", "--html", tmp_path / "r.html", "--markdown",
                  tmp_path / "r.md"], project).stdout
     # the terminal and the pages count alike: ranked, and not ranked beside them
-    assert pages.startswith(f"report: {len(ranked)} experiments ranked, "
+    counted = f"{len(ranked)} experiment{'s' * (len(ranked) != 1)}"
+    assert pages.startswith(f"report: {counted} ranked, "
                             f"{len(compared['not_ranked'])} not ranked"), pages
-    assert f"# Experiments: {len(ranked)} experiments" in (tmp_path / "r.md").read_text()
+    assert f"# Experiments: {counted}, sorted" in (tmp_path / "r.md").read_text()
     for flag in ("--evaluate-dir", "--train-dir"):
         wrong = run(["textclf", "report", "-A", "--json", flag, "nowhere"], project, check=False)
         assert wrong.returncode == 2 and wrong.stderr.startswith(

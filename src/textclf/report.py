@@ -288,8 +288,9 @@ def main(argv: list[str] | None = None) -> None:
     for path, text in ((args.html, render_html(c)), (args.markdown, render_markdown(c))):
         with atomic_file(path) as scratch:
             scratch.write_text(text, encoding="utf-8")
-    print(f"report: {sum(map(len, c.groups))} experiments ranked, {len(c.not_ranked)} not "
-          f"ranked -> {args.html}, {args.markdown}")
+    ranked = sum(map(len, c.groups))
+    print(f"report: {ranked} experiment{'s' * (ranked != 1)} ranked, {len(c.not_ranked)} "
+          f"not ranked -> {args.html}, {args.markdown}")
 
 
 def check_folders_found(exps: list[Experiment], files: RunFiles) -> None:

@@ -172,10 +172,10 @@ def train_and_save(args: argparse.Namespace, params: Params, workers: Workers) -
 
     section_params = {"model": dataclasses.asdict(params.model),
                       "train": dataclasses.asdict(params.train)}
-    data_sha256 = {**fingerprint([args.train, args.val, args.labels]),
-                   **starting_weights(params.model)}
+    data_sha256 = fingerprint([args.train, args.val, args.labels])
     store = CheckpointStore(args.checkpoint_dir or default_dir(),
-                            fingerprint_run(section_params, data_sha256,
+                            fingerprint_run(section_params,
+                                            {**data_sha256, **starting_weights(params.model)},
                                             str(Path(args.model_dir).resolve())),
                             writable=workers.is_main, interval_s=args.checkpoint_interval)
     state = new_state(model, params.train, len(train.ids), compute)
