@@ -150,7 +150,8 @@ def add_sweep_args(parser: argparse.ArgumentParser) -> None:
                         help="refuse a grid of more points than this "
                              f"(default {DEFAULT_MAX_POINTS}; a typo can make a million)")
     parser.add_argument("-n", "--name", default=time.strftime("kfp-%Y%m%d-%H%M%S", time.gmtime()),
-                        help="experiments are named NAME-1, NAME-2, ...")
+                        help="experiments are named NAME-1, NAME-2, ... (a study's trials "
+                             "with --tune: NAME-0, NAME-1, ...); default: kfp-<UTC time>")
     parser.add_argument("--metrics-file", action="append", default=None, metavar="PATH",
                         help="scores to report besides dvc.yaml's metrics "
                              "(default: train's dvclive summary, metrics/train/metrics.json)")

@@ -59,8 +59,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "workers of `textclf kfp compile --tune`): trials the others "
                              "are running are theirs, not left over from a killed run")
     parser.add_argument("--worker", type=integer(0, 10_000), default=0,
-                        help="with --join: this process's number (1..K), so that the "
-                             "workers' samplers are seeded apart")
+                        help="with --join: this process's number (1..K; default 0, a "
+                             "process alone), so that the workers' samplers are seeded apart")
     parser.add_argument("--params", default="params.yaml", help="params file (params.yaml)")
     parser.add_argument("--train-dir", default="metrics/train",
                         help="train's dvclive folder, where trials' scores are read")

@@ -1,6 +1,6 @@
 """Sweeps on Kubeflow Pipelines: the grid of -S overrides (grid.py), the components and the
 pipeline (stages.py, point.py, pipeline.py) and bringing results back as DVC experiments
-(results.py). The `kfp` command (kfp_sweep.py) compiles, submits or runs them locally;
+(results.py). The `kfp` command (kfp_sweep.py) compiles them or runs them locally;
 a local run stops cleanly (stop.py; step_guard.py leads each step's process group) and
 its tasks work in a scratch folder (scratch.py).
 Searches: a study's space (search_space.py), its trials as DVC experiments (study.py) and
