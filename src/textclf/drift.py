@@ -53,17 +53,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="texts the model was trained on (default: the training split)")
     parser.add_argument("--test", default="data/prepared/test.parquet",
                         help="the model's test split: its predictions there are the baseline "
-                             "for the predicted-label distribution")
+                             "for the predicted-label distribution (default: %(default)s)")
     parser.add_argument("--validation", default=None,
                         help="labelled split the ATC threshold is fitted on (default: the "
                              "model's validation split, else data/prepared/val.parquet); "
                              "never the test split, which the estimate is shown beside")
-    parser.add_argument("--model", default="models/classifier", help="model folder")
+    parser.add_argument("--model", default="models/classifier",
+                        help="model folder (default: %(default)s)")
     parser.add_argument("--text-column", default="text", help="text column of a --current file")
     parser.add_argument("--reference-text-column", default="text",
                         help="text column of --reference")
-    parser.add_argument("--out-dir", default="reports", help="where drift.html and drift.md go")
-    parser.add_argument("--metrics", default="metrics/drift.json", help="JSON metrics for DVC")
+    parser.add_argument("--out-dir", default="reports",
+                        help="where drift.html and drift.md go (default: %(default)s)")
+    parser.add_argument("--metrics", default="metrics/drift.json",
+                        help="JSON metrics for DVC (default: %(default)s)")
     parser.add_argument("--max-rows", type=integer(10, 1_000_000), default=10_000,
                         help="texts per side the domain classifier uses at most (sampled; "
                              "10 to 1000000, default: 10000)")

@@ -145,7 +145,7 @@ def add_sweep_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--remote-config", action="append", default=[], metavar="KEY=VALUE",
                         help="per-user DVC remote setting, e.g. endpointurl=http://...")
     parser.add_argument("--parallelism", type=positive_int, default=2,
-                        help="points running at once")
+                        help="points running at once (default: %(default)s)")
     parser.add_argument("--max-points", type=positive_int, default=DEFAULT_MAX_POINTS,
                         help="refuse a grid of more points than this "
                              f"(default {DEFAULT_MAX_POINTS}; a typo can make a million)")

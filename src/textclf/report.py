@@ -249,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compare the DVC experiments of HEAD (or of every commit): a ranked "
                     "leaderboard per test set, and the best run against its baseline.")
     parser.add_argument("--sort-by", default="f1_macro",
-                        help="metric to rank by, e.g. accuracy or best.val_f1_macro")
+                        help="metric to rank by, e.g. accuracy or best.val_f1_macro "
+                             "(default: %(default)s)")
     parser.add_argument("--ascending", action="store_true", help="lower is better")
     parser.add_argument("-A", "--all-commits", action="store_true",
                         help="experiments of every commit on every branch, not only of HEAD")

@@ -123,8 +123,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="textclf serve", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
-    add("--model", default="models/classifier", help="model folder")
-    add("--host", default="127.0.0.1", help="address to bind (0.0.0.0 in a container)")
+    add("--model", default="models/classifier", help="model folder (default: %(default)s)")
+    add("--host", default="127.0.0.1",
+        help="address to bind (default: %(default)s; 0.0.0.0 in a container)")
     add("--port", type=integer(0, 65535), default=8080, help="port to listen on (default: 8080)")
     add("--model-name", help="name in /v2/models/{name} (default: the folder's name)")
     add("--model-version", help="version string to report instead of the computed one")
@@ -136,30 +137,35 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
              "this many, so short texts are not padded to the batch's longest (default: 16 "
              "on a CPU, --max-batch-size on a GPU)")
     add("--max-wait-ms", type=number(0, MAX_WAIT_MS), default=5.0,
-        help=f"how long a text waits for others to share its batch (0 to {MAX_WAIT_MS})")
+        help=f"how long a text waits for others to share its batch (0 to {MAX_WAIT_MS}; "
+             f"default: %(default)g)")
     add("--max-texts", type=integer(1, 100_000), default=256,
-        help="texts per request (more: 413)")
+        help="texts per request (more: 413; default: %(default)s)")
     add("--max-chars", type=integer(1, 10_000_000), default=10_000,
-        help="characters per text")
+        help="characters per text (default: %(default)s; see --on-long-text)")
     add("--max-body-mb", type=number(0, 1024, above_low=True), default=16.0,
         help="request body size over which a request is refused with 413, before it is "
              "read whole (default 16: --max-texts 256 texts of 10,000 characters fit)")
     add("--request-timeout", type=number(0, 3600, above_low=True), default=30.0,
         help="seconds a connection may take to send a request's headers (from opening, "
-             "or from its last answer), and its body: slower ones are closed (408)")
+             "or from its last answer), and its body: slower ones are closed (408; "
+             "default: %(default)g)")
     add("--max-connections", type=integer(1, 1_000_000), default=default_max_connections(),
         help="open client connections; one more is answered 503 and closed (default: "
              "1,000, or fewer where `ulimit -n` is lower)")
     add("--on-long-text", choices=["truncate", "reject"], default="truncate",
-        help="a text over --max-chars: classify its start, or refuse with 413")
-    add("--log-dir", default="logs/predictions", help="prediction log folder")
+        help="a text over --max-chars: classify its start, or refuse with 413 (default: "
+             "%(default)s)")
+    add("--log-dir", default="logs/predictions",
+        help="prediction log folder (default: %(default)s)")
     add("--log-max-mb", type=number(0, 1_000_000, above_low=True), default=100.0,
-        help="size at which a day's log rolls over")
+        help="size at which a day's log rolls over (default: %(default)g)")
     add("--no-log", action="store_true",
         help="do not log predictions (POST /feedback then answers 409)")
     add("--feedback-window", type=integer(1, 100_000_000), default=100_000,
         help="how many of the last logged requests POST /feedback accepts labels for "
-             "(read back from the log at start; about 200 bytes each)")
+             "(read back from the log at start; about 200 bytes each; default: "
+             "%(default)s)")
     add("--precision", choices=PRECISIONS, default="auto",
         help="auto: the fastest this machine runs well, as predict chooses (bf16 where it "
              "pays, else int8 where measured faster than fp32 and giving fp32's labels on "
@@ -175,7 +181,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         help="server processes behind the one port, each with its own model and batcher "
              "(default 1; at most 4 per core)")
     add("--grace-seconds", type=integer(1, 3600), default=30,
-        help="on SIGTERM, how long requests in flight may take to finish")
+        help="on SIGTERM, how long requests in flight may take to finish (default: "
+             "%(default)s)")
     add("--access-log", action="store_true", help="log every HTTP request to stderr")
     add("--http", choices=["auto", "h11", "httptools"], default="auto",
         help="HTTP parser: httptools (C, the faster) when installed, else h11 (pure Python)")
