@@ -148,10 +148,13 @@ def test_a_crashed_process_stops_the_others(tmp_path, tiny_model_dir):
     assert not (out / "model").exists(), "nothing half-written"
 
 
-def test_sigterm_to_the_launcher_stops_every_process_with_a_checkpoint(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_a_stop_of_the_launcher_stops_every_process_with_a_checkpoint(tmp_path, tiny_model_dir,
+                                                                      sig):
     """What Kubernetes, a scheduler or `dvc queue kill` send reaches `textclf train` only:
     it is passed on through torchrun, so every rank stops, rank 0 saves a checkpoint, and
-    the command exits 143 as one process does (the ranks used to train on, unsupervised)."""
+    the command exits 143 as one process does (the ranks used to train on, unsupervised).
+    Killed outright (out of memory), the launcher takes torchrun with it: the same stop."""
     command, out = workspace(tmp_path, tiny_model_dir, 2)
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     params["train"]["epochs"] = 200
@@ -176,8 +179,12 @@ def test_sigterm_to_the_launcher_stops_every_process_with_a_checkpoint(tmp_path,
             assert proc.poll() is None, f"training ended before it was stopped:\n{output()}"
             assert time.monotonic() < deadline, f"2 ranks not training after 600 s:\n{output()}"
             time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)             # the launcher alone, not its group
-        assert proc.wait(timeout=HANG_S) == 128 + signal.SIGTERM, output()[-3000:]
+        proc.send_signal(sig)                        # the launcher alone, not its group
+        code = proc.wait(timeout=HANG_S)
+        assert code == (128 + sig if sig != signal.SIGKILL else -sig), output()[-3000:]
+        deadline = time.monotonic() + HANG_S         # after a kill, the ranks end later
+        while ranks() and time.monotonic() < deadline:
+            time.sleep(0.2)
     finally:
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -188,7 +195,8 @@ def test_sigterm_to_the_launcher_stops_every_process_with_a_checkpoint(tmp_path,
     reader.join(timeout=60)
     assert ranks() == [], "a training process outlived the command"
     assert output().count("train: stopped by SIGTERM") == 1, output()[-3000:]
-    assert "Traceback" not in output(), output()[-3000:]
+    if sig == signal.SIGTERM:     # killed outright, torchrun's own logging may complain
+        assert "Traceback" not in output(), output()[-3000:]
     assert len(list((out / "ckpt").glob("*.pt"))) == 1
     assert not (out / "model").exists()
 

@@ -410,8 +410,17 @@ def test_an_ssh_url_with_its_user_is_not_a_credential():
     from textclf.kfp_sweep import local_path
     from textclf.sweeps.remote_settings import check_url
 
-    for url in ("ssh://git@github.com/team/textclf.git", "git@github.com:team/textclf.git"):
+    for url in ("ssh://git@github.com/team/textclf.git", "git@github.com:team/textclf.git",
+                "myserver:/srv/git/textclf.git"):
         assert check_url("--repo", url) == url and not local_path(url)
+
+
+@pytest.mark.parametrize("cpu", ["-1", "1e3", "nan", "inf", "0", "0m"])
+def test_a_cpu_request_kfp_cannot_read_is_refused_naming_the_flag(cpu):
+    from textclf.kfp_sweep import pod_threads
+
+    with pytest.raises(UserError, match=f"--cpu '{cpu}': expected cores"):
+        pod_threads(cpu)
 
 
 # --- a whole sweep through kfp.local (slow) ---------------------------------------------

@@ -59,6 +59,24 @@ def test_max_length_beyond_the_position_embeddings_is_refused_before_training(ti
                                                                      dtype=torch.long))
 
 
+def test_max_length_of_a_roberta_model_leaves_out_the_padding_offset():
+    # RoBERTa numbers positions from pad_token_id + 1: 130 embeddings hold 128 positions.
+    import types
+
+    import transformers
+
+    config = transformers.RobertaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+                                        num_attention_heads=2, intermediate_size=37,
+                                        max_position_embeddings=130, pad_token_id=1)
+    model = transformers.RobertaForSequenceClassification(config).eval()
+    no_limit = types.SimpleNamespace(model_max_length=int(1e30))   # as many checkpoints say
+    check_max_length(128, model, no_limit, "r")
+    with pytest.raises(UserError, match="more than the 128 that r reads"):
+        check_max_length(129, model, no_limit, "r")
+    with pytest.raises((RuntimeError, IndexError)):
+        model(input_ids=torch.full((1, 129), 5))
+
+
 def test_fit_learns_and_keeps_the_best_epoch(tiny_model_dir):
     model, tokenizer, history = train_tiny(tiny_model_dir)
     assert [r.epoch for r in history] == [1, 2, 3]

@@ -81,6 +81,7 @@ def local_threads(parallelism: int, points: int) -> int:
     return threads_each(at_once)
 
 
+CPU = re.compile(r"([0-9]*[.])?[0-9]+m?")       # the CPU requests KFP's compiler reads
 MEMORY = re.compile(r"[0-9]+([EPTGMK]i?)?")   # the quantities KFP's compiler reads
 
 
@@ -98,11 +99,12 @@ def pod_threads(cpu: str) -> int:
     """OMP_NUM_THREADS in a pod: its CPU request ("4", "2.5", "500m"); 0 = leave unset."""
     if not cpu:
         return 0
-    try:
-        cores = float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
-    except ValueError:
+    # The form KFP's compiler accepts, more than none: nan, inf, -1 or 1e3 failed there.
+    cores = (float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
+             if CPU.fullmatch(cpu) else 0.0)
+    if cores <= 0:
         raise UserError(f"--cpu {cpu!r}: expected cores as Kubernetes writes them, "
-                        "e.g. 4, 2.5 or 500m") from None
+                        "more than 0, e.g. 4, 2.5 or 500m")
     return max(1, int(cores))
 
 
@@ -291,10 +293,12 @@ def compile_sweep(args: argparse.Namespace) -> None:
 
 
 def local_path(url: str) -> bool:
-    """Whether a git URL is a folder here: not scheme://..., file:// or scp-like host:path."""
+    """Whether a git URL is a folder here: a path or file://, not scheme://... or scp-like
+    [user@]host:path (git's rule: a colon before any slash; C: is a drive)."""
     if "://" in url:
         return url.lower().startswith("file://")
-    return re.match(r"[\w.-]+@[\w.-]+:|[\w.-]+:(?!/)", url) is None
+    colon, slash = url.find(":"), url.find("/")
+    return not (colon > 1 and (slash == -1 or colon < slash))
 
 
 def _local_storage(spec: str) -> str:

@@ -202,10 +202,10 @@ def yaml_problem(err: Exception) -> str:
     """ruamel's error in one line: where, and what (its own text runs to a dozen lines)."""
     mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
     where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-    if isinstance(err, DuplicateKeyError):
-        key = re.search(r'duplicate key "([^"]*)"', problem or "")
+    key = re.search(r'duplicate (?:merge )?key "(.*)" with value', problem or "")
+    if isinstance(err, DuplicateKeyError) and key:
         first = err.context_mark.line + 1 if getattr(err, "context_mark", None) else None
-        return (f"{where}: the key {key[1] if key else '?'!r} is given twice in one section"
+        return (f"{where}: the key {key[1]!r} is given twice in one section"
                 f"{f' (the section starts on line {first})' if first else ''}; expected "
                 f"each key once (DVC would refuse the file too)")
     context = getattr(err, "context", None)

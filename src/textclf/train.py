@@ -66,7 +66,9 @@ class StopRequest:
                 signal.signal(sig, handler)
 
     def _handle(self, signum, frame) -> None:
-        if self.signal is not None:  # asked twice: stop now
+        # Ctrl-C twice: stop now. A SIGTERM again is the same request: torchrun sends its
+        # processes two a few milliseconds apart, and kills them itself 30 s later.
+        if self.signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signal = signum
 

@@ -70,11 +70,14 @@ def tsv_quoting(lines: Iterable[str]) -> int:
     SST-5 are published: no quoting, a quote is a character). A file that parses strictly
     as the first is read so, any other literally, so that `"Great" movie` keeps its
     quotes and a stray quote cannot merge the rows up to the next one into one text."""
+    limit = csv.field_size_limit(2**31 - 1)    # a long text is no sign of either way
     try:
         for _ in csv.reader(lines, delimiter="\t", strict=True):
             pass
     except csv.Error:
         return csv.QUOTE_NONE
+    finally:
+        csv.field_size_limit(limit)
     return csv.QUOTE_MINIMAL
 
 

@@ -159,11 +159,22 @@ def load_classifier(folder: str | Path, device: torch.device | None = None):
     return model.eval(), tokenizer, info
 
 
+# Models whose positions start after the padding id (transformers'
+# create_position_ids_from_input_ids): RoBERTa's 514 embeddings hold 512 positions.
+POSITIONS_AFTER_PADDING = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert",
+                           "roberta-prelayernorm", "data2vec-text", "mpnet", "longformer",
+                           "ibert", "luke", "mluke"}
+
+
 def check_max_length(max_length: int, model, tokenizer, name: str) -> None:
-    """Refuse `model.max_length` beyond what the model reads: the position embeddings
-    (RoBERTa's tokenizer says 512 of its 514), else a tensor-size crash mid-training."""
-    limits = [limit for limit in (getattr(model.config, "max_position_embeddings", None),
-                                  _tokenizer_max_length(tokenizer, fallback=None))
+    """Refuse `model.max_length` beyond what the model reads: its position embeddings
+    (less the padding offset where positions start after it) or its tokenizer's limit;
+    else a tensor-size or index crash mid-training."""
+    config = model.config
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and config.model_type in POSITIONS_AFTER_PADDING:
+        positions -= (getattr(config, "pad_token_id", None) or 0) + 1
+    limits = [limit for limit in (positions, _tokenizer_max_length(tokenizer, fallback=None))
               if isinstance(limit, int) and limit > 0]
     if limits and max_length > min(limits):
         raise UserError(f"model.max_length: {max_length} tokens, more than the {min(limits)} "

@@ -16,6 +16,7 @@ draws its own dropout masks).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime
 import os
 import signal
@@ -39,12 +40,13 @@ def launched_by_torchrun() -> bool:
 def launch(processes: int, argv: list[str]) -> int:
     """Run `textclf train argv` in `processes` processes through torchrun; its exit code.
 
-    torchrun runs in a session of its own, and a SIGTERM or Ctrl-C to this process is
-    passed to it once: it passes it to every training process, which checkpoints and exits
-    as one process does (exit 128 + the signal). Without that, a SIGTERM (what Kubernetes,
-    a scheduler or `dvc queue kill` send) stopped this process and left the training
-    processes running unsupervised; a Ctrl-C reached them twice (from the terminal and
-    from torchrun), the second meaning "stop now"."""
+    torchrun runs in a session of its own, and a SIGTERM, SIGHUP or Ctrl-C to this process
+    is passed to it once (SIGHUP as SIGTERM): it passes it to every training process, which
+    checkpoints and exits as one process does (exit 128 + the signal); if this process is
+    killed outright, torchrun gets SIGTERM from the kernel (`stop_with_parent`). Without
+    that, a SIGTERM (what Kubernetes, a scheduler or `dvc queue kill` send) stopped this
+    process and left the training processes running unsupervised; a Ctrl-C reached them
+    twice (from the terminal and from torchrun), the second meaning "stop now"."""
     env = dict(os.environ)
     # On a CPU, N processes share the cores (or the threads asked for): each its share.
     env["OMP_NUM_THREADS"] = str(threads_each(processes, _whole(env.get("OMP_NUM_THREADS"))))
@@ -52,15 +54,16 @@ def launch(processes: int, argv: list[str]) -> int:
                f"--nproc-per-node={processes}", "-m", "textclf.train", *argv]
     print(f"train: starting {processes} processes (torch.distributed, "
           f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']})", flush=True)
-    torchrun = subprocess.Popen(command, env=env, start_new_session=True)
+    torchrun = subprocess.Popen(command, env=env, start_new_session=True,
+                                preexec_fn=stop_with_parent())
     asked: list[int] = []
 
     def forward(signum, frame) -> None:
-        if not asked:
+        if not asked:       # torchrun passes the signal to the processes: one they handle
             asked.append(signum)
-            torchrun.send_signal(signum)
+            torchrun.send_signal(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, forward) for sig in STOP_SIGNALS}
     try:
         code = torchrun.wait()
     finally:
@@ -73,6 +76,23 @@ def launch(processes: int, argv: list[str]) -> int:
         print(f"error: a training process failed (exit code {code}); torchrun stopped the "
               f"others: the first failure is reported above", file=sys.stderr)
     return code
+
+
+# What stops a run, passed on to torchrun: SIGHUP too (a closed terminal or ssh session),
+# which without a session of its own would have reached the whole group.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+PR_SET_PDEATHSIG = 1     # linux/prctl.h
+
+
+def stop_with_parent():
+    """What torchrun's process runs before it starts: ask for SIGTERM when this launcher
+    dies (kill -9, out of memory), so that the training processes are never left running
+    unsupervised. Linux only (prctl); elsewhere nothing."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl    # libc, loaded here, not after fork
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def torchrun_main() -> None:
