@@ -94,6 +94,10 @@ def test_a_plain_tsv_keeps_its_quotes_and_a_quoted_tsv_is_unquoted(tmp_path):
     assert read_table(plain, COLUMNS)["text"].tolist() == [
         '"Great" movie', '"Loved it', "x", 'meh" he said', 'a 12" screen']
     assert read_table(written, COLUMNS)["text"].tolist() == ['"Best" movie', "two\nlines", "a\ttab"]
+    long = tmp_path / "long.tsv"        # a field over csv's 131,072-character default limit
+    pd.DataFrame({"text": ['He said "hi"\tthere', "y" * 131_073], "label": ["a", "b"]}
+                 ).to_csv(long, sep="\t", index=False)
+    assert read_table(long, COLUMNS)["text"].tolist() == ['He said "hi"\tthere', "y" * 131_073]
     for path, texts in ((plain, 5), (written, 3)):
         chunks = list(read_chunks(open_table(path, COLUMNS), 2))
         assert pd.concat(chunks)["text"].tolist() == read_table(path, COLUMNS)["text"].tolist()
