@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pandas as pd
@@ -136,3 +137,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 LONG_TESTS = "TEXTCLF_LONG_TESTS"
 LONG_SKIP = pytest.mark.skip(reason=f"long (a minute or more; the default run stays under 10 "
                                     f"minutes): {LONG_TESTS}=1 runs it")
+
+
+@pytest.fixture
+def default_ctrl_c():
+    """Ctrl-C as Python handles it by default (KeyboardInterrupt in the main thread). An
+    earlier test in this worker process may have left SIGINT ignored or handled otherwise
+    (a library's handler that was not given back), and then a SIGINT the test sends does
+    nothing: tests of Ctrl-C failed so in suite runs ("the signal did not stop the
+    command", "DID NOT RAISE KeyboardInterrupt")."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

@@ -87,7 +87,8 @@ def test_a_failed_stage_prints_how_to_restore_its_outputs(monkeypatch, capsys):
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_stopped_command_removes_the_output_it_was_writing_and_says_so(tmp_path, capsys,
-                                                                         signum, code):
+                                                                         signum, code,
+                                                                         default_ctrl_c):
     target = tmp_path / "out.csv"
     target.write_text("the previous output\n")
 

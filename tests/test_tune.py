@@ -368,17 +368,6 @@ def test_a_trial_left_running_is_told_from_its_record_or_run_again(tmp_path):
     assert len(trials) == 3
 
 
-@pytest.fixture
-def default_ctrl_c():
-    """Ctrl-C as Python handles it by default (KeyboardInterrupt in the main thread). An
-    earlier test in this worker process may have left SIGINT ignored or handled otherwise,
-    and then `_thread.interrupt_main()` does nothing: the test failed once so in a suite
-    run ("DID NOT RAISE KeyboardInterrupt")."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
-
-
 def test_ctrl_c_stops_the_running_trial_and_starts_no_other(tmp_path, default_ctrl_c):
     config, storage, study = new_study(tmp_path, CHOICES)
     asked_to_stop = threading.Event()
