@@ -17,8 +17,8 @@ from textclf.errors import UserError, exits_on_user_error
 from textclf.reporting.pages import md_code_block, md_table, md_text
 from textclf.outputs import atomic_file, check_outputs
 from textclf.reporting.charts import bar_chart, escape, heatmap, line_chart
-from textclf.reporting.experiments import (CURVES, Experiment, Listed, RunFiles, read_experiments,
-                                           to_yaml)
+from textclf.reporting.experiments import (CURVES, Experiment, Listed, RunFiles, ranked_by,
+                                           read_experiments, to_yaml)
 from textclf.reporting.pages import heading, html_page, html_table, paragraph, plain
 from textclf.reporting.replicates import Replicates, replicate_groups, spread_table
 
@@ -73,12 +73,6 @@ def changes(e: Experiment, exps: list[Experiment]) -> str:
     return ", ".join(f"{short[k]}={to_yaml(e.params.get(k))}" for k in diff)
 
 
-def rank(exps: list[Experiment], sort_by: str, ascending: bool = False) -> list[Experiment]:
-    scored = sorted((e for e in exps if sort_by in e.metrics),
-                    key=lambda e: e.metrics[sort_by], reverse=not ascending)
-    return scored + [e for e in exps if sort_by not in e.metrics]
-
-
 def compare(exps: list[Experiment], sort_by: str = "f1_macro", ascending: bool = False,
             unfinished: tuple[str, ...] = ()) -> Comparison:
     """Group by test data (scores on different test sets are not comparable), then rank."""
@@ -94,7 +88,7 @@ def compare(exps: list[Experiment], sort_by: str = "f1_macro", ascending: bool =
     by_data: dict[str, list[Experiment]] = {}
     for e in fresh:                       # the first listed (HEAD's) test set comes first
         by_data.setdefault(e.data, []).append(e)
-    groups = [rank(group, sort_by, ascending) for group in by_data.values()]
+    groups = [ranked_by(group, sort_by, ascending) for group in by_data.values()]
     best = next((e for e in groups[0] if not e.is_baseline and sort_by in e.metrics),
                 groups[0][0])
     pair = [best, *(e for e in groups[0] if e.rev == best.baseline and e is not best)]
@@ -254,9 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ascending", action="store_true", help="lower is better")
     parser.add_argument("-A", "--all-commits", action="store_true",
                         help="experiments of every commit on every branch, not only of HEAD")
-    parser.add_argument("--train-dir", default="metrics/train",
+    parser.add_argument("--train-dir", default=RunFiles.train_dir,
                         help="train's dvclive folder (default: %(default)s)")
-    parser.add_argument("--evaluate-dir", default="metrics/evaluate",
+    parser.add_argument("--evaluate-dir", default=RunFiles.evaluate_dir,
                         help="evaluate's dvclive folder (default: %(default)s)")
     parser.add_argument("--html", default="reports/experiments.html",
                         help="where to write the HTML page (default: %(default)s)")

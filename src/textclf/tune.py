@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="with --join: this process's number (1..K; default 0, a "
                              "process alone), so that the workers' samplers are seeded apart")
     parser.add_argument("--params", default="params.yaml", help="params file (params.yaml)")
-    parser.add_argument("--train-dir", default="metrics/train",
+    parser.add_argument("--train-dir", default=RunFiles.train_dir,
                         help="train's dvclive folder, where trials' scores are read")
     parser.add_argument("--html", help="report page (default: reports/tune-STUDY.html)")
     parser.add_argument("--markdown", help="report summary (default: reports/tune-STUDY.md)")

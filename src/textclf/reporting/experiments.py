@@ -96,6 +96,14 @@ def list_runs(table: Iterable[dict]) -> list[Listed]:
     return list(listed.values())
 
 
+def ranked_by(items: list, sort_by: str, ascending: bool = False) -> list:
+    """`items` (each with a `metrics` dict) best first by `sort_by`; those without it last,
+    in their order: the leaderboard's order, for the report and the KFP sweep alike."""
+    scored = sorted((item for item in items if sort_by in item.metrics),
+                    key=lambda item: item.metrics[sort_by], reverse=not ascending)
+    return scored + [item for item in items if sort_by not in item.metrics]
+
+
 def stale_params(params: dict[str, Any], lock: dict) -> str:
     """What differs between params.yaml and the params dvc.lock says the outputs were made with.
 

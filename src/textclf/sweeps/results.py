@@ -11,6 +11,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from textclf.reporting.experiments import ranked_by
+
 RESULT_VERSION = 1
 HEADLINE = ("f1_macro", "accuracy", "best.val_f1_macro")
 
@@ -75,11 +77,8 @@ def _params(result: PointResult) -> str:
 def rank(results: list[PointResult], sort_by: str,
          ascending: bool = False) -> tuple[list[PointResult], list[PointResult]]:
     """(finished points best first, failed points); a finished one without `sort_by` last."""
-    done = [r for r in results if r.ok]
-    scored = sorted((r for r in done if sort_by in r.metrics),
-                    key=lambda r: r.metrics[sort_by], reverse=not ascending)
-    return scored + [r for r in done if sort_by not in r.metrics], \
-        [r for r in results if not r.ok]
+    return (ranked_by([r for r in results if r.ok], sort_by, ascending),
+            [r for r in results if not r.ok])
 
 
 def leaderboard_markdown(results: list[PointResult], sort_by: str = "f1_macro",
