@@ -98,54 +98,68 @@ HANG_S = 300
 assert HANG_S < COLLECTIVE_TIMEOUT.total_seconds()
 
 
-def test_a_crashed_process_stops_the_others(tmp_path, tiny_model_dir):
-    command, out = workspace(tmp_path, tiny_model_dir, 2)
-    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    params["train"]["epochs"] = 200          # long enough to be killed mid-way
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"},
-                            start_new_session=True)
-    chunks: list[bytes] = []                 # the output so far, read as it comes
+class TwoRanks:
+    """`textclf train` on 2 processes for 200 epochs (long enough to interrupt), started in
+    a session of its own, its output read as it comes."""
 
-    def read() -> None:
-        for chunk in iter(lambda: proc.stdout.read1(65536), b""):
-            chunks.append(chunk)
+    def __init__(self, tmp_path: Path, tiny_model_dir: Path):
+        command, self.out = workspace(tmp_path, tiny_model_dir, 2)
+        params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+        params["train"]["epochs"] = 200
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     env={**os.environ, "OMP_NUM_THREADS": "1"},
+                                     start_new_session=True)
+        self.chunks: list[bytes] = []
+        self.reader = threading.Thread(target=lambda: self.chunks.extend(
+            iter(lambda: self.proc.stdout.read1(65536), b"")), daemon=True)
+        self.reader.start()
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    def output(self) -> str:
+        return b"".join(self.chunks).decode(errors="replace")
 
-    def output() -> str:
-        return b"".join(chunks).decode(errors="replace")
-
-    def ranks() -> list[str]:
+    def ranks(self) -> list[str]:
         # torchrun starts each worker in a session of its own: find them by command line.
-        return subprocess.run(["pgrep", "-f", f"[-]u -m textclf[.]train .*{out}"],
+        return subprocess.run(["pgrep", "-f", f"[-]u -m textclf[.]train .*{self.out}"],
                               capture_output=True, text=True).stdout.split()
 
-    try:
+    def training(self) -> list[str]:
+        """The two ranks' pids, once both are inside the training loop."""
         deadline = time.monotonic() + 600    # fails a stuck start with a message
-        while not (TRAINING.search(output()) and len(started := ranks()) == 2):
-            assert proc.poll() is None, f"training ended before it was killed:\n{output()}"
-            assert time.monotonic() < deadline, f"2 ranks not training after 600 s:\n{output()}"
+        while not (TRAINING.search(self.output()) and len(started := self.ranks()) == 2):
+            assert self.proc.poll() is None, \
+                f"training ended before it was interrupted:\n{self.output()}"
+            assert time.monotonic() < deadline, \
+                f"2 ranks not training after 600 s:\n{self.output()}"
             time.sleep(0.2)
+        return started
+
+    def end(self) -> None:
+        """Leave nothing running after a failed test; the output read to its end."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                for pid in self.ranks():
+                    os.kill(int(pid), signal.SIGKILL)
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.reader.join(timeout=60)
+
+
+def test_a_crashed_process_stops_the_others(tmp_path, tiny_model_dir):
+    run = TwoRanks(tmp_path, tiny_model_dir)
+    try:
+        started = run.training()
         os.kill(int(started[-1]), signal.SIGKILL)
         try:
-            proc.wait(timeout=HANG_S)
+            run.proc.wait(timeout=HANG_S)
         except subprocess.TimeoutExpired:
             pytest.fail(f"the surviving rank hangs: training still runs {HANG_S} s after "
-                        f"rank {started[-1]} was killed:\n{output()[-3000:]}")
+                        f"rank {started[-1]} was killed:\n{run.output()[-3000:]}")
     finally:
-        if proc.poll() is None:              # leave nothing running after a failed test
-            with contextlib.suppress(ProcessLookupError):
-                for pid in ranks():
-                    os.kill(int(pid), signal.SIGKILL)
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    reader.join(timeout=60)
-    assert proc.returncode != 0
-    assert "a training process failed" in output()
-    assert not (out / "model").exists(), "nothing half-written"
+        run.end()
+    assert run.proc.returncode != 0
+    assert "a training process failed" in run.output()
+    assert not (run.out / "model").exists(), "nothing half-written"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
@@ -155,50 +169,24 @@ def test_a_stop_of_the_launcher_stops_every_process_with_a_checkpoint(tmp_path, 
     it is passed on through torchrun, so every rank stops, rank 0 saves a checkpoint, and
     the command exits 143 as one process does (the ranks used to train on, unsupervised).
     Killed outright (out of memory), the launcher takes torchrun with it: the same stop."""
-    command, out = workspace(tmp_path, tiny_model_dir, 2)
-    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    params["train"]["epochs"] = 200
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    chunks: list[bytes] = []
-    reader = threading.Thread(target=lambda: chunks.extend(
-        iter(lambda: proc.stdout.read1(65536), b"")), daemon=True)
-    reader.start()
-
-    def output() -> str:
-        return b"".join(chunks).decode(errors="replace")
-
-    def ranks() -> list[str]:
-        return subprocess.run(["pgrep", "-f", f"[-]u -m textclf[.]train .*{out}"],
-                              capture_output=True, text=True).stdout.split()
-
+    run = TwoRanks(tmp_path, tiny_model_dir)
     try:
-        deadline = time.monotonic() + 600
-        while not (TRAINING.search(output()) and len(ranks()) == 2):
-            assert proc.poll() is None, f"training ended before it was stopped:\n{output()}"
-            assert time.monotonic() < deadline, f"2 ranks not training after 600 s:\n{output()}"
-            time.sleep(0.2)
-        proc.send_signal(sig)                        # the launcher alone, not its group
-        code = proc.wait(timeout=HANG_S)
-        assert code == (128 + sig if sig != signal.SIGKILL else -sig), output()[-3000:]
+        run.training()
+        run.proc.send_signal(sig)                    # the launcher alone, not its group
+        code = run.proc.wait(timeout=HANG_S)
+        assert code == (128 + sig if sig != signal.SIGKILL else -sig), run.output()[-3000:]
         deadline = time.monotonic() + HANG_S         # after a kill, the ranks end later
-        while ranks() and time.monotonic() < deadline:
+        while run.ranks() and time.monotonic() < deadline:
             time.sleep(0.2)
     finally:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                for pid in ranks():
-                    os.kill(int(pid), signal.SIGKILL)
-                proc.kill()
-            proc.wait()
-    reader.join(timeout=60)
-    assert ranks() == [], "a training process outlived the command"
-    assert output().count("train: stopped by SIGTERM") == 1, output()[-3000:]
+        run.end()
+    output = run.output()
+    assert run.ranks() == [], "a training process outlived the command"
+    assert output.count("train: stopped by SIGTERM") == 1, output[-3000:]
     if sig == signal.SIGTERM:     # killed outright, torchrun's own logging may complain
-        assert "Traceback" not in output(), output()[-3000:]
-    assert len(list((out / "ckpt").glob("*.pt"))) == 1
-    assert not (out / "model").exists()
+        assert "Traceback" not in output, output[-3000:]
+    assert len(list((run.out / "ckpt").glob("*.pt"))) == 1
+    assert not (run.out / "model").exists()
 
 
 def test_a_bad_split_file_is_named_once_before_any_process_starts(tmp_path, tiny_model_dir,
