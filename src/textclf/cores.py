@@ -15,6 +15,12 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def threads_asked(env=os.environ) -> int | None:
+    """OMP_NUM_THREADS as a whole number, None where unset or not one."""
+    value = env.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isascii() and value.isdigit() else None
+
+
 def threads_each(processes: int, threads: int | None = None) -> int:
     """OMP_NUM_THREADS for each of `processes` that run at once: their share of `threads`
     (default: the available cores), at least 1."""

@@ -90,7 +90,7 @@ import traceback
 from pathlib import Path
 from typing import Optional
 
-from textclf.cores import available_cores
+from textclf.cores import available_cores, threads_asked
 from textclf.errors import UserError, exits_on_user_error
 from textclf.flags import integer, number
 from textclf.params import PRECISIONS
@@ -113,8 +113,8 @@ def default_threads(workers: int = 1) -> int:
     """OMP_NUM_THREADS when set, else one less than the cores this process may use (at
     least 1): the event loop keeps a core for HTTP, JSON and the log. With several worker
     processes, each takes its share of the cores (at least 1)."""
-    if (threads := os.environ.get("OMP_NUM_THREADS", "")).isascii() and threads.isdigit():
-        return max(int(threads), 1)
+    if (threads := threads_asked()) is not None:
+        return max(threads, 1)
     cores = available_cores()
     return max(cores - 1 if workers == 1 else cores // workers, 1)
 

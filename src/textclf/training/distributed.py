@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from textclf.cores import threads_each
+from textclf.cores import threads_asked, threads_each
 
 # A rank that dies leaves the others waiting in a collective; torchrun stops them when it
 # sees the failure, and this timeout bounds the wait if it cannot.
@@ -49,7 +49,7 @@ def launch(processes: int, argv: list[str]) -> int:
     twice (from the terminal and from torchrun), the second meaning "stop now"."""
     env = dict(os.environ)
     # On a CPU, N processes share the cores (or the threads asked for): each its share.
-    env["OMP_NUM_THREADS"] = str(threads_each(processes, _whole(env.get("OMP_NUM_THREADS"))))
+    env["OMP_NUM_THREADS"] = str(threads_each(processes, threads_asked(env)))
     command = [sys.executable, "-m", __name__, "--standalone",
                f"--nproc-per-node={processes}", "-m", "textclf.train", *argv]
     print(f"train: starting {processes} processes (torch.distributed, "
@@ -110,10 +110,6 @@ def torchrun_main() -> None:
     except ChildFailedError as failed:
         codes = [failure.exitcode for failure in failed.failures.values()]
         raise SystemExit(next((c for c in codes if c > 0), 1)) from None
-
-
-def _whole(value) -> int:
-    return int(value) if value and value.strip().isascii() and value.strip().isdigit() else 0
 
 
 @dataclass(frozen=True)
