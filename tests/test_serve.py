@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import http.client
 import json
 import queue
 import random
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -404,6 +406,44 @@ def test_sigterm_lets_requests_in_flight_finish(model_folder, tmp_path):
             httpx.get(f"{url}/v2/health/live", timeout=2)
     logged = [json.loads(line) for p in logs.iterdir() for line in p.read_text().splitlines()]
     assert [line["text"] for line in logged] == ["in flight"]
+
+
+@pytest.mark.slow
+def test_a_request_on_its_way_when_the_server_stops_is_answered_not_dropped(model_folder,
+                                                                         tmp_path):
+    """uvicorn closes idle connections the moment it stops: a client that had just
+    connected, or was sending its next request on a kept-alive connection, got no answer
+    (seen in rolling restarts). They get a moment (connections.DRAIN_SECONDS) for that
+    request, answered with `connection: close`."""
+    with process_server(["--model", str(model_folder), "--no-log"], tmp_path) as (url, proc):
+        where = httpx.URL(url)
+        just_connected = http.client.HTTPConnection(where.host, where.port, timeout=30)
+        just_connected.connect()
+        kept_alive = http.client.HTTPConnection(where.host, where.port, timeout=30)
+        kept_alive.request("POST", "/predict", body=json.dumps({"texts": ["first"]}),
+                           headers={"Content-Type": "application/json"})
+        first = kept_alive.getresponse()
+        assert first.status == 200 and first.getheader("connection") != "close"
+        first.read()
+        proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:     # stopped listening: shutdown has begun
+            try:
+                socket.create_connection((where.host, where.port), timeout=1).close()
+            except ConnectionRefusedError:
+                break
+            time.sleep(0.02)
+        else:
+            pytest.fail("the server kept accepting connections after SIGTERM")
+        for connection, text in [(just_connected, "on its way"), (kept_alive, "next")]:
+            connection.request("POST", "/predict", body=json.dumps({"texts": [text]}),
+                               headers={"Content-Type": "application/json"})
+            answer = connection.getresponse()
+            assert answer.status == 200
+            assert answer.getheader("connection") == "close"
+            assert json.loads(answer.read())["predictions"][0]["label"] in LABELS
+            connection.close()
+        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
 
 
 def test_a_missing_model_folder_exits_2_with_one_line(capsys):

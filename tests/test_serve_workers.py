@@ -246,13 +246,9 @@ def test_a_killed_worker_is_replaced(model_folder, tmp_path):
 
 
 @pytest.mark.slow
-# A known defect, seen once in three fresh-clone CI runs (2026-12-05): when uvicorn retires
-# an old worker, a connection that worker had accepted but whose request it had not yet
-# read is closed unanswered (uvicorn closes "idle" connections at shutdown), and the client
-# gets httpx.ReadError. Only that error is tolerated; a refusal, a wrong version or an old
-# worker left running still fails the test.
-@pytest.mark.xfail(raises=httpx.TransportError, strict=False,
-                   reason="a rolling restart can close a just-accepted connection unanswered")
+# Failed once in three fresh-clone CI runs (2026-12-05) before connections drained: a
+# connection the retired worker had accepted, its request not yet read, was closed
+# unanswered (test_serve.py::test_a_request_on_its_way_when_the_server_stops_is_answered...).
 def test_sighup_replaces_the_workers_one_at_a_time_with_the_folder_as_it_is_now(
         tiny_model_dir, model_folder, tmp_path):
     """uvicorn's rolling restart: a new worker starts and is ready before an old one

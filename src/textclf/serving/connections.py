@@ -12,7 +12,12 @@ descriptors, and health checks and `/predict` time out. `ConnectionGuard` closes
 - a request's body must arrive within `request_timeout` seconds of its headers, else 408;
   a body over `max_body_bytes` (`--max-body-mb`) is refused with 413 before it is read
   whole: at once when its Content-Length says so, as soon as it passes the limit when it
-  is chunked (`body_limits`).
+  is chunked (`body_limits`);
+- when the server stops (SIGTERM, or a worker retired by a rolling restart), a connection
+  with no request in flight is not closed at once, as uvicorn does: a client that has just
+  connected, or sent its next request on a kept-alive connection, may have its request on
+  the way, and closing would leave it with no answer at all. It gets `drain_seconds` for
+  that request, which is answered with `connection: close`; then it is closed.
 
 How: uvicorn takes the class of its HTTP protocol as a setting (`uvicorn.Config(http=...)`);
 `protocol_class` wraps its h11 protocol in one that counts connections and arms a timer,
@@ -31,7 +36,7 @@ import asyncio
 import json
 import logging
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 from textclf.serving.protocol import ServeError
 
@@ -39,14 +44,19 @@ log = logging.getLogger("textclf.serve")
 REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
            b"connection: close\r\ncontent-length: %d\r\n\r\n%s")
 REFUSAL_BODY = b'{"error": "too many open connections (--max-connections); try again"}'
+# How long an idle connection stays open once the server stops, for a request already on
+# its way (module docstring); it counts against --grace-seconds, which is at least 1 s.
+DRAIN_SECONDS = 1.0
 
 
 class ConnectionGuard:
     """The open connections of one server and the rules they live by (module docstring)."""
 
-    def __init__(self, max_connections: int, request_timeout: float):
+    def __init__(self, max_connections: int, request_timeout: float,
+                 drain_seconds: float = DRAIN_SECONDS):
         self.max_connections = max_connections
         self.request_timeout = request_timeout
+        self.drain_seconds = drain_seconds
         self.open: dict[tuple, "_Connection"] = {}
         self.refused = 0     # connections answered 503 for being one too many
         self.timed_out = 0   # connections closed for not completing a request in time
@@ -56,9 +66,19 @@ class ConnectionGuard:
         HTTP protocol class), guarded."""
         guard = self
 
+        class Draining(inner):
+            """uvicorn's protocol, whose `shutdown` (the server calls it when it stops)
+            goes through the connection's `drain`."""
+            connection: "_Connection"
+
+            def shutdown(self) -> None:
+                self.connection.drain(super().shutdown)
+
         class Guarded(_Connection):
             def __init__(self, **kwargs):
-                super().__init__(guard, inner(**kwargs), kwargs.get("_loop"))
+                protocol = Draining(**kwargs)
+                super().__init__(guard, protocol, kwargs.get("_loop"))
+                protocol.connection = self
 
         return Guarded
 
@@ -75,6 +95,7 @@ class _Connection(asyncio.Protocol):
         self.inner = inner
         self.loop = loop or asyncio.get_event_loop()
         self.busy = 0                    # requests of this connection being answered
+        self.draining = False            # the server stops: answer, then close
         self.idle_since = time.monotonic()
         self.peer: Optional[tuple] = None
         self.transport: Optional[asyncio.Transport] = None
@@ -103,6 +124,20 @@ class _Connection(asyncio.Protocol):
             return
         left = self.guard.request_timeout - (0 if self.busy else waited)
         self.timer = self.loop.call_later(max(left, 0.05), self._check)
+
+    def drain(self, close: Callable[[], None]) -> None:
+        """The server stops. `close` is uvicorn's own shutdown of this connection: closed
+        now if idle, else after the answer in flight. An idle one is given
+        `drain_seconds` first for a request on its way (module docstring)."""
+        self.draining = True
+        if self.busy or self.transport is None or self.transport.is_closing():
+            close()
+            return
+        self.loop.call_later(self.guard.drain_seconds, self._close_drained, close)
+
+    def _close_drained(self, close: Callable[[], None]) -> None:
+        if not self.transport.is_closing():   # not already closed after its answer
+            close()
 
     def request_started(self) -> None:
         self.busy += 1
@@ -148,6 +183,7 @@ def body_limits(app, guard: Optional[ConnectionGuard], max_body_bytes: int,
         connection = guard.connection(scope) if guard is not None else None
         if connection is not None:
             connection.request_started()
+            send = _closing_when_drained(send, connection)
         try:
             await app(scope, _limited(receive, max_body_bytes, request_timeout), send)
         finally:
@@ -155,6 +191,20 @@ def body_limits(app, guard: Optional[ConnectionGuard], max_body_bytes: int,
                 connection.request_finished()
 
     return middleware
+
+
+def _closing_when_drained(send, connection: _Connection):
+    """`send`, adding `connection: close` to the answer when the server is stopping, so
+    that the client opens its next connection to a server that stays."""
+
+    async def closing_send(message):
+        if message["type"] == "http.response.start" and connection.draining:
+            headers = [(name, value) for name, value in message.get("headers", ())
+                       if name.lower() != b"connection"]
+            message = {**message, "headers": [*headers, (b"connection", b"close")]}
+        await send(message)
+
+    return closing_send
 
 
 def _limited(receive, max_body_bytes: int, request_timeout: float):
