@@ -15,8 +15,8 @@ from serve_harness import build_model_folder, thread_server
 from textclf import feedback as command
 from textclf.errors import UserError
 from textclf.metrics import macro_f1
-from textclf.monitoring.live import (NO_DROP, TOO_FEW, WORSE, bootstrap_macro_f1, join,
-                                     live_summary, logged_requests, read_feedback,
+from textclf.monitoring.answers import join, logged_requests, read_feedback
+from textclf.monitoring.live import (NO_DROP, TOO_FEW, WORSE, bootstrap_macro_f1, live_summary,
                                      wilson_interval)
 from textclf.serving.feedback import (MAX_ITEMS, AnsweredRequests, FeedbackItem, FeedbackLog,
                                       checked_feedback, feedback_lines)

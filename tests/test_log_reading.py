@@ -10,8 +10,8 @@ import pytest
 
 from textclf.errors import UserError
 from textclf.monitoring.inputs import read_prediction_logs
-from textclf.monitoring.live import (join, live_summary, logged_requests, read_feedback,
-                                     scan_predictions)
+from textclf.monitoring.answers import join, logged_requests, read_feedback, scan_predictions
+from textclf.monitoring.live import live_summary
 from textclf.monitoring.log_reading import (CUT, GLUED, DamagedLines, LogLine, json_record,
                                             log_lines)
 from textclf.serving.feedback import AnsweredRequests, FeedbackItem, FeedbackLog, feedback_lines

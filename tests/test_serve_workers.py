@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from serve_harness import (TEXTCLF, build_model_folder, json_response, process_server,
                            send_json)
-from textclf.monitoring.live import logged_requests, read_feedback
+from textclf.monitoring.answers import logged_requests, read_feedback
 from textclf.serving.feedback import AnsweredRequests
 from textclf.serving.log import FIELDS, PredictionLog, log_lines
 

@@ -31,8 +31,8 @@ from pathlib import Path
 
 from textclf.errors import UserError, exits_on_user_error
 from textclf.flags import integer
-from textclf.monitoring.live import (FEEDBACK_FOLDER, MIN_LABELS, live_summary,
-                                     read_test_accuracy)
+from textclf.monitoring.answers import FEEDBACK_FOLDER
+from textclf.monitoring.live import MIN_LABELS, live_summary, read_test_accuracy
 from textclf.monitoring.log_reading import DamagedLines, prediction_logs
 from textclf.outputs import atomic_file, check_outputs, write_json
 

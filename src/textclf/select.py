@@ -44,7 +44,7 @@ from textclf.flags import integer, number
 from textclf.model.embeddings import sentence_embeddings
 from textclf.model.loading import weights_version
 from textclf.monitoring.inputs import log_record
-from textclf.monitoring.live import read_feedback, scan_predictions
+from textclf.monitoring.answers import read_feedback, scan_predictions
 from textclf.monitoring.log_reading import DamagedLines, json_record, prediction_logs
 from textclf.monitoring.selection import (DEFAULT_STRATEGY, MAX_SIMILARITY, POOL_FACTOR,
                                           STRATEGIES, select, unseen_rows)

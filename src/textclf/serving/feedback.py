@@ -1,5 +1,5 @@
 """Labels for answered texts: what `POST /feedback` accepts, which requests it knows, and
-the feedback log it appends to (the schema is in textclf.monitoring.live, which reads it).
+the feedback log it appends to (the schema is in textclf.monitoring.answers, which reads it).
 
 A label names a text by the request's id (`request_id`: the `id` of the answer) and the
 text's position in that request (`index`, from 0). The body is one such object or a list
@@ -34,9 +34,9 @@ from pydantic import (BaseModel, ConfigDict, StrictInt, StrictStr, StringConstra
 
 from textclf.canonical import canonical_text
 from textclf.errors import UserError
-from textclf.monitoring.live import (FEEDBACK_FOLDER, log_files, request_lines,
-                                       request_sizes, scan_predictions)
-from textclf.monitoring.log_reading import DamagedLines, LogLine
+from textclf.monitoring.answers import (FEEDBACK_FOLDER, request_lines, request_sizes,
+                                        scan_predictions)
+from textclf.monitoring.log_reading import DamagedLines, LogLine, log_files
 from textclf.serving.log import DailyLog
 from textclf.serving.protocol import MAX_ID_CHARS, ServeError, validation_error
 
@@ -119,7 +119,7 @@ class LogTail:
 
 def _requests(lines: bytes, path: Path) -> list[tuple[str, int, tuple[str, ...]]]:
     """(request_id, texts, classes) per request of whole prediction log `lines` read from `path`,
-    grouped as the drift report groups them (textclf.monitoring.live.request_lines).
+    grouped as the drift report groups them (textclf.monitoring.answers.request_lines).
     Damaged lines are skipped (the drift report counts them)."""
     numbered = ((LogLine(path, number), line)
                 for number, line in enumerate(lines.splitlines(), start=1) if line.strip())

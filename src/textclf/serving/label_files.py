@@ -29,8 +29,9 @@ from textclf.canonical import canonical_text, normalize_label
 from textclf.data.dataset import DataError, check_readable, read_table
 from textclf.data.label_studio import read_export
 from textclf.errors import UserError
-from textclf.monitoring.live import (LoggedText, answered_request, log_files,
-                                     logged_requests, logged_text, scan_predictions)
+from textclf.monitoring.answers import (LoggedText, answered_request, logged_requests,
+                                        logged_text, scan_predictions)
+from textclf.monitoring.log_reading import log_files
 from textclf.serving.feedback import FeedbackItem
 
 ERRORS_SHOWN = 20
