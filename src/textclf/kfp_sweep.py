@@ -36,8 +36,9 @@ from typing import Any, Callable
 from textclf.cores import threads_each
 from textclf.errors import UserError, exits_on_user_error
 from textclf.flags import integer, positive_int
+from textclf.params import parse_yaml
 from textclf.sweeps.grid import DEFAULT_MAX_POINTS, check_keys, check_sweep_name, \
-    committed_text, grid_points, load_params
+    committed_text, grid_points
 from textclf.sweeps.remote_settings import check_remote_settings, check_url
 from textclf.sweeps.scratch import scratch_for_tasks
 from textclf.sweeps.stop import stopped_cleanly
@@ -128,7 +129,7 @@ def params_reader(cwd: Path, revision: str) -> Callable[[str], Any]:
                             f"{revision[:12]} as this clone knows it nor in {cwd}; run "
                             "from the project's clone (`git fetch` the commit first)")
         try:
-            read[path] = load_params(text)
+            read[path] = parse_yaml(text)
         except YAMLError as err:
             raise UserError(f"-S: {path} of {revision[:12]} is not valid YAML: {err}") from None
         return read[path]

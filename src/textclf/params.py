@@ -190,12 +190,18 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except FileNotFoundError:
         raise ParamsError(f"{path}: file not found") from None
     try:
-        # The call DVC makes (dvc.utils.serialize.parse_yaml): YAML 1.2.
-        raw = YAML(typ="safe").load(text)
+        raw = parse_yaml(text)
     except RuamelYAMLError as err:
         raise ParamsError(f"{path}{yaml_problem(err)}") from None
     _refuse_ambiguous(raw, _load_yaml_1_1(text), str(path), key="")
     return params_from_dict(raw, source=str(path))
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML as DVC reads params.yaml, dvc.yaml and dvc.lock (the call
+    dvc.utils.serialize.parse_yaml makes): YAML 1.2, so `1e-4` is a number and `yes` a
+    string. Raises ruamel's YAMLError on bad syntax (`yaml_problem` says it in one line)."""
+    return YAML(typ="safe").load(text)
 
 
 def yaml_problem(err: Exception) -> str:

@@ -17,6 +17,7 @@ from typing import Any, Iterable
 import yaml
 
 from textclf.errors import UserError
+from textclf.params import parse_yaml
 
 CURVES = {"loss": "training loss", "val_accuracy": "validation accuracy",
           "val_f1_macro": "validation macro-F1"}
@@ -146,10 +147,8 @@ def stale_deps(fs, lock: dict) -> str:
 
 
 def load_yaml(text: str | None) -> dict:
-    """YAML 1.2, as DVC reads params.yaml and dvc.lock (so `1e-4` is a number)."""
-    from ruamel.yaml import YAML
-
-    return (YAML(typ="safe", pure=True).load(text) if text else None) or {}
+    """A params.yaml or dvc.lock as DVC reads it (textclf.params.parse_yaml); {} if absent."""
+    return (parse_yaml(text) if text else None) or {}
 
 
 def to_yaml(value: Any) -> str:

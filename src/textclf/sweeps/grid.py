@@ -153,14 +153,6 @@ def committed_text(repo: Path, rev: str, path: str) -> str | None:
     return shown.stdout if shown.returncode == 0 else None
 
 
-def load_params(text: str) -> Any:
-    """A params file's content as DVC reads it (YAML 1.2, which JSON is a subset of);
-    raises ruamel's YAMLError on bad syntax."""
-    from ruamel.yaml import YAML
-
-    return YAML(typ="safe").load(text)
-
-
 def _lookup(data: Any, key: str) -> Any:
     """The value at a dotted key, or _MISSING."""
     node = data

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 
-from textclf.sweeps.grid import committed_text, load_params, overrides_hold
+from textclf.params import parse_yaml
+from textclf.sweeps.grid import committed_text, overrides_hold
 from textclf.sweeps.results import PointResult, flatten_numbers
 from textclf.sweeps.stages import confusion_plot, labels_files, metrics_files, pull_targets
 from textclf.sweeps.stop import run_in_own_group, stopped_by_signals
@@ -115,7 +115,7 @@ def configure_remote(job: PointJob, clone: Path) -> str:
 
 def pull_inputs(job: PointJob, clone: Path, remote: str) -> None:
     """Pull what the stages that do not re-run produced; a missing object just re-runs."""
-    dvc_yaml = yaml.safe_load((clone / "dvc.yaml").read_text(encoding="utf-8")) or {}
+    dvc_yaml = dvc_yaml_of(clone)
     tracked = _run("git ls-files", ["git", "ls-files", "*.dvc"], clone, _env(job)).split()
     targets = pull_targets(dvc_yaml, list(job.overrides), tracked)
     if targets == []:
@@ -138,7 +138,7 @@ def read_committed(clone: Path, rev: str) -> Callable[[str], Any]:
     def content(path: str) -> Any:
         text = committed_text(clone, rev, path)
         try:
-            return None if text is None else load_params(text)
+            return None if text is None else parse_yaml(text)
         except YAMLError:
             return None
 
@@ -166,7 +166,7 @@ def take_pushed(job: PointJob, clone: Path, rev: str, remote: str) -> None:
     """The clone at the earlier experiment's commit, with the label order its stages
     wrote (a DVC output: pulled; without it the confusion matrix orders labels by name)."""
     _run("git checkout", ["git", "checkout", "-q", "--detach", rev], clone, _env(job))
-    dvc_yaml = yaml.safe_load((clone / "dvc.yaml").read_text(encoding="utf-8")) or {}
+    dvc_yaml = dvc_yaml_of(clone)
     if labels_files(dvc_yaml):
         run_in_own_group(["dvc", "pull", "-r", remote, *labels_files(dvc_yaml)], clone,
                          _env(job))
@@ -208,7 +208,7 @@ def label_order(path: Path) -> list[str]:
 def read_scores(clone: Path, extra_metrics: tuple[str, ...] = ()
                 ) -> tuple[dict[str, float], tuple[str, ...], tuple]:
     """Metrics of the workspace (flattened, per file), confusion labels and matrix."""
-    dvc_yaml = yaml.safe_load((clone / "dvc.yaml").read_text(encoding="utf-8")) or {}
+    dvc_yaml = dvc_yaml_of(clone)
     metrics: dict[str, float] = {}
     for path in dict.fromkeys([*metrics_files(dvc_yaml), *extra_metrics]):
         if (clone / path).is_file():
@@ -254,3 +254,7 @@ def run_point(job: PointJob) -> PointResult:
     return PointResult(job.name, job.overrides, "success", rev=rev, stages_run=ran,
                        metrics=metrics, labels=labels, confusion=matrix)
 
+
+def dvc_yaml_of(clone: Path) -> dict:
+    """The clone's dvc.yaml, as DVC reads it."""
+    return parse_yaml((clone / "dvc.yaml").read_text(encoding="utf-8")) or {}
