@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_report import experiment
+from experiment_records import experiment
 from textclf.report import compare, render_html, render_markdown, to_json
 from textclf.reporting.replicates import recipe_names, replicate_groups
 
