@@ -69,6 +69,9 @@ def test_health_and_metadata(server, model_folder):
     assert httpx.get(f"{url}/v2/health/live").json() == {"live": True}
     assert httpx.get(f"{url}/v2/health/ready").json() == {"ready": True}
     assert httpx.get(f"{url}/v2/models/clf/ready").json() == {"name": "clf", "ready": True}
+    for path in ["/v2/health/live", "/v2/health/ready", "/v2/models/clf/ready"]:
+        head = httpx.head(f"{url}{path}")     # what some load balancers' health checks send
+        assert (head.status_code, head.content) == (200, b"")
     meta = httpx.get(f"{url}/v2/models/clf").json()
     assert meta["name"] == "clf"
     assert meta["versions"] == [f"sha256:{weights_sha256(model_folder)}"]

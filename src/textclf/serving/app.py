@@ -135,14 +135,14 @@ def create_app(repository: ModelRepository, batcher: DynamicBatcher, limits: Lim
     async def server_metadata():
         return {"name": "textclf", "version": __version__, "extensions": []}
 
-    @app.get("/v2/health/live")
+    @app.api_route("/v2/health/live", methods=["GET", "HEAD"])
     async def live():
         return {"live": True}
 
     def serving() -> bool:
         return batcher.running and (group is None or group.all_ready())
 
-    @app.get("/v2/health/ready")
+    @app.api_route("/v2/health/ready", methods=["GET", "HEAD"])
     async def ready():
         return JSONResponse({"ready": serving()}, 200 if serving() else 503)
 
@@ -152,8 +152,8 @@ def create_app(repository: ModelRepository, batcher: DynamicBatcher, limits: Lim
         known(name, version)
         return model_metadata(repository.current.served)
 
-    @app.get("/v2/models/{name}/ready")
-    @app.get("/v2/models/{name}/versions/{version}/ready")
+    @app.api_route("/v2/models/{name}/ready", methods=["GET", "HEAD"])
+    @app.api_route("/v2/models/{name}/versions/{version}/ready", methods=["GET", "HEAD"])
     async def model_ready(name: str, version: Optional[str] = None):
         known(name, version)
         return JSONResponse({"name": name, "ready": serving()}, 200 if serving() else 503)
