@@ -338,6 +338,97 @@ def test_a_failing_text_fails_only_its_own_request():
     assert isinstance(failed, ValueError)
 
 
+def test_a_cancelled_request_costs_no_forward_pass():
+    """At shutdown uvicorn cancels the requests still waiting when --grace-seconds runs
+    out, and a client may leave: their queued texts are not classified (a server given 2 s
+    of grace went on computing abandoned batches for 35 s)."""
+    started, release = threading.Event(), threading.Event()
+    seen = []
+
+    class HeldEngine(LengthEngine):
+        def probabilities(self, texts):
+            seen.append(list(texts))
+            started.set()
+            release.wait(30)
+            return super().probabilities(texts)
+
+    batcher = DynamicBatcher(HeldEngine(), BatchSettings(max_batch_size=1, max_wait_ms=0))
+
+    async def main():
+        batcher.start()
+        try:
+            first = asyncio.ensure_future(batcher.classify(["running"]))
+            await asyncio.get_running_loop().run_in_executor(None, started.wait, 30)
+            abandoned = asyncio.ensure_future(batcher.classify(["abandoned"]))
+            await asyncio.sleep(0.05)                 # queued behind the running batch
+            abandoned.cancel()
+            await asyncio.sleep(0.05)
+            release.set()
+            kept = await batcher.classify(["kept"])
+            return await first, kept, abandoned.cancelled()
+        finally:
+            release.set()
+            batcher.stop()
+
+    first, kept, cancelled = asyncio.run(main())
+    assert cancelled and seen == [["running"], ["kept"]]
+    assert first[1].tolist() == [[7, 1]] and kept[1].tolist() == [[4, 1]]
+
+
+class FakeTransport:
+    def __init__(self, peer):
+        self.peer, self.closed = peer, False
+
+    def get_extra_info(self, name):
+        return self.peer if name == "peername" else None
+
+    def is_closing(self):
+        return self.closed
+
+    def close(self):
+        self.closed = True
+
+
+class FakeHttp:
+    """Stands in for uvicorn's HTTP protocol: what the server calls on it."""
+    def __init__(self, **kwargs):
+        self.shut = 0
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def connection_lost(self, exc):
+        pass
+
+    def shutdown(self):                  # uvicorn's: an idle connection is closed at once
+        self.shut += 1
+        self.transport.close()
+
+
+def test_a_connection_accepted_as_the_server_stops_is_drained_too():
+    """uvicorn tells the connections it knows when it stops; one accepted in the same
+    moment (its connection_made still queued) was missed and served as usual until
+    --grace-seconds ran out. It is drained like the others."""
+    from textclf.serving.connections import ConnectionGuard
+
+    async def main():
+        guard = ConnectionGuard(max_connections=10, request_timeout=30, drain_seconds=0.05)
+        http = guard.protocol_class(FakeHttp)
+        known = http(_loop=asyncio.get_running_loop())
+        known.connection_made(FakeTransport(("127.0.0.1", 1)))
+        known.inner.shutdown()           # what uvicorn's server does when it stops
+        assert known.draining and not known.transport.closed     # given its moment
+        late = http(_loop=asyncio.get_running_loop())
+        late.connection_made(FakeTransport(("127.0.0.1", 2)))
+        assert late.draining             # answers carry connection: close from now on
+        await asyncio.sleep(0.2)
+        return known, late
+
+    known, late = asyncio.run(main())
+    assert known.transport.closed and late.transport.closed
+    assert known.inner.shut == late.inner.shut == 1
+
+
 def test_prediction_log_rolls_by_day_and_size_and_resumes(tmp_path):
     day = dt.datetime(2026, 11, 28, 23, 59, tzinfo=dt.timezone.utc)
     lines = log_lines(day, "r1", "v1", ["a text"],

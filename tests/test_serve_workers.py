@@ -212,9 +212,24 @@ def test_sigterm_lets_every_worker_finish_its_requests(model_folder, tmp_path):
                     for i in range(6)]
         time.sleep(1.5)                  # read by now; answered only after the 4 s wait
         proc.send_signal(signal.SIGTERM)
+        # While the workers finish those, a new client is answered or refused, never
+        # queued on a socket no worker accepts from any more and reset later.
+        probes = []
+        while proc.poll() is None and "refused" not in probes:
+            try:
+                probe = send_json(url, "/v2/health/live", {})
+            except ConnectionRefusedError:
+                probes.append("refused")
+                break
+            try:
+                probes.append(json_response(probe)[0])
+            except (ConnectionError, AssertionError) as err:   # reset, or closed unanswered
+                probes.append(repr(err))
+            time.sleep(0.05)
         answers = [json_response(sock) for sock in requests]
         assert proc.wait(timeout=60) == 0
         output = proc.stdout.read()
+    assert probes[-1] == "refused" and set(probes) <= {200, 405, "refused"}, probes
     assert [status for status, _ in answers] == [200] * 6
     assert output.count("Finished server process") >= 2, output[-3000:]
     logged = sorted(json.loads(line)["text"] for path in logs.glob("predictions-*.jsonl")

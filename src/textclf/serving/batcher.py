@@ -129,7 +129,8 @@ class DynamicBatcher:
         self._worker.start()
 
     def stop(self) -> None:
-        """Finish the jobs already queued, then end the worker thread."""
+        """Finish the jobs already queued (those still awaited), then end the worker
+        thread."""
         if self._worker is not None:
             self._jobs.put(STOP)
             self._worker.join()
@@ -150,7 +151,10 @@ class DynamicBatcher:
         while True:
             batch, carry = take_batch(self._jobs, self.settings, carry)
             stop = batch[-1] is STOP
-            jobs = [job for job in batch if job is not STOP]
+            # A cancelled job's request is gone (its client left, or --grace-seconds ran
+            # out at shutdown): no forward pass for it. Read from this thread, the flag
+            # can be a moment late, which costs only the work it would have saved.
+            jobs = [job for job in batch if job is not STOP and not job.future.cancelled()]
             if jobs:
                 try:
                     self._run(jobs, self.engine)

@@ -36,7 +36,7 @@ import asyncio
 import json
 import logging
 import time
-from typing import Callable, Optional
+from typing import Optional
 
 from textclf.serving.protocol import ServeError
 
@@ -57,6 +57,7 @@ class ConnectionGuard:
         self.max_connections = max_connections
         self.request_timeout = request_timeout
         self.drain_seconds = drain_seconds
+        self.stopping = False  # the server has begun to stop (a connection was drained)
         self.open: dict[tuple, "_Connection"] = {}
         self.refused = 0     # connections answered 503 for being one too many
         self.timed_out = 0   # connections closed for not completing a request in time
@@ -68,11 +69,14 @@ class ConnectionGuard:
 
         class Draining(inner):
             """uvicorn's protocol, whose `shutdown` (the server calls it when it stops)
-            goes through the connection's `drain`."""
+            goes through the connection's `drain`; `uvicorn_shutdown` is uvicorn's own."""
             connection: "_Connection"
 
             def shutdown(self) -> None:
-                self.connection.drain(super().shutdown)
+                self.connection.drain()
+
+            def uvicorn_shutdown(self) -> None:
+                super().shutdown()
 
         class Guarded(_Connection):
             def __init__(self, **kwargs):
@@ -113,6 +117,10 @@ class _Connection(asyncio.Protocol):
         self.guard.open[self.peer] = self
         self.timer = self.loop.call_later(self.guard.request_timeout, self._check)
         self.inner.connection_made(transport)
+        if self.guard.stopping:
+            # Accepted as the server stopped, after it had told its connections so: it
+            # would otherwise be served as usual until --grace-seconds ran out.
+            self.drain()
 
     def _check(self) -> None:
         if self.transport is None or self.transport.is_closing():
@@ -125,19 +133,20 @@ class _Connection(asyncio.Protocol):
         left = self.guard.request_timeout - (0 if self.busy else waited)
         self.timer = self.loop.call_later(max(left, 0.05), self._check)
 
-    def drain(self, close: Callable[[], None]) -> None:
-        """The server stops. `close` is uvicorn's own shutdown of this connection: closed
-        now if idle, else after the answer in flight. An idle one is given
+    def drain(self) -> None:
+        """The server stops. uvicorn's own shutdown of this connection (`uvicorn_shutdown`)
+        closes it now if idle, else after the answer in flight; an idle one is given
         `drain_seconds` first for a request on its way (module docstring)."""
+        self.guard.stopping = True
         self.draining = True
         if self.busy or self.transport is None or self.transport.is_closing():
-            close()
+            self.inner.uvicorn_shutdown()
             return
-        self.loop.call_later(self.guard.drain_seconds, self._close_drained, close)
+        self.loop.call_later(self.guard.drain_seconds, self._close_drained)
 
-    def _close_drained(self, close: Callable[[], None]) -> None:
+    def _close_drained(self) -> None:
         if not self.transport.is_closing():   # not already closed after its answer
-            close()
+            self.inner.uvicorn_shutdown()
 
     def request_started(self) -> None:
         self.busy += 1

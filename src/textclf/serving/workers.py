@@ -1,10 +1,12 @@
 """Several worker processes behind one port (`textclf serve --workers N`).
 
-The parent process is uvicorn's own multiprocess supervisor (`uvicorn.run(...,
-workers=N)`): it binds the port once, spawns N workers that accept on that socket, and
-restarts a worker that dies (uvicorn logs "Child process [PID] died" on stderr). SIGTERM
-or SIGINT to the parent: each worker stops accepting, finishes its requests in flight (up
-to `--grace-seconds`) and exits, then the parent exits 0. SIGHUP to the parent: uvicorn
+The parent process is uvicorn's own multiprocess supervisor (what `uvicorn.run(...,
+workers=N)` runs): it binds the port once, spawns N workers that accept on that socket,
+and restarts a worker that dies (uvicorn logs "Child process [PID] died" on stderr).
+SIGTERM or SIGINT to the parent: it closes its copy of the socket, each worker stops
+accepting, finishes its requests in flight (up to `--grace-seconds`) and exits, then the
+parent exits 0; from the moment no worker accepts, the port refuses new connections
+(`ClosingSupervisor`, the one change to uvicorn's supervisor). SIGHUP to the parent: uvicorn
 replaces the workers one at a time, each new one started and ready before the old one
 stops, so they load the model folder as it is now without downtime; a new worker that
 fails to start leaves the old ones serving. A worker that fails before it serves (a
@@ -154,6 +156,25 @@ def use_protocol(guarded: type) -> None:
     WorkerHttp.guarded = guarded
 
 
+def _supervisor_class():
+    from uvicorn.supervisors import Multiprocess
+
+    class ClosingSupervisor(Multiprocess):
+        """uvicorn's supervisor, except that when the server stops it closes its own copy
+        of the listening socket before it stops the workers. uvicorn's keeps it until
+        every worker has exited, so a client connecting once the workers had stopped
+        accepting (while they finished their requests in flight) was queued on a socket
+        no one would accept from, then reset when the parent exited; now the port refuses
+        it at once, as a lone server's does, and the client can go elsewhere."""
+
+        def terminate_all(self) -> None:      # called only when the server stops
+            for sock in self.sockets:
+                sock.close()
+            super().terminate_all()
+
+    return ClosingSupervisor
+
+
 def run_parent(workers: int, settings: dict, app: str) -> None:
     """Serve `app` (a factory's import path) from `workers` processes on the port in
     `settings` (serve's flags); returns when they have stopped. UserError if they could
@@ -165,11 +186,14 @@ def run_parent(workers: int, settings: dict, app: str) -> None:
         group.metrics.mkdir()
         os.environ[METRICS_ENV] = str(group.metrics)
         os.environ[GROUP_ENV] = group.to_env(settings)
-        uvicorn.run(app, factory=True, workers=workers, host=settings["host"],
-                    port=settings["port"], http=f"{__name__}:WorkerHttp",
-                    loop=settings["loop"], lifespan="on", access_log=settings["access_log"],
-                    timeout_graceful_shutdown=settings["grace_seconds"],
-                    timeout_worker_healthcheck=START_SECONDS)
+        # What uvicorn.run(app, workers=N, ...) does, with the supervisor below.
+        config = uvicorn.Config(app, factory=True, workers=workers, host=settings["host"],
+                                port=settings["port"], http=f"{__name__}:WorkerHttp",
+                                loop=settings["loop"], lifespan="on",
+                                access_log=settings["access_log"],
+                                timeout_graceful_shutdown=settings["grace_seconds"],
+                                timeout_worker_healthcheck=START_SECONDS)
+        _supervisor_class()(config, sockets=[config.bind_socket()]).run()
         error, replaced = group.startup_error(), group.replacement_error()
     finally:
         shutil.rmtree(group.folder, ignore_errors=True)
