@@ -275,14 +275,21 @@ def test_import_by_id_by_text_and_from_label_studio(tmp_path, capsys):
                                             "to_name": "text",
                                             "value": {"choices": ["neg"]}}]},
                                {"was_cancelled": True, "result": []}]},
-              {"id": 2, "data": {"text": "Great  phone"}, "annotations": []}]
+              {"id": 2, "data": {"text": "Great  phone"}, "annotations": []},
+              # no text: request_id and index say which (docs/feedback.md); a
+              # was_cancelled that is not true does not cancel
+              {"id": 3, "data": {"request_id": "a", "index": 0},
+               "annotations": [{"was_cancelled": "no", "result": [
+                   {"type": "choices", "value": {"choices": ["pos"]}}]}]}]
     (tmp_path / "export.json").write_text(json.dumps(studio))
-    for name in ("ids.csv", "texts.jsonl", "export.json"):
+    (tmp_path / "checked.csv").write_text("request_id,index,text,label\na,1,bad  case,neg\n")
+    for name in ("ids.csv", "texts.jsonl", "export.json", "checked.csv"):
         command.main(["import", str(tmp_path / name), "--log-dir", str(tmp_path)])
     assert "1 tasks without an annotation skipped" in capsys.readouterr().err
     assert [(f.request_id, f.index, f.label, f.source) for f in read_feedback(tmp_path)] == [
         ("a", 1, "pos", "import:ids.csv"), ("b", 0, "pos", "import:texts.jsonl"),
-        ("a", 1, "neg", "import:export.json")]
+        ("a", 1, "neg", "import:export.json"), ("a", 0, "pos", "import:export.json"),
+        ("a", 1, "neg", "import:checked.csv")]
 
 
 def test_every_bad_import_row_is_listed_at_once_in_file_order(tmp_path, capsys):
@@ -335,10 +342,20 @@ def test_import_refuses_a_file_where_the_feedback_folder_goes(tmp_path, capsys):
     ("ls.json", json.dumps([{"annotations": []}]), "ls.json, task 1, field 'data'"),
     ("ls.json", json.dumps({"tasks": []}), "expected a Label Studio JSON export"),
     ("ls.json", "[{", "not a Label Studio JSON export"),
+    ("ls.json", "[" * 100_000, "not a Label Studio JSON export (nested too deeply"),
+    ("rows.csv", "request_id,index,text,label\na,1,a text 0,pos\n",
+     "rows.csv, row 1, field 'text': 'a text 0' is not text 1 of request 'a', which was "
+     "'a text 1'"),
+    ("rows.csv", "request_id,index,label\ntwice,0,pos\n",
+     "rows.csv, row 1, field 'request_id': 'twice' was answered 2 times with different "
+     "texts at index 0"),
 ])
 def test_bad_import_rows_are_one_line_errors_and_nothing_is_written(tmp_path, capsys, name,
                                                                     content, names):
     log_request(tmp_path, "a", ["pos", "neg"])
+    log_request(tmp_path, "twice", ["pos"], texts=["first text"])     # clients may reuse ids
+    log_request(tmp_path, "twice", ["pos"], when=T0 + dt.timedelta(minutes=1),
+                texts=["second text"])
     (tmp_path / name).write_text(content)
     with pytest.raises(SystemExit) as exited:
         command.main(["import", str(tmp_path / name), "--log-dir", str(tmp_path)])
@@ -370,6 +387,8 @@ def test_report_command_writes_markdown_and_metrics_and_fails_on_worse(tmp_path)
     ("no logs in the folder", "no prediction logs (predictions-YYYY-MM-DD[-N].jsonl) in it"),
     ("metrics over the test metrics", "--metrics"),
     ("a file where the report's folder goes", "is a file, not a folder"),
+    ("the report over the prediction log", "is the --log-dir file"),
+    ("the metrics over the feedback log", "is the --log-dir file"),
 ])
 def test_report_command_refuses_before_writing_anything(tmp_path, capsys, case, message):
     labelled_log(tmp_path / "logs", 20, 20)
@@ -377,8 +396,13 @@ def test_report_command_refuses_before_writing_anything(tmp_path, capsys, case, 
     (tmp_path / "test.json").write_text('{"accuracy": 0.9}')
     argv = {"no logs in the folder": ["--log-dir", tmp_path / "empty"],
             "metrics over the test metrics": ["--metrics", tmp_path / "test.json"],
-            "a file where the report's folder goes": ["--out", tmp_path / "test.json" / "a.md"]
+            "a file where the report's folder goes": ["--out", tmp_path / "test.json" / "a.md"],
+            "the report over the prediction log": [
+                "--out", next((tmp_path / "logs").glob("predictions-*.jsonl"))],
+            "the metrics over the feedback log": [
+                "--metrics", next((tmp_path / "logs" / "feedback").glob("feedback-*.jsonl"))],
             }[case]
+    logs_before = {p: p.read_bytes() for p in (tmp_path / "logs").rglob("*.jsonl")}
     defaults = ["--log-dir", tmp_path / "logs", "--test-metrics", tmp_path / "test.json",
                 "--out", tmp_path / "live.md", "--metrics", tmp_path / "live.json"]
     with pytest.raises(SystemExit) as exited:
@@ -387,6 +411,7 @@ def test_report_command_refuses_before_writing_anything(tmp_path, capsys, case, 
     assert exited.value.code == 2 and message in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "live.md").exists() and not (tmp_path / "live.json").exists()
     assert (tmp_path / "test.json").read_text() == '{"accuracy": 0.9}'
+    assert {p: p.read_bytes() for p in (tmp_path / "logs").rglob("*.jsonl")} == logs_before
 
 
 def test_report_command_skips_damaged_lines_and_names_them_or_refuses_with_strict(

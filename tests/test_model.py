@@ -161,6 +161,11 @@ def test_unknown_model_name_gives_a_clear_error():
         load_pretrained("no-such-org/no-such-model", LABELS)
 
 
+def test_a_model_name_folder_that_holds_no_model_gives_a_clear_error(tmp_path):
+    with pytest.raises(ModelError, match=f"cannot load model.name '{tmp_path}': "):
+        load_pretrained(str(tmp_path), LABELS)        # transformers raises ValueError here
+
+
 def test_precision_choice(monkeypatch):
     import textclf.model.precision as cpu_precision
 

@@ -134,3 +134,17 @@ def test_outputs_that_would_destroy_an_input_or_fail_late_are_refused(tmp_path, 
     check_outputs([("--out", "new/a.csv"), ("--metrics", "new/a.json")],
                   [("--data", "data.csv")])            # new folders are fine
     assert not Path("new").exists()                     # and nothing was made yet
+    assert sorted(os.listdir(".")) == ["data.csv", "link.csv", "sub"]   # no probe left
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_a_folder_no_file_can_be_made_in_is_refused_before_the_work_even_for_root():
+    """os.access says yes to root everywhere; /proc refuses every new file. The command
+    must say so before its work, not in a traceback after writing its other outputs."""
+    with pytest.raises(UserError, match=re.escape("--metrics /proc/live.json: cannot write "
+                                                  "in /proc")):
+        check_outputs([("--out", "live.md"), ("--metrics", "/proc/live.json")])
+    with pytest.raises(UserError, match=re.escape("/proc/live.json: cannot write there")):
+        with atomic_file("/proc/live.json"):
+            pass
+

@@ -33,7 +33,7 @@ from textclf.errors import UserError, exits_on_user_error
 from textclf.flags import integer
 from textclf.monitoring.answers import FEEDBACK_FOLDER
 from textclf.monitoring.live import MIN_LABELS, live_summary, read_test_accuracy
-from textclf.monitoring.log_reading import DamagedLines, prediction_logs
+from textclf.monitoring.log_reading import DamagedLines, log_files, prediction_logs
 from textclf.outputs import atomic_file, check_outputs, write_json
 
 
@@ -111,8 +111,10 @@ def main(argv: list[str] | None = None) -> None:
         print(import_labels(args.file, args.log_dir), file=sys.stderr)
         return
     check_log_dir(args.log_dir)
+    logs = [*log_files(args.log_dir, "predictions"),
+            *log_files(Path(args.log_dir) / FEEDBACK_FOLDER, "feedback")]
     check_outputs([("--out", args.out), ("--metrics", args.metrics)],
-                  [("--test-metrics", args.test_metrics)])
+                  [("--test-metrics", args.test_metrics), *(("--log-dir", log) for log in logs)])
     damaged = DamagedLines(strict=args.strict)
     summary = live_summary(args.log_dir, read_test_accuracy(args.test_metrics),
                            args.test_metrics, args.min_labels, args.seed, damaged)

@@ -38,8 +38,13 @@ def check_outputs(outputs: Sequence[tuple[str, str | Path]],
         if not folder.is_dir():
             raise UserError(f"{flag} {path}: {folder} is a file, not a folder; expected a "
                             f"path whose folders exist or can be made")
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise UserError(f"{flag} {path}: cannot write in {folder} (permission denied)")
+        try:      # a file made and removed: what writing there needs, whoever runs it
+            probe, probe_path = tempfile.mkstemp(prefix=".textclf-probe-", dir=folder)
+        except OSError as err:
+            raise UserError(f"{flag} {path}: cannot write in {folder} "
+                            f"({err.strerror or err})") from None
+        os.close(probe)
+        os.unlink(probe_path)
 
 
 def check_output_dir(flag: str, folder: str | Path, marker: str,
@@ -130,9 +135,12 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
 def atomic_file(target: str | Path) -> Iterator[Path]:
     """Yield a scratch path beside `target`; on success it is renamed onto `target`."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_scratch(target)
-    fd, name = tempfile.mkstemp(prefix=scratch_prefix(target), dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_scratch(target)
+        fd, name = tempfile.mkstemp(prefix=scratch_prefix(target), dir=target.parent)
+    except OSError as err:
+        raise UserError(f"{target}: cannot write there ({err.strerror or err})") from None
     os.close(fd)
     scratch = Path(name)
     scratch.chmod(0o666 & ~_umask())  # mkstemp makes 0600 files

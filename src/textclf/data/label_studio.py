@@ -69,7 +69,7 @@ def prediction_tasks(rows: pd.DataFrame) -> list[dict]:
 class ExportRow:
     """One labelled task of an export."""
     where: str                          # "FILE, task 3 (id 17)"
-    text: str
+    text: Optional[str]                 # None: the task names request_id and index only
     label: str
     request_id: Optional[str] = None
     index: Optional[int] = None
@@ -95,6 +95,9 @@ def read_export(path: str | Path, labels: Optional[Sequence[str]] = None) -> Exp
         tasks = json.loads(path.read_text(encoding="utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DataError(f"{path}: not a Label Studio JSON export ({err})") from None
+    except RecursionError:
+        raise DataError(f"{path}: not a Label Studio JSON export (nested too deeply to "
+                        f"read)") from None
     if not isinstance(tasks, list):
         raise DataError(f"{path}: expected a Label Studio JSON export (a list of tasks, "
                         f"Export > JSON), found a JSON {type(tasks).__name__}")
@@ -124,15 +127,17 @@ def _task(where: str, task, known: Optional[set[str]]) -> Optional[ExportRow]:
         raise TaskError(f"{where}, field 'data': expected an object with the task's text, "
                         f"found {data!r:.60}")
     text = data.get(TEXT_NAME)
-    if not isinstance(text, str) or not text.strip():
-        raise TaskError(f"{where}, field 'data.{TEXT_NAME}': expected non-empty text, found "
-                        f"{text!r:.60}")
+    request_id, index = _origin(where, data)
+    if (text is not None or request_id is None or index is None) and (
+            not isinstance(text, str) or not text.strip()):
+        raise TaskError(f"{where}, field 'data.{TEXT_NAME}': expected non-empty text (or "
+                        f"data.request_id and data.index), found {text!r:.60}")
     annotations = task.get("annotations") or []
     if not isinstance(annotations, list):
         raise TaskError(f"{where}, field 'annotations': expected a list, found "
                         f"{type(annotations).__name__}")
     submitted = [(i, a) for i, a in enumerate(annotations)
-                 if not (isinstance(a, dict) and a.get("was_cancelled"))]
+                 if not (isinstance(a, dict) and a.get("was_cancelled") is True)]
     if not submitted:
         return None
     number, annotation = submitted[-1]
@@ -140,7 +145,7 @@ def _task(where: str, task, known: Optional[set[str]]) -> Optional[ExportRow]:
     if known is not None and label not in known:
         raise TaskError(f"{where}, field 'annotations[{number}].result': unknown label "
                         f"{label!r}; expected one of {', '.join(sorted(known))}")
-    return ExportRow(where, text, label, *_origin(where, data))
+    return ExportRow(where, text, label, request_id, index)
 
 
 def _choice(field: str, annotation) -> str:

@@ -88,10 +88,11 @@ def load_pretrained(name: str, labels: Sequence[str], attention: str | None = No
             id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)},
             # A checkpoint with another head (say 3 classes for 5 labels) gets a new one.
             ignore_mismatched_sizes=True, attn_implementation=attention)
-    except OSError as err:
-        raise ModelError(f"cannot load model.name {name!r}: {err}; expected a local folder, "
-                         f"a Hugging Face model id (needs network), or the offline default "
-                         f"{DEFAULT_MODEL!r}") from None
+    except (OSError, ValueError) as err:    # ValueError: a folder that is not a model
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(f"cannot load model.name {name!r}: {reason}; expected a local "
+                         f"folder, a Hugging Face model id (needs network), or the offline "
+                         f"default {DEFAULT_MODEL!r}") from None
     if tokenizer.pad_token_id is None:  # GPT-style tokenizers have no pad token
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id

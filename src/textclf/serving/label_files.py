@@ -45,6 +45,7 @@ class LabelRow:
     request_id: Optional[str] = None
     index: Optional[int] = None
     text: Optional[str] = None
+    said_text: Optional[str] = None     # the file's text beside request_id and index
 
 
 class RowError(ValueError):
@@ -60,7 +61,7 @@ def read_label_file(path: str | Path) -> tuple[list[LabelRow], list[str], int]:
     frame = read_table(path, [])
     columns = set(frame.columns)
     if {"request_id", "index", "label"} <= columns:
-        keys = ("request_id", "index")
+        keys = ("request_id", "index", *(("text",) if "text" in columns else ()))
     elif {"text", "label"} <= columns:
         keys = ("text",)
     else:
@@ -79,7 +80,7 @@ def _row(where: str, record: dict) -> LabelRow:
     label = record.get("label")
     if isinstance(label, bool) or not isinstance(label, (str, int)) or not normalize_label(label):
         raise RowError(f"{where}, field 'label': expected a label name, found {label!r:.60}")
-    if "text" in record:
+    if "text" in record and "request_id" not in record:
         text = record["text"]
         if not isinstance(text, str) or not text.strip():
             raise RowError(f"{where}, field 'text': expected non-empty text, found "
@@ -94,7 +95,9 @@ def _row(where: str, record: dict) -> LabelRow:
     if not isinstance(index, int) or isinstance(index, bool) or index < 0:
         raise RowError(f"{where}, field 'index': expected a whole number >= 0, found "
                        f"{index!r:.60}")
-    return LabelRow(where, normalize_label(label), request_id=request_id, index=index)
+    said = record.get("text")
+    return LabelRow(where, normalize_label(label), request_id=request_id, index=index,
+                    said_text=said if isinstance(said, str) and said.strip() else None)
 
 
 def _label_studio(path: Path) -> tuple[list[LabelRow], list[str], int]:
@@ -105,7 +108,8 @@ def _label_studio(path: Path) -> tuple[list[LabelRow], list[str], int]:
         export = read_export(path)
     except DataError as err:
         raise UserError(str(err)) from None
-    rows = [LabelRow(row.where, row.label, request_id=row.request_id, index=row.index)
+    rows = [LabelRow(row.where, row.label, request_id=row.request_id, index=row.index,
+                     said_text=row.text)
             if row.request_id is not None and row.index is not None
             else LabelRow(row.where, row.label, text=row.text)
             for row in export.rows]
@@ -144,6 +148,7 @@ def _logged(row: LabelRow, by_id: dict, by_text: dict, now: dt.datetime) -> Logg
         raise RowError(f"{row.where}, field 'request_id': no logged request "
                        f"{row.request_id!r} in the prediction log")
     texts = answered_request(by_id[row.request_id], now)
+    _check_one_answer(row, by_id[row.request_id])
     if row.index >= len(texts):
         raise RowError(f"{row.where}, field 'index': {row.index} is out of range; request "
                        f"{row.request_id!r} had {len(texts)} texts (index 0 to "
@@ -152,7 +157,27 @@ def _logged(row: LabelRow, by_id: dict, by_text: dict, now: dt.datetime) -> Logg
         raise RowError(f"{row.where}: the prediction log line of text {row.index} of request "
                        f"{row.request_id!r} is damaged (a write cut short), so its text and "
                        f"answer are lost; this label cannot be matched")
-    return texts[row.index]
+    logged = texts[row.index]
+    if row.said_text is not None and canonical_text(row.said_text) != canonical_text(logged.text):
+        raise RowError(f"{row.where}, field 'text': {row.said_text[:40]!r} is not text "
+                       f"{row.index} of request {row.request_id!r}, which was "
+                       f"{logged.text[:40]!r}; expected the row's text to be the one answered "
+                       f"(an id used for several requests: import by text, columns text, "
+                       f"label)")
+    return logged
+
+
+def _check_one_answer(row: LabelRow, requests: list[list[LoggedText]]) -> None:
+    """Refuse an id answered more than once with different texts at the row's index:
+    a file's label, unlike one sent to POST /feedback soon after the answer, does not
+    say which of them it is for (clients may reuse ids)."""
+    texts = {canonical_text(r[row.index].text) for r in requests
+             if row.index < len(r) and not r[row.index].damaged}
+    if len(texts) > 1 and row.said_text is None:
+        raise RowError(f"{row.where}, field 'request_id': {row.request_id!r} was answered "
+                       f"{len(requests)} times with different texts at index {row.index}, "
+                       f"so the id does not say which one this label is for; expected a "
+                       f"unique id, or the text (columns text, label)")
 
 
 def latest_by_text(log_dir: str | Path, texts: set[str]) -> dict[str, LoggedText]:
