@@ -362,6 +362,19 @@ def test_a_log_line_that_is_not_json_is_skipped_or_refused_naming_file_and_line(
 HOSTILE = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "a|b", "one\ntwo"]
 
 
+def test_a_huge_logged_text_is_clipped_on_both_pages():
+    """A word is whatever has no space in it: logged texts of 20,000 letters are telling
+    words and typical texts, and were copied whole into both pages."""
+    texts = tuple(f"{i} " + "x" * 20_000 + f"{i}" for i in range(40))
+    current = Predictions(texts, ("pos",) * 40, (0.6,) * 40)
+    reference = [f"plain review {i} of a phone" for i in range(40)]
+    test = Predictions(tuple(reference), ("pos",) * 40, (0.9,) * 40)
+    report = compare(reference, test, current, ["neg", "pos"],
+                     Sources("ref.csv", "cur.csv", "test.csv", "v1"))
+    for page in render(report):
+        assert len(page) < 40_000 and "x" * 38 + "…" in page
+
+
 def test_markdown_shows_texts_labels_and_paths_as_text_not_html():
     texts = [f"{HOSTILE[i % 4]} {i} zebra" for i in range(40)]
     labels = [HOSTILE[i % 4] for i in range(40)]

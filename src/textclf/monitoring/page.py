@@ -18,6 +18,7 @@ from textclf.reporting.charts import bar_chart
 from textclf.reporting.pages import heading, html_page, html_table, paragraph, plain
 
 EXAMPLE_CHARS = 300
+WORD_CHARS = 40
 
 
 def _pct(value: float) -> str:
@@ -144,19 +145,23 @@ def _measures(report: DriftReport) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def _clip(text: str, limit: int = EXAMPLE_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def _words(report: DriftReport) -> tuple[list[str], list[list[str]]]:
     domain = report.domain
-    rows = [[cur, f"{cw:.2f}" if cur else "", ref, f"{rw:.2f}" if ref else ""]
+    # a "word" is whatever has no space in it: a logged text of megabytes can be one
+    rows = [[_clip(cur, WORD_CHARS), f"{cw:.2f}" if cur else "", _clip(ref, WORD_CHARS),
+             f"{rw:.2f}" if ref else ""]
             for (cur, cw), (ref, rw) in zip_longest(domain.words_current,
                                                     domain.words_reference, fillvalue=("", 0))]
     return ["current word", "weight", "reference word", "weight"], rows
 
 
 def _examples(report: DriftReport) -> tuple[list[str], list[list[str]]]:
-    def clip(text: str) -> str:
-        return text if len(text) <= EXAMPLE_CHARS else text[:EXAMPLE_CHARS] + "…"
-    rows = [["current", clip(t)] for t in report.domain.examples_current]
-    rows += [["reference", clip(t)] for t in report.domain.examples_reference]
+    rows = [["current", _clip(t)] for t in report.domain.examples_current]
+    rows += [["reference", _clip(t)] for t in report.domain.examples_reference]
     return ["side", "text the classifier is surest of"], rows
 
 
