@@ -139,6 +139,19 @@ def test_read_table_names_the_missing_column_and_lists_found_ones(tmp_path, name
     assert "found columns: review, label" in message
 
 
+@pytest.mark.parametrize("name, content", [
+    ("data.csv", "text,label,label\nok,1,2\n"),
+    ("data.tsv", "text\tlabel\tlabel\nok\t1\t2\n"),
+])
+def test_a_column_named_twice_in_the_header_is_refused(tmp_path, name, content):
+    """pandas reads the second as `label.1`, so the first was used without a word."""
+    path = tmp_path / name
+    path.write_text(content)
+    expected = f"{path}: column 'label' appears twice in the header; expected each column once"
+    assert data_error(read_table, path, COLUMNS) == expected
+    assert data_error(open_table, path, COLUMNS) == expected        # predict's streaming read
+
+
 def test_read_table_names_file_and_line_of_undecodable_bytes(tmp_path):
     path = tmp_path / "latin1.csv"
     path.write_bytes(b"text,label\nok,1\n\xff\xfe bad,2\n")
