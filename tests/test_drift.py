@@ -320,6 +320,11 @@ BAD_INPUTS = {   # name: (writes --current into a folder, extra flags, part of t
     "bad probability": (lambda d: _log_folder(
         d, '{"time": "2026-11-28", "text": "a", "label": "x", "probability": 2}\n'), [],
         "field 'probability' must be a number from 0 to 1"),
+    "label not among its probabilities": (lambda d: _log_folder(
+        d, '{"time": "2026-11-28", "text": "a", "label": "zzz", "probability": 0.5, '
+           '"probabilities": {"neg": 0.5, "pos": 0.5}}\n'), [],
+        "line 1: field 'label' 'zzz' is none of the labels of the line's own probabilities "
+        "(neg, pos)"),
     "bad time": (lambda d: _log_folder(
         d, '{"time": "yesterday", "text": "a", "label": "x", "probability": 0.5}\n'), [],
         "line 1: field 'time' must be an ISO-8601 time"),

@@ -131,9 +131,14 @@ def log_record(record: dict, where: LogLine | str) -> LogRecord:
             or not math.isfinite(top) or not 0 <= top <= 1):
         raise UserError(f"{where}: field 'probability' must be a number from 0 to 1, "
                         f"found {top!r}")
+    probabilities = _class_probabilities(record.get("probabilities"))
+    if probabilities is not None and label not in probabilities:
+        raise UserError(f"{where}: field 'label' {label!r:.60} is none of the labels of the "
+                        f"line's own probabilities ({', '.join(probabilities)[:200]}); expected "
+                        f"a line `textclf serve` wrote")
     return LogRecord(parse_time(record.get("time"), f"{where}: field 'time'"),
                      str(record.get("model_version") or ""), text, label, float(top),
-                     _class_probabilities(record.get("probabilities")),
+                     probabilities,
                      calibrated if isinstance(calibrated := record.get("calibrated"), bool)
                      else None)
 
