@@ -330,6 +330,8 @@ def test_a_malformed_export_is_refused_naming_the_task(tmp_path, export, message
 @pytest.mark.parametrize("case, message", [
     ("missing folder", "no such file or folder"),
     ("empty log", "hold no unlabelled predictions"),
+    ("a log of damaged lines only", "hold no unlabelled predictions to choose from. Skipped 2 "
+                                    "damaged log lines"),
     ("unknown column", "no column 'review'"),
     ("malformed export", "task 1, field 'data'"),
     ("all excluded", "no text left to choose"),
@@ -346,6 +348,7 @@ def test_bad_inputs_give_one_line_errors(model_folder, tmp_path, capsys, case, m
     pd.DataFrame({"text": ["one text"]}).to_csv(texts, index=False)
     source, extra = {"missing folder": (tmp_path / "nowhere", []),
                      "empty log": (tmp_path / "empty", []),
+                     "a log of damaged lines only": (tmp_path / "damaged", []),
                      "unknown column": (texts, ["--text-column", "review"]),
                      "malformed export": (logs, ["--labelled", tmp_path / "bad.json"]),
                      "all excluded": (logs, ["--exclude", texts]),
@@ -364,6 +367,10 @@ def test_bad_inputs_give_one_line_errors(model_folder, tmp_path, capsys, case, m
         (tmp_path / "tasks.json").write_text("[]")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "predictions-2026-11-28.jsonl").write_text("")
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "predictions-2026-11-28.jsonl").write_text(
+        '{"time": "2026-11-28T10:00:00+00:00", "request_id": "r1", "ind\n'
+        '{"time": "2026-11-28T10:00:01+00:00", "request_id": "r2", "index": 0, "te\n')
     (tmp_path / "bad.json").write_text(json.dumps([{"annotations": []}]))
     before = {path: path.read_bytes() for path in tmp_path.glob("*.*")}
     code, err = run_select([source, "-n", 1, "--model", model_folder, "--out",

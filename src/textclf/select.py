@@ -247,6 +247,8 @@ def read_log(folder: Path, labels: list[str], damaged: DamagedLines) -> Pool:
     if not texts:
         why = (f"; {other} were answered by a model with other labels than "
                f"{', '.join(labels)} (or without per-class probabilities)" if other else "")
+        if damaged.count:
+            why += f". {damaged.message()}"
         raise UserError(f"{folder}: the prediction logs ({len(files)} file"
                         f"{'s' * (len(files) != 1)}) hold no unlabelled predictions to "
                         f"choose from{why}")
