@@ -6,9 +6,9 @@ and restarts a worker that dies (uvicorn logs "Child process [PID] died" on stde
 SIGTERM or SIGINT to the parent: it closes its copy of the socket, each worker stops
 accepting, finishes its requests in flight (up to `--grace-seconds`) and exits, then the
 parent exits 0; from the moment no worker accepts, the port refuses new connections
-(`ClosingSupervisor`, the one change to uvicorn's supervisor). SIGHUP to the parent: uvicorn
-replaces the workers one at a time, each new one started and ready before the old one
-stops, so they load the model folder as it is now without downtime; a new worker that
+(`ClosingSupervisor`, the one change to uvicorn's supervisor). SIGHUP to the parent:
+uvicorn replaces the workers one at a time, each new one started and ready before the old
+one stops, so they load the model folder as it is now without downtime; a new worker that
 fails to start leaves the old ones serving. A worker that fails before it serves (a
 model folder that does not load) stops the whole server: every restart would fail the
 same way (uvicorn's rule), and the parent exits 2 with the worker's error.
@@ -186,7 +186,7 @@ def run_parent(workers: int, settings: dict, app: str) -> None:
         group.metrics.mkdir()
         os.environ[METRICS_ENV] = str(group.metrics)
         os.environ[GROUP_ENV] = group.to_env(settings)
-        # What uvicorn.run(app, workers=N, ...) does, with the supervisor below.
+        # What uvicorn.run(app, workers=N, ...) does, with ClosingSupervisor.
         config = uvicorn.Config(app, factory=True, workers=workers, host=settings["host"],
                                 port=settings["port"], http=f"{__name__}:WorkerHttp",
                                 loop=settings["loop"], lifespan="on",
