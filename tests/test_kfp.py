@@ -415,7 +415,7 @@ def test_an_ssh_url_with_its_user_is_not_a_credential():
         assert check_url("--repo", url) == url and not local_path(url)
 
 
-@pytest.mark.parametrize("cpu", ["-1", "1e3", "nan", "inf", "0", "0m"])
+@pytest.mark.parametrize("cpu", ["-1", "1e3", "nan", "inf", "0", "0m", "nanm", "infm", "1e3m"])
 def test_a_cpu_request_kfp_cannot_read_is_refused_naming_the_flag(cpu):
     from textclf.kfp_sweep import pod_threads
 

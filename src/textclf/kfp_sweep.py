@@ -101,8 +101,12 @@ def pod_threads(cpu: str) -> int:
     if not cpu:
         return 0
     # The form KFP's compiler accepts, more than none: nan, inf, -1 or 1e3 failed there.
-    cores = (float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
-             if CPU.fullmatch(cpu) else 0.0)
+    if not CPU.fullmatch(cpu):
+        cores = 0.0
+    elif cpu.endswith("m"):
+        cores = float(cpu[:-1]) / 1000
+    else:
+        cores = float(cpu)
     if cores <= 0:
         raise UserError(f"--cpu {cpu!r}: expected cores as Kubernetes writes them, "
                         "more than 0, e.g. 4, 2.5 or 500m")
