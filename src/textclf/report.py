@@ -290,9 +290,9 @@ def main(argv: list[str] | None = None) -> None:
 
 def check_folders_found(exps: list[Experiment], files: RunFiles) -> None:
     """A metrics folder that no run has is a mistyped flag, not a run without scores."""
-    for flag, folder, default in (("--evaluate-dir", files.evaluate_dir, RunFiles.evaluate_dir),
-                                  ("--train-dir", files.train_dir, RunFiles.train_dir)):
-        path = f"{folder}/metrics.json"
+    for flag, folder, path, default in (
+            ("--evaluate-dir", files.evaluate_dir, files.metrics[0], RunFiles.evaluate_dir),
+            ("--train-dir", files.train_dir, files.metrics[1], RunFiles.train_dir)):
         if not any(path in e.found for e in exps):
             raise UserError(f"{flag} {folder}: no run has {path} (of {len(exps)} read); "
                             f"expected the folder dvc.yaml's stage writes its metrics.json "

@@ -22,8 +22,8 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from textclf.data.dataset import (HEADER_BYTES, DataError, check_header, check_readable,
-                                  csv_options, exact_int64, file_sha256,
+from textclf.data.dataset import (DataError, check_header, check_readable, csv_options,
+                                  exact_int64, file_sha256,
                                   exact_integers, jsonl_record, no_rows, not_utf8,
                                   require_columns, table_kind, tsv_quoting,
                                   whole_numbers_with_gaps)
@@ -66,8 +66,7 @@ def open_table(path: str | Path, columns: Sequence[str], digest: bool = False) -
         raise DataError(f"{path}: cannot parse as {kind.upper()}: {err}") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty") from None
-    with open(path, encoding="utf-8-sig", errors="ignore", newline="") as start:
-        check_header(path, kind, quoting, start.read(HEADER_BYTES))
+    check_header(path, path, kind, quoting)
     require_columns(path, columns, head.columns)
     if head.empty:
         raise no_rows(path, head.columns)

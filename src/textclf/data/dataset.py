@@ -102,8 +102,7 @@ def read_table(path: str | Path, columns: Sequence[str]) -> pd.DataFrame:
                 quoting = (tsv_quoting(io.StringIO(data.decode("utf-8-sig"), newline=""))
                            if kind == "tsv" else csv.QUOTE_MINIMAL)
                 frame = pd.read_csv(io.BytesIO(data), **csv_options(kind, quoting))
-                check_header(path, kind, quoting,
-                             data[:HEADER_BYTES].decode("utf-8-sig", "ignore"))
+                check_header(path, io.BytesIO(data), kind, quoting)
             del data
         except pd.errors.ParserError as err:
             raise DataError(f"{path}: cannot parse as {kind.upper()}: {err}") from None
@@ -115,24 +114,15 @@ def read_table(path: str | Path, columns: Sequence[str]) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-HEADER_BYTES = 1 << 16          # where a CSV's header line is looked for
-
-
-def check_header(path: Path, kind: str, quoting: int, start: str) -> None:
-    """Refuse a CSV or TSV header that names a column twice (`start`: the file's first
-    characters). pandas reads the second as `name.1`, so a command would silently use
-    the first; which one the user meant, the file does not say."""
-    try:
-        header = next(csv.reader(io.StringIO(start), delimiter="," if kind == "csv" else "\t",
-                                 quoting=quoting), [])
-    except csv.Error:       # pandas has read the file: nothing to add about its header
-        return
-    seen = set()
-    for name in header:
-        if name in seen:
-            raise DataError(f"{path}: column {name!r} appears twice in the header; expected "
-                            f"each column once")
-        seen.add(name)
+def check_header(path: Path, source, kind: str, quoting: int) -> None:
+    """Refuse a CSV or TSV header that names a column twice (`source`: the file or its
+    bytes, read as the rows were). pandas reads the second as `name.1`, so a command
+    would silently use the first; which one the user meant, the file does not say."""
+    names = pd.read_csv(source, header=None, nrows=1, **csv_options(kind, quoting)).iloc[0]
+    twice = next((name for name in names[names.duplicated()]), None)
+    if twice is not None:
+        raise DataError(f"{path}: column {twice!r} appears twice in the header; expected "
+                        f"each column once")
 
 
 def table_kind(path: Path) -> str:

@@ -128,8 +128,8 @@ def _task(where: str, task, known: Optional[set[str]]) -> Optional[ExportRow]:
                         f"found {data!r:.60}")
     text = data.get(TEXT_NAME)
     request_id, index = _origin(where, data)
-    if (text is not None or request_id is None or index is None) and (
-            not isinstance(text, str) or not text.strip()):
+    named = text is None and request_id is not None and index is not None
+    if not named and (not isinstance(text, str) or not text.strip()):
         raise TaskError(f"{where}, field 'data.{TEXT_NAME}': expected non-empty text (or "
                         f"data.request_id and data.index), found {text!r:.60}")
     annotations = task.get("annotations") or []

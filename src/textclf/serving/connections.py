@@ -99,7 +99,6 @@ class _Connection(asyncio.Protocol):
         self.inner = inner
         self.loop = loop or asyncio.get_event_loop()
         self.busy = 0                    # requests of this connection being answered
-        self.draining = False            # the server stops: answer, then close
         self.idle_since = time.monotonic()
         self.peer: Optional[tuple] = None
         self.transport: Optional[asyncio.Transport] = None
@@ -133,12 +132,16 @@ class _Connection(asyncio.Protocol):
         left = self.guard.request_timeout - (0 if self.busy else waited)
         self.timer = self.loop.call_later(max(left, 0.05), self._check)
 
+    @property
+    def draining(self) -> bool:
+        """The server stops: answer, then close."""
+        return self.guard.stopping
+
     def drain(self) -> None:
         """The server stops. uvicorn's own shutdown of this connection (`uvicorn_shutdown`)
         closes it now if idle, else after the answer in flight; an idle one is given
         `drain_seconds` first for a request on its way (module docstring)."""
         self.guard.stopping = True
-        self.draining = True
         if self.busy or self.transport is None or self.transport.is_closing():
             self.inner.uvicorn_shutdown()
             return

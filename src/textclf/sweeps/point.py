@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-
 from textclf.params import parse_yaml
 from textclf.sweeps.grid import committed_text, overrides_hold
 from textclf.sweeps.results import PointResult, flatten_numbers
